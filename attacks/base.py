@@ -1,0 +1,182 @@
+"""Attack base class, typed result and registry (foolbox's ``base.py`` pattern).
+
+The base owns ``__call__``: it puts the victim in eval mode, maps the waveform into the attack's
+domain, takes the bounds from the victim, runs the attack once per budget, measures success and
+perturbation norms, and restores the victim's mode. A subclass implements :meth:`Attack.run` only.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Literal, Sequence, final
+
+import torch
+from torch import Tensor
+
+from victims.bounds import Bounds
+from victims.registry import Registry
+from victims.victim import DOMAINS, Domain, Victim
+
+ATTACKS: Registry = Registry("attack")
+Norm = Literal["linf", "l2", "l0"]
+ModelFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class RunOutput:
+    """What :meth:`Attack.run` returns for one budget.
+
+    Attributes:
+        adversarial: ``(N, ...)`` adversarial inputs in the attack's domain, inside the bounds.
+        iterations: ``(N,)`` int64 iterations each example took (where it stopped early).
+        queries: ``(N,)`` int64 model evaluations spent per example (forward passes); ``None``
+            lets the base report ``iterations`` (one gradient query per iteration).
+    """
+
+    adversarial: Tensor
+    iterations: Tensor
+    queries: Tensor | None = None
+
+
+@dataclass
+class AttackResult:
+    """Outcome of an attack on ``N`` examples for ``K`` budgets (``K = 1`` without budgets).
+
+    Attributes:
+        adversarial: ``(K, N, ...)`` adversarial inputs in ``domain``.
+        clean: ``(N, ...)`` the clean inputs in ``domain``.
+        success: ``(K, N)`` bool; a minimum-norm attack counts as successful at budget ``k``
+            only where its perturbation norm is ``<= epsilons[k]``.
+        norms: ``(K, N)`` perturbation norm ``‖x' − x‖`` in the attack's norm.
+        iterations: ``(K, N)`` int64.
+        queries: ``(K, N)`` int64.
+        adv_logits: ``(K, N, C)`` logits of the adversarial inputs.
+        epsilons: ``(K,)`` budgets, or ``None``.
+        domain: ``"waveform"`` or ``"representation"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l0"``.
+    """
+
+    adversarial: Tensor
+    clean: Tensor
+    success: Tensor
+    norms: Tensor
+    iterations: Tensor
+    queries: Tensor
+    adv_logits: Tensor
+    epsilons: Tensor | None
+    domain: str
+    norm: str
+
+
+def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
+    """Per-example norm of ``delta`` (leading dim = examples) in ``linf``, ``l2`` or ``l0``."""
+    flat = delta.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    if norm == "l2":
+        return flat.norm(p=2, dim=1)
+    if norm == "l0":
+        return (flat != 0).sum(dim=1).to(delta.dtype)
+    raise ValueError(f"unknown norm '{norm}'; known: linf, l2, l0")
+
+
+def is_adversarial(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
+    """Untargeted: the prediction differs from ``labels``; targeted: it equals ``targets``."""
+    pred = logits.argmax(dim=-1)
+    return pred == targets if targets is not None else pred != labels
+
+
+class Attack(ABC):
+    """Base of every attack.
+
+    Class attributes set by subclasses:
+        norm: distance the attack measures (``"linf"``, ``"l2"`` or ``"l0"``).
+        fixed_budget: ``True`` when the attack takes a budget ``eps`` (FGSM, BIM, PGD, NES,
+            noise); ``False`` for minimum-norm attacks (DeepFool, C&W, L-BFGS, JSMA).
+
+    Args:
+        domain: ``"representation"`` (perturb the backbone's input, seed 004) or
+            ``"waveform"`` (end to end through the front-end, seed 000).
+        targeted: aim at ``targets`` instead of away from ``labels``.
+        eps: default budget of a fixed-budget attack (ignored by minimum-norm attacks).
+    """
+
+    norm: ClassVar[str] = "l2"
+    fixed_budget: ClassVar[bool] = True
+
+    def __init__(self, domain: Domain = "representation", targeted: bool = False,
+                 eps: float | None = None) -> None:
+        if domain not in DOMAINS:
+            raise ValueError(f"unknown domain '{domain}'; known: {', '.join(DOMAINS)}")
+        if eps is not None and eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.domain: Domain = domain
+        self.targeted = targeted
+        self.eps = eps
+
+    @abstractmethod
+    def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
+            bounds: Bounds, eps: float | None) -> RunOutput:
+        """Craft adversarial inputs for the clean batch ``x``.
+
+        Args:
+            model: differentiable map from the domain's input to logits (eval mode).
+            x: ``(N, ...)`` clean inputs in the attack's domain, detached.
+            labels: ``(N,)`` true labels.
+            targets: ``(N,)`` target labels when targeted, else ``None``.
+            bounds: box the adversarial input must stay in.
+            eps: the budget for a fixed-budget attack, ``None`` for minimum-norm attacks.
+        """
+
+    @final
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, *, targets: Tensor | None = None,
+                 epsilons: Sequence[float] | Tensor | None = None) -> AttackResult:
+        """Attack waveforms ``(N, 1, T)`` of ``victim`` with each budget in ``epsilons``.
+
+        Raises:
+            ValueError: if a targeted attack gets no targets, or a fixed-budget attack no budget.
+        """
+        if self.targeted and targets is None:
+            raise ValueError(f"{type(self).__name__} is targeted but no targets were given")
+        eps_list = self._budgets(epsilons)
+        was_training = victim.training
+        victim.eval()
+        try:
+            x = victim.to_domain(wave, self.domain)
+            bounds = victim.bounds(self.domain)
+            model = victim.logits_fn(self.domain)
+            if self.fixed_budget:
+                outs = [self.run(model, x, labels, targets, bounds, float(e)) for e in eps_list]
+            else:
+                outs = [self.run(model, x, labels, targets, bounds, None)]
+            adv = torch.stack([o.adversarial.detach() for o in outs])
+            with torch.no_grad():
+                logits = torch.stack([model(a) for a in adv])
+            success = torch.stack([is_adversarial(lg, labels, targets) for lg in logits])
+            norms = torch.stack([perturbation_norm(a - x, self.norm) for a in adv])
+            iters = torch.stack([o.iterations.to(torch.int64) for o in outs])
+            queries = torch.stack([(o.queries if o.queries is not None else o.iterations).to(torch.int64)
+                                   for o in outs])
+            eps_t = None if epsilons is None else torch.as_tensor(eps_list, dtype=norms.dtype, device=norms.device)
+            if not self.fixed_budget and eps_t is not None:
+                success = success & (norms <= eps_t[:, None])
+                adv, norms, iters, queries, logits = (t.expand(len(eps_list), *t.shape[1:])
+                                                      for t in (adv, norms, iters, queries, logits))
+            return AttackResult(adv, x, success, norms, iters, queries, logits, eps_t, self.domain, self.norm)
+        finally:
+            victim.train(was_training)
+
+    def _budgets(self, epsilons: Sequence[float] | Tensor | None) -> list[float]:
+        if epsilons is not None:
+            eps = [float(e) for e in (epsilons.tolist() if isinstance(epsilons, Tensor) else epsilons)]
+            if not eps or min(eps) < 0:
+                raise ValueError(f"budgets must be a non-empty list of non-negative numbers, got {eps}")
+            return eps
+        if self.fixed_budget and self.eps is None:
+            raise ValueError(f"{type(self).__name__} needs a budget: set eps or pass epsilons")
+        return [self.eps] if self.fixed_budget else [float("inf")]
+
+
+def create_attack(name: str, **config: object) -> Attack:
+    """Build the attack registered as ``name`` from its config (``configs/attack/<name>.yaml``)."""
+    return ATTACKS.create(name, **config)

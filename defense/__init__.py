@@ -1,0 +1,1 @@
+"""Defenses (training objectives), the command line and the experiment runner."""

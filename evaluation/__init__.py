@@ -1,0 +1,1 @@
+"""Evaluation: robustness metrics, harness, sanity checks, reports and MLflow tracking."""

@@ -1,0 +1,1 @@
+"""Training: data sets, splits, caches and the training loop."""

@@ -1,0 +1,1 @@
+"""Data sets read from their standard layouts, decoded and cached."""

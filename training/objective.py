@@ -1,0 +1,51 @@
+"""Training objectives: how one batch turns into parameter gradients.
+
+The trainer zeroes gradients, calls the objective, and steps the optimiser; the objective runs
+the forward pass(es) and calls ``backward`` itself. That lets an adversarial objective reuse the
+clean backward pass for the input gradient (see ``defense/objectives.py``). Objectives are
+registered in :data:`OBJECTIVES` ("defense" configs name them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from victims.registry import Registry
+from victims.victim import Victim
+
+OBJECTIVES: Registry = Registry("defense")
+Backward = Callable[[Tensor], None]
+
+
+@dataclass
+class StepOutput:
+    """Result of one objective step.
+
+    Attributes:
+        loss: detached scalar, the objective that was minimised.
+        logits: detached ``(B, C)`` logits of the clean batch (for training accuracy).
+    """
+
+    loss: Tensor
+    logits: Tensor
+
+
+class Objective(Protocol):
+    """Computes the loss of one batch and calls ``backward`` on it (possibly in parts)."""
+
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        ...
+
+
+@OBJECTIVES.register("clean")
+class CleanObjective:
+    """Standard empirical risk: cross-entropy on clean inputs."""
+
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        logits = victim(wave)
+        loss = F.cross_entropy(logits, labels)
+        backward(loss)
+        return StepOutput(loss.detach(), logits.detach())

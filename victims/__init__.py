@@ -1,0 +1,1 @@
+"""Victims: front-ends, normalisation, backbones and the waveform-to-logits victim module."""

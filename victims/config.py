@@ -1,0 +1,184 @@
+"""YAML configs by group with dotted command-line overrides (lightning-hydra-template style).
+
+Layout: ``configs/<group>/<option>.yaml``, one file per option. An experiment file
+(``configs/experiment/<name>.yaml``) names one option per group and may override single keys::
+
+    dataset: gm_instruments          # -> configs/dataset/gm_instruments.yaml
+    frontend: stft_db
+    overrides:
+      train.epochs: 8
+
+Command-line overrides use the same syntax: ``frontend=mel_db`` swaps a group option and
+``train.epochs=3`` sets one key. A key that does not exist, or a value of the wrong type, is a
+one-line :class:`~victims.registry.ConfigError` naming it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TypeVar
+
+import yaml
+
+from victims.registry import ConfigError, _suggest
+
+CONFIG_ROOT = Path(os.environ.get("ADVAUDIO_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
+GROUPS = ("dataset", "frontend", "victim", "train", "attack", "defense")
+
+D = TypeVar("D")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping; an unreadable or non-mapping file is a one-line ConfigError."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"invalid YAML in {path}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def options(group: str, root: Path = CONFIG_ROOT) -> list[str]:
+    """Names of the options available in ``configs/<group>/``."""
+    return sorted(p.stem for p in (root / group).glob("*.yaml"))
+
+
+def load_option(group: str, name: str, root: Path = CONFIG_ROOT) -> dict[str, Any]:
+    """Load ``configs/<group>/<name>.yaml``; an unknown option lists the known ones."""
+    path = root / group / f"{name}.yaml"
+    if not path.is_file():
+        known = options(group, root)
+        raise ConfigError(f"unknown {group} option '{name}'{_suggest(name, known)}; known: {', '.join(known)}")
+    return read_yaml(path)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "frontend=mel_db"]`` into ``{"train.epochs": 3, ...}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def compose(experiment: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+            root: Path = CONFIG_ROOT) -> dict[str, Any]:
+    """Resolve an experiment into one nested dict: expand group options, then apply overrides.
+
+    Args:
+        experiment: an experiment option name, a YAML path, or an already-loaded mapping.
+        overrides: dotted keys to values (command line); applied after the file's own overrides.
+        root: the ``configs/`` folder.
+
+    Returns:
+        The resolved config; group entries are mappings, other keys are kept as they are.
+
+    Raises:
+        ConfigError: for an unknown option, key or a value whose type does not match.
+    """
+    if isinstance(experiment, Mapping):
+        spec = copy.deepcopy(dict(experiment))
+    elif Path(str(experiment)).suffix in (".yaml", ".yml"):
+        spec = read_yaml(Path(experiment))
+    else:
+        spec = load_option("experiment", str(experiment), root)
+    file_overrides = spec.pop("overrides", None) or {}
+    all_overrides = {**file_overrides, **(overrides or {})}
+    for key, value in list(all_overrides.items()):
+        if key in GROUPS and isinstance(value, str):
+            spec[key] = value
+            del all_overrides[key]
+    for group in GROUPS:
+        if isinstance(spec.get(group), str):
+            spec[group] = load_option(group, spec[group], root)
+    for key, value in all_overrides.items():
+        set_dotted(spec, key, value)
+    return spec
+
+
+def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``cfg["a"]["b"] = value`` for ``key="a.b"``; the key must already exist.
+
+    A value must keep the existing value's type (an int may stand for a float; ``null`` and
+    a value replacing ``null`` are always accepted).
+    """
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:depth]) or "the config"
+            known = sorted(node) if isinstance(node, dict) else []
+            raise ConfigError(f"unknown key '{key}' (no '{part}' in {where}{_suggest(part, known)})")
+        if depth < len(parts) - 1:
+            node = node[part]
+    old = node[parts[-1]]
+    if not _same_kind(old, value):
+        raise ConfigError(f"bad value for '{key}': {value!r} is {type(value).__name__}, expected {type(old).__name__}")
+    node[parts[-1]] = float(value) if isinstance(old, float) and isinstance(value, int) else value
+
+
+def _same_kind(old: Any, new: Any) -> bool:
+    if old is None or new is None:
+        return True
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+        return not (isinstance(old, int) and isinstance(new, float))
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return True
+    return type(old) is type(new)
+
+
+def to_dataclass(cls: type[D], data: Mapping[str, Any], where: str) -> D:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and values of the wrong type.
+
+    Raises:
+        ConfigError: one line naming ``where``, the key and what was expected.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, list(fields))}; accepted: {', '.join(fields)}")
+        if not _matches(hints[key], value):
+            raise ConfigError(f"bad value for '{where}.{key}': {value!r} is not {_type_name(hints[key])}")
+    return cls(**data)
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(h, value) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))

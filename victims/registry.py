@@ -1,0 +1,93 @@
+"""One registry object per kind of component (front-end, backbone, attack, defense, data set).
+
+Modelled on timm's ``_registry.py``/``_factory.py``: a small class is registered under a name with
+``@REGISTRY.register("name")`` and built from a config with ``REGISTRY.create(name, **kwargs)``.
+A typo in a name or a keyword is a one-line :class:`ConfigError` that lists what is known.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class ConfigError(ValueError):
+    """A wrong name, key or value in a config or on the command line (always one line)."""
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Registry(Generic[T]):
+    """Maps names to constructors of one kind of component.
+
+    Args:
+        kind: what the registry holds, used in error messages (e.g. ``"attack"``).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``fn_or_cls`` under ``name``.
+
+        Raises:
+            ValueError: if ``name`` is already taken.
+        """
+
+        def add(fn_or_cls: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._entries[name] = fn_or_cls
+            return fn_or_cls
+
+        return add
+
+    def names(self) -> list[str]:
+        """Sorted list of registered names."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> T:
+        """Return the constructor registered as ``name``.
+
+        Raises:
+            ConfigError: naming the unknown ``name`` and listing the known ones.
+        """
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = self.names()
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'{_suggest(str(name), known)}; known: {', '.join(known)}"
+            ) from None
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build the component ``name`` with keyword arguments from a config.
+
+        Raises:
+            ConfigError: for an unknown name or a keyword the constructor does not take.
+        """
+        ctor = self.get(name)
+        check_kwargs(ctor, kwargs, f"{self.kind} '{name}'")
+        return ctor(**kwargs)
+
+
+def check_kwargs(ctor: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise a one-line :class:`ConfigError` if ``kwargs`` has a key ``ctor`` does not accept."""
+    params = inspect.signature(ctor).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"unknown key '{key}' for {what}{_suggest(key, accepted)}; accepted: {', '.join(accepted)}"
+            )

@@ -1,0 +1,122 @@
+"""A victim: front-end + per-band normaliser + backbone, one module from waveform to logits.
+
+An attack can work on either side of the front-end (seed 000 attacks the waveform end to end,
+seed 004 the representation), so the victim exposes both halves and the bounds of each domain.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from victims.bounds import Bounds
+from victims.frontends import FRONTENDS, FrontEnd
+from victims.normalize import BandNorm
+
+Domain = Literal["waveform", "representation"]
+DOMAINS: tuple[str, ...] = ("waveform", "representation")
+
+
+class Victim(nn.Module):
+    """``logits = backbone(normalizer(frontend(wave)))`` for waveforms ``(B, 1, T)``.
+
+    Args:
+        frontend: waveform → ``(B, 1, F, frames)`` transform.
+        backbone: ``(B, 1, F, frames)`` → ``(B, num_classes)`` classifier.
+        class_names: label names, index = class id.
+        num_samples: the clip length ``T`` the victim was built for.
+        spec: the config that rebuilds this victim (stored in checkpoints).
+    """
+
+    def __init__(self, frontend: FrontEnd, backbone: nn.Module, class_names: Sequence[str],
+                 num_samples: int, spec: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.normalizer = BandNorm(frontend.n_bands)
+        self.backbone = backbone
+        self.class_names = list(class_names)
+        self.num_samples = int(num_samples)
+        self.spec = copy.deepcopy(spec or {})
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def features(self, wave: Tensor) -> Tensor:
+        """Front-end output in its own units (e.g. dB), for plots and for fitting the normaliser."""
+        return self.frontend(wave)
+
+    def represent(self, wave: Tensor) -> Tensor:
+        """The backbone's input: normalised representation ``(B, 1, F, frames)``."""
+        return self.normalizer(self.frontend(wave))
+
+    def classify(self, rep: Tensor) -> Tensor:
+        """Logits from a (possibly perturbed) representation."""
+        return self.backbone(rep)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.classify(self.represent(wave))
+
+    def logits_fn(self, domain: Domain) -> Callable[[Tensor], Tensor]:
+        """The function an attack differentiates: waveform → logits or representation → logits."""
+        if domain == "waveform":
+            return self.forward
+        if domain == "representation":
+            return self.classify
+        raise ValueError(f"unknown domain '{domain}'; known: {', '.join(DOMAINS)}")
+
+    def to_domain(self, wave: Tensor, domain: Domain) -> Tensor:
+        """The clean input an attack starts from in ``domain`` (detached)."""
+        with torch.no_grad():
+            return wave.detach() if domain == "waveform" else self.represent(wave).detach()
+
+    def bounds(self, domain: Domain) -> Bounds:
+        """Box of valid inputs: ``[-1, 1]`` for waveforms; for representations, the front-end's
+        per-band output range mapped through the normaliser, shaped ``(1, 1, F, 1)``."""
+        if domain == "waveform":
+            return Bounds(-1.0, 1.0)
+        if domain != "representation":
+            raise ValueError(f"unknown domain '{domain}'; known: {', '.join(DOMAINS)}")
+        lo, hi = self.frontend.output_bounds()
+        dev = self.normalizer.mean.device
+        lo = self.normalizer(lo.to(dev).view(1, 1, -1, 1))
+        hi = self.normalizer(hi.to(dev).view(1, 1, -1, 1))
+        return Bounds(lo.detach(), hi.detach())
+
+
+def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names: Sequence[str],
+                 sample_rate: int, num_samples: int) -> Victim:
+    """Build a victim from the ``frontend`` and ``victim`` config groups.
+
+    Args:
+        frontend: ``{"name": <FRONTENDS name>, **kwargs}``.
+        backbone: ``{"backbone": <BACKBONES name>, **kwargs}``.
+        class_names: label names.
+        sample_rate: waveform rate in Hz.
+        num_samples: clip length in samples.
+
+    Raises:
+        ConfigError: for an unknown name or keyword.
+    """
+    from victims.backbones import BACKBONES
+
+    fe_kwargs = {k: v for k, v in frontend.items() if k != "name"}
+    fe = FRONTENDS.create(frontend["name"], sample_rate=sample_rate, **fe_kwargs)
+    bb_kwargs = {k: v for k, v in backbone.items() if k != "backbone"}
+    net = BACKBONES.create(backbone["backbone"], num_classes=len(class_names),
+                           input_shape=fe.output_shape(num_samples), **bb_kwargs)
+    spec = {"frontend": dict(frontend), "victim": dict(backbone), "class_names": list(class_names),
+            "sample_rate": int(sample_rate), "num_samples": int(num_samples)}
+    return Victim(fe, net, class_names, num_samples, spec)
+
+
+def victim_from_spec(spec: dict[str, Any]) -> Victim:
+    """Rebuild an (untrained) victim from the ``spec`` stored in a checkpoint."""
+    return build_victim(spec["frontend"], spec["victim"], spec["class_names"],
+                        spec["sample_rate"], spec["num_samples"])
