@@ -1,0 +1,108 @@
+"""One training run from a resolved config: data → victim → objective → trainer → MLflow.
+
+Shared by ``advaudio train`` and the experiment runner. A run is keyed by a hash of the parts of
+the config that determine the model, so the same command resumes its checkpoint and its MLflow run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, setup_tracking
+from training.checkpoints import save_atomic, victim_state
+from training.data import load_splits
+from training.data.base import Splits
+from training.objective import OBJECTIVES
+from training.trainer import TrainConfig, TrainResult, train
+from victims.config import to_dataclass
+from victims.victim import build_victim
+
+log = logging.getLogger(__name__)
+TRAIN_KEYS = ("dataset", "frontend", "victim", "train", "defense")
+
+
+@dataclass
+class TrainedVictim:
+    """A finished training run: the result, its MLflow run id and its model checkpoint."""
+
+    result: TrainResult
+    run_id: str
+    checkpoint: Path
+    key: str
+
+
+def run_key(cfg: dict[str, Any]) -> str:
+    """Stable 12-hex-digit hash of the config groups that determine a trained victim."""
+    blob = json.dumps({k: cfg.get(k) for k in TRAIN_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_objective(defense: dict[str, Any]) -> Any:
+    """The training objective named by the ``defense`` config group."""
+    import defense.objectives  # noqa: F401  (registers the adversarial objectives)
+
+    kwargs = {k: v for k, v in defense.items() if k != "name"}
+    return OBJECTIVES.create(defense.get("name", "clean"), **kwargs)
+
+
+def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", tracking_uri: str | None = None,
+                      outputs: Path = OUTPUTS, splits: Splits | None = None,
+                      parent_run_id: str | None = None) -> TrainedVictim:
+    """Train (or resume, or reuse when finished) the victim described by ``cfg`` and log it to MLflow.
+
+    Args:
+        cfg: resolved config with ``dataset``, ``frontend``, ``victim``, ``train`` and ``defense``.
+        experiment: MLflow experiment name.
+        tracking_uri: MLflow URI (default: SQLite under ``outputs``).
+        outputs: folder for checkpoints and the default store.
+        splits: already-loaded data (the runner shares it between cells).
+        parent_run_id: nest the run under this MLflow run.
+
+    Raises:
+        ConfigError: for a wrong key or value anywhere in ``cfg``.
+    """
+    tcfg = to_dataclass(TrainConfig, cfg["train"], "train")
+    objective = build_objective(cfg.get("defense") or {"name": "clean"})
+    exp_id = setup_tracking(experiment, tracking_uri, outputs)
+    key = run_key(cfg)
+    ckpt_dir = outputs / "checkpoints"
+    final_path = ckpt_dir / f"{key}.victim.pt"
+    splits = splits or load_splits(cfg["dataset"])
+    torch.manual_seed(tcfg.seed)
+    victim = build_victim(cfg["frontend"], cfg["victim"], splits.class_names, splits.train.sample_rate,
+                          splits.train.num_samples)
+    previous = find_run(exp_id, "advaudio.run_key", key)
+    run_id = previous.info.run_id if previous is not None else None
+    tags = {"advaudio.run_key": key, "advaudio.kind": "train"}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else _run_name(cfg), tags=tags) as run:
+        if run_id is None:
+            mlflow.log_params(flatten(cfg))
+            mlflow.log_dict(cfg, "config.yaml")
+            mlflow.log_params({"data.train_size": len(splits.train), "data.val_size": len(splits.val),
+                               "data.test_size": len(splits.test)})
+        result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
+                       checkpoint_path=ckpt_dir / f"{key}.train.pt", on_epoch=EpochLogger())
+        save_atomic(victim_state(result.victim), final_path)
+        mlflow.log_metrics({"test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+                            "best_epoch": float(result.best_epoch)})
+        mlflow.log_artifact(str(final_path), "model")
+        norm = result.victim.normalizer
+        mlflow.log_dict({"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()},
+                        "model/normalizer.json")
+        mlflow.set_tag("advaudio.status", "finished")
+        return TrainedVictim(result, run.info.run_id, final_path, key)
+
+
+def _run_name(cfg: dict[str, Any]) -> str:
+    parts = [cfg["dataset"].get("name"), cfg["frontend"].get("name"), cfg["victim"].get("backbone"),
+             (cfg.get("defense") or {}).get("name", "clean")]
+    return "/".join(str(p) for p in parts)

@@ -1,0 +1,104 @@
+"""MLflow tracking: the default embedded SQLite store, a server URI, and run helpers.
+
+Default store: ``sqlite:///<outputs>/mlflow.db`` with artifacts in ``<outputs>/mlartifacts`` (no
+server needed). Any tracking URI works the same; an ``http(s)://`` server is checked first, so a
+dead server is a one-line error instead of minutes of retries.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import mlflow
+from mlflow.entities import Run
+
+from victims.registry import ConfigError
+
+OUTPUTS = Path(os.environ.get("ADVAUDIO_OUTPUTS", "outputs"))
+
+
+def default_tracking_uri(outputs: Path = OUTPUTS) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the SQLite database under ``outputs``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    outputs.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(outputs / 'mlflow.db').resolve()}"
+
+
+def check_server(uri: str, timeout: float = 3.0) -> None:
+    """Raise a one-line ConfigError unless the MLflow server at ``uri`` answers ``/health``."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise ConfigError(f"MLflow server at {uri} answered HTTP {resp.status} on /health")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"MLflow server at {uri} is not reachable ({reason})") from None
+
+
+def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTPUTS) -> str:
+    """Point MLflow at ``uri`` (default: the SQLite store) and select ``experiment``.
+
+    Returns:
+        The experiment id.
+
+    Raises:
+        ConfigError: if a tracking server is not reachable.
+    """
+    uri = uri or default_tracking_uri(outputs)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        exp_id = found.experiment_id
+    else:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (outputs / "mlartifacts").resolve().as_uri()
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``{"train.lr": "0.001", ...}`` for ``mlflow.log_params`` (values ≤ 500 chars)."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value)[:500] if not isinstance(value, str) else value[:500]
+    return out
+
+
+def find_run(experiment_id: str, key: str, value: str) -> Run | None:
+    """The newest run of the experiment whose tag ``key`` equals ``value`` (for resuming)."""
+    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{key}` = '{value}'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0] if runs else None
+
+
+def iter_runs(experiment_id: str, filter_string: str = "") -> Iterator[Run]:
+    """All runs of an experiment matching ``filter_string`` (pages through the store)."""
+    token = None
+    while True:
+        page = mlflow.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  page_token=token, output_format="list")
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
+
+
+class EpochLogger:
+    """Trainer callback that logs each epoch's metrics to the active MLflow run."""
+
+    def __call__(self, metrics: dict[str, float], epoch: int) -> None:
+        mlflow.log_metrics(metrics, step=epoch)
