@@ -1,6 +1,7 @@
 """Shared fixtures: tiny victims, short audio, and a temporary MLflow store."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD_ROOT = REPO.parent / "shared" / "data" / "fsdd"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscription on 2 cores
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
