@@ -33,6 +33,12 @@ def _compose(args: argparse.Namespace) -> dict:
     return compose(args.experiment, parse_overrides(args.overrides))
 
 
+def _experiment_first(args: argparse.Namespace) -> None:
+    """Let ``advaudio experiment demo k=v`` name the experiment without ``-e``."""
+    if getattr(args, "overrides", None) and "=" not in args.overrides[0] and hasattr(args, "experiment"):
+        args.experiment = args.overrides.pop(0)
+
+
 def _outputs(args: argparse.Namespace) -> Path:
     from evaluation.tracking import OUTPUTS
 
@@ -66,6 +72,76 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Craft an adversarial WAV from a WAV and a checkpoint, printing the prediction before and after and
+    the SNR. Trailing key=value arguments override the attack's config (e.g. eps=0.01 steps=200)."""
+    from defense.craft import craft_file
+    from victims.config import load_option, parse_overrides, set_dotted
+
+    cfg = load_option("attack", args.attack)
+    for key, value in parse_overrides(args.overrides).items():
+        set_dotted(cfg, key, value)
+    done = craft_file(args.checkpoint, args.input, args.output, cfg, target=args.target, device=args.device)
+    print(f"before: {done.before} ({done.before_confidence:.3f})")
+    print(f"after:  {done.after} ({done.after_confidence:.3f}) -> {'success' if done.success else 'failed'}")
+    print(f"SNR: {done.snr_db:.2f} dB; written to {done.output}")
+    return 0 if done.success else 1
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Run an experiment grid (train original and defended victims, attack both, compute ε_r), resuming
+    finished cells, then print seed 004's Tables I-III."""
+    from tqdm import tqdm
+
+    from defense.grid import load_grid
+    from defense.runner import count_steps, run_grid
+    from victims.config import parse_overrides
+
+    grid = load_grid(args.experiment, parse_overrides(args.overrides))
+    total = count_steps(grid) if args.executor == "local" else len(list(grid.models()))
+    with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress) as bar:
+        def tick(message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(1)
+
+        run_grid(grid, tracking_uri=args.tracking_uri, outputs=_outputs(args), executor=args.executor,
+                 ray_address=args.ray_address, progress=tick)
+    return _report(grid.name, args.tracking_uri, _outputs(args))
+
+
+def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
+    from evaluation.report import collect, format_tables, write_tables
+    from evaluation.tracking import setup_tracking
+
+    setup_tracking(experiment, tracking_uri, outputs)
+    data = collect(experiment, tracking_uri)
+    paths = write_tables(data, outputs / "reports" / experiment)
+    print(format_tables(data))
+    print(f"tables written to {paths[0].parent}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild seed 004's Tables I-III (CSV and Markdown) from the MLflow runs of an experiment alone."""
+    return _report(args.name, args.tracking_uri, _outputs(args))
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Open the MLflow UI on 127.0.0.1 over the experiment store (compare eps_r and fooling_auc there)."""
+    import subprocess
+
+    from evaluation.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(_outputs(args))
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store: {uri}); Ctrl-C stops it")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advaudio", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -79,6 +155,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, "train")
     p.add_argument("--mlflow-experiment", default="advaudio", help="MLflow experiment name (default: advaudio)")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("attack", help="craft an adversarial WAV from a WAV and a checkpoint",
+                       description=cmd_attack.__doc__)
+    p.add_argument("--checkpoint", type=Path, required=True, help="victim checkpoint (*.victim.pt)")
+    p.add_argument("--input", type=Path, required=True, help="input audio file")
+    p.add_argument("--output", type=Path, required=True, help="adversarial WAV to write")
+    p.add_argument("--attack", default="pgdn", help="attack option in configs/attack/ (default: pgdn)")
+    p.add_argument("--target", default=None, help="target class name or index (makes the attack targeted)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="attack config overrides, e.g. eps=0.01")
+    p.set_defaults(handler=cmd_attack)
+
+    p = sub.add_parser("experiment", help="run an experiment grid and print Tables I-III",
+                       description=cmd_experiment.__doc__)
+    _add_config_args(p, "demo")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="run model columns one after another (local) or as Ray tasks (ray)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=cmd_experiment)
+
+    p = sub.add_parser("report", help="rebuild Tables I-III from MLflow", description=cmd_report.__doc__)
+    p.add_argument("name", nargs="?", default="demo", help="MLflow experiment name (default: demo)")
+    p.add_argument("--outputs", type=Path, default=None, help="folder of the default MLflow store and reports")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1", description=cmd_ui.__doc__)
+    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    p.add_argument("--outputs", type=Path, default=None, help="folder of the default MLflow store")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    p.set_defaults(handler=cmd_ui)
     return parser
 
 
@@ -88,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
+    _experiment_first(args)
     handler: Handler = args.handler
     try:
         return handler(args)

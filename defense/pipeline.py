@@ -54,7 +54,7 @@ def build_objective(defense: dict[str, Any]) -> Any:
 
 def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", tracking_uri: str | None = None,
                       outputs: Path = OUTPUTS, splits: Splits | None = None,
-                      parent_run_id: str | None = None) -> TrainedVictim:
+                      parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None) -> TrainedVictim:
     """Train (or resume, or reuse when finished) the victim described by ``cfg`` and log it to MLflow.
 
     Args:
@@ -64,6 +64,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
         outputs: folder for checkpoints and the default store.
         splits: already-loaded data (the runner shares it between cells).
         parent_run_id: nest the run under this MLflow run.
+        extra_tags: more tags for the run (the grid runner's coordinates).
 
     Raises:
         ConfigError: for a wrong key or value anywhere in ``cfg``.
@@ -80,7 +81,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
                           splits.train.num_samples)
     previous = find_run(exp_id, "advaudio.run_key", key)
     run_id = previous.info.run_id if previous is not None else None
-    tags = {"advaudio.run_key": key, "advaudio.kind": "train"}
+    tags = {"advaudio.run_key": key, "advaudio.kind": "train", **(extra_tags or {})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else _run_name(cfg), tags=tags) as run:

@@ -1,0 +1,272 @@
+"""Runs an experiment grid: trains original and defended victims, evaluates every attack on both,
+computes ε_r, runs the sanity checks, and logs everything to MLflow; resumes by skipping finished work.
+
+Unit of work: a *model column* ``(dataset, representation, victim)``. It trains every defense of the
+grid (``none`` = the original model), evaluates every attack on each, and logs ε_r of each defended
+model against the original. Columns are independent, so they run one after another locally or as
+Ray tasks (``executor="ray"``) when a grid outgrows one machine. Resuming: a finished training run
+is found by its config hash and its checkpoint reused; a finished attack run is skipped and its
+summary read back from MLflow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import mlflow
+import torch
+from torch import Tensor
+
+from attacks import create_attack
+from defense.grid import ORIGINAL, Grid
+from defense.pipeline import TrainedVictim, train_from_config
+from evaluation import sanity
+from evaluation.harness import AttackEvaluation, epsilon_ratio, evaluate_attack
+from evaluation.tracking import OUTPUTS, find_run, flatten, setup_tracking
+from training.data import load_splits
+from training.data.base import ClipSet
+from victims.victim import Victim
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ModelColumn:
+    """One ``(dataset, frontend, victim)`` column of a grid."""
+
+    dataset: str
+    frontend: str
+    victim: str
+
+    def tags(self, defense: str) -> dict[str, str]:
+        return {"advaudio.dataset": self.dataset, "advaudio.frontend": self.frontend,
+                "advaudio.victim": self.victim, "advaudio.defense": defense}
+
+
+def select_examples(test: ClipSet, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded, class-balanced subset of ``n`` test clips (all of them if fewer)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(test), generator=gen)
+    labels = test.labels[order]
+    rank = torch.zeros_like(labels)
+    for c in labels.unique():
+        hit = labels == c
+        rank[hit] = torch.arange(int(hit.sum()))
+    chosen = order[torch.argsort(rank * len(test) + torch.arange(len(test)), stable=True)][:n]
+    return test.waves[chosen], test.labels[chosen]
+
+
+def random_targets(labels: Tensor, num_classes: int, seed: int) -> Tensor:
+    """A random class other than the true one per example (seed 004 draws targets at random)."""
+    gen = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, labels.shape, generator=gen)
+    return (labels + shift) % num_classes
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, tracking_uri: str | None,
+               outputs: Path, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Train and attack one model column; returns one summary row per (defense, attack)."""
+    setup_tracking(grid.name, tracking_uri, outputs)
+    tick = progress or (lambda _msg: None)
+    dataset_cfg = grid.cell_config(column.dataset, column.frontend, column.victim, ORIGINAL)["dataset"]
+    splits = load_splits(dataset_cfg)
+    ev_cfg = grid.evaluation
+    waves, labels = select_examples(splits.test, ev_cfg.n_examples, ev_cfg.seed)
+    trained: dict[str, TrainedVictim] = {}
+    for defense in grid.axes["defense"]:
+        cfg = grid.cell_config(column.dataset, column.frontend, column.victim, defense)
+        trained[defense] = train_from_config(cfg, experiment=grid.name, tracking_uri=tracking_uri, outputs=outputs,
+                                             splits=splits, parent_run_id=parent_run_id,
+                                             extra_tags=column.tags(defense))
+        tick(f"trained {column.frontend}/{column.victim}/{defense}")
+    rows: list[dict[str, Any]] = []
+    evals: dict[str, dict[str, AttackEvaluation]] = {d: {} for d in trained}
+    for option, attack_cfg in grid.attacks.items():
+        summaries: dict[str, dict[str, float]] = {}
+        run_ids: dict[str, str] = {}
+        for defense, tv in trained.items():
+            run_ids[defense], summaries[defense], ev = _evaluate(grid, column, defense, tv, option, attack_cfg,
+                                                                  waves, labels)
+            if ev is not None:
+                evals[defense][option] = ev
+            tick(f"attacked {column.frontend}/{column.victim}/{defense} with {option}")
+        for defense in trained:
+            row = {**asdict(column), "defense": defense, "attack": option, **summaries[defense]}
+            if defense != ORIGINAL:
+                ratio = epsilon_ratio(summaries[defense], summaries[ORIGINAL])
+                _log_to(run_ids[defense], ratio)
+                _log_to(trained[defense].run_id, {f"eps_r.{option}": ratio["eps_r"],
+                                                  f"fooling_auc.{option}": summaries[defense]["fooling_auc"]})
+                row.update(ratio)
+            rows.append(row)
+    for defense, tv in trained.items():
+        _sanity_for_model(grid, tv.result.victim, waves, labels, evals[defense], tv.run_id)
+    return rows
+
+
+def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, option: str,
+              attack_cfg: dict[str, Any], waves: Tensor, labels: Tensor
+              ) -> tuple[str, dict[str, float], AttackEvaluation | None]:
+    """Evaluate one attack on one trained model, or read its finished run back from MLflow."""
+    ev_cfg = grid.evaluation
+    key = _key(tv.key, option, attack_cfg, asdict(ev_cfg))
+    exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
+    done = find_run(exp_id, "advaudio.cell_key", key)
+    if done is not None and done.data.tags.get("advaudio.status") == "finished":
+        return done.info.run_id, dict(done.data.metrics), None
+    victim: Victim = tv.result.victim
+    kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
+    attack = create_attack(attack_cfg["name"], **kwargs)
+    targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
+    ev = evaluate_attack(victim, attack, waves, labels, eps_max=ev_cfg.eps_max, n_budgets=ev_cfg.n_budgets,
+                         n_bisect=ev_cfg.n_bisect, batch_size=ev_cfg.batch_size, targets=targets,
+                         sweep_chunk=ev_cfg.sweep_chunk, snr_trim=ev_cfg.snr_trim, name=option, seed=ev_cfg.seed)
+    tags = {**column.tags(defense), "advaudio.kind": "attack", "advaudio.attack": option,
+            "advaudio.cell_key": key, "mlflow.parentRunId": tv.run_id}
+    run_id = done.info.run_id if done is not None else None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{defense}/{option}", tags=tags) as run:
+        mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
+        mlflow.log_metrics(ev.summary)
+        _log_sanity([sanity.check_monotone(ev)])
+        mlflow.set_tag("advaudio.status", "finished")
+        return run.info.run_id, dict(ev.summary), ev
+
+
+def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
+                      evals: dict[str, AttackEvaluation], run_id: str) -> None:
+    """Model-level sanity checks, logged on the training run (never skipped silently)."""
+    ev_cfg = grid.evaluation
+    domains = sorted({ev.domain for ev in evals.values()} or {"representation"})
+    records = [sanity.check_gradients(victim, waves, labels, domain) for domain in domains]
+    records.append(sanity.check_deterministic(victim, waves))
+    pgd = create_attack("pgd", domain=domains[0], norm="l2", eps=ev_cfg.unbounded_eps,
+                        steps=ev_cfg.unbounded_steps)
+    records.append(sanity.check_unbounded(victim, pgd, waves, labels, eps=ev_cfg.unbounded_eps,
+                                          batch_size=ev_cfg.batch_size))
+    records.extend(_pairwise_checks(evals))
+    with mlflow.start_run(run_id=run_id):
+        _log_sanity(records)
+
+
+def _pairwise_checks(evals: dict[str, AttackEvaluation]) -> list[sanity.SanityRecord]:
+    """Iterative ≥ single-step and white-box ≥ black-box ≥ noise among the attacks that were run."""
+    kind = {name: _attack_kind(name) for name in evals}
+    singles = [n for n, k in kind.items() if k == "single"]
+    iteratives = [n for n, k in kind.items() if k == "iterative"]
+    blacks = [n for n, k in kind.items() if k == "black"]
+    noises = [n for n, k in kind.items() if k == "noise"]
+    records = []
+    if singles and iteratives:
+        records.append(sanity.check_iterative_beats_single(evals[iteratives[0]], evals[singles[0]]))
+    else:
+        records.append(sanity.SanityRecord("iterative_ge_single_step", "warn",
+                                           "not run: the grid needs a single-step and an iterative attack"))
+    if noises and (iteratives or singles):
+        white = evals[(iteratives or singles)[0]]
+        records.append(sanity.check_attack_ordering(white, evals[blacks[0]] if blacks else None, evals[noises[0]]))
+    else:
+        records.append(sanity.SanityRecord("white_ge_black_ge_noise", "warn",
+                                           "not run: the grid needs a white-box attack and the noise baseline"))
+    return records
+
+
+def _attack_kind(option: str) -> str:
+    if option.startswith("fgsm"):
+        return "single"
+    if option.startswith(("bim", "pgd")):
+        return "iterative"
+    if option.startswith("nes"):
+        return "black"
+    if option.startswith("noise"):
+        return "noise"
+    return "other"
+
+
+def _log_sanity(records: list[sanity.SanityRecord]) -> None:
+    """Log each check as metric ``sanity.<name>`` (1 pass, 0 warn) and all details as ``sanity.json``."""
+    mlflow.log_metrics({f"sanity.{r.name}": float(r.status == "pass") for r in records})
+    mlflow.log_dict({r.name: r.as_dict() for r in records}, "sanity.json")
+    for r in records:
+        if r.status != "pass":
+            log.warning("sanity %s: %s", r.name, r.detail)
+
+
+def _log_to(run_id: str, metrics: dict[str, float]) -> None:
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+def count_steps(grid: Grid) -> int:
+    """Progress ticks of a grid: one per trained model and one per attack evaluation."""
+    n_models = len(list(grid.models())) * len(grid.axes["defense"])
+    return n_models * (1 + len(grid.axes["attack"]))
+
+
+def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUTPUTS, executor: str = "local",
+             ray_address: str | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Run every cell of ``grid`` (skipping finished ones) and return one summary row per evaluation.
+
+    Args:
+        grid: the resolved grid (:func:`defense.grid.load_grid`).
+        tracking_uri: MLflow URI (default: SQLite under ``outputs``).
+        outputs: checkpoints, caches and the default store.
+        executor: ``"local"`` (columns one after another) or ``"ray"`` (one Ray task per column).
+        ray_address: Ray cluster address (``None`` starts a local Ray instance).
+        progress: called with a short message after each trained model and each evaluation.
+
+    Raises:
+        ValueError: for an unknown executor.
+    """
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor '{executor}'; known: local, ray")
+    exp_id = setup_tracking(grid.name, tracking_uri, outputs)
+    uri = mlflow.get_tracking_uri()
+    grid_key = _key(grid.source)
+    previous = find_run(exp_id, "advaudio.grid_key", grid_key)
+    tags = {"advaudio.kind": "grid", "advaudio.grid_key": grid_key}
+    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
+                          run_name=None if previous else f"grid:{grid.name}", tags=tags) as run:
+        parent_id = run.info.run_id
+        if previous is None:
+            mlflow.log_dict(grid.source, "grid.yaml")
+    columns = [ModelColumn(*model) for model in grid.models()]
+    if executor == "local":
+        rows = [row for c in columns for row in run_column(grid, c, parent_id, uri, outputs, progress)]
+    else:
+        rows = _run_on_ray(grid, columns, parent_id, uri, outputs, ray_address, progress)
+    with mlflow.start_run(run_id=parent_id):
+        mlflow.set_tag("advaudio.status", "finished")
+    return rows
+
+
+def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str, outputs: Path,
+                address: str | None, progress: Progress | None) -> list[dict[str, Any]]:
+    """One Ray task per model column; the tracking URI must be reachable from every worker."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(run_column)
+        pending = {task.remote(grid, c, parent_id, uri, outputs.resolve()): c for c in columns}
+        rows: list[dict[str, Any]] = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            column = pending.pop(done[0])
+            rows.extend(ray.get(done[0]))
+            if progress is not None:
+                progress(f"finished column {column.frontend}/{column.victim}")
+        return rows
+    finally:
+        if started:
+            ray.shutdown()
