@@ -104,11 +104,15 @@ def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names
     Raises:
         ConfigError: for an unknown name or keyword.
     """
+    import inspect
+
     from victims.backbones import BACKBONES
 
     fe_kwargs = {k: v for k, v in frontend.items() if k != "name"}
     fe = FRONTENDS.create(frontend["name"], sample_rate=sample_rate, **fe_kwargs)
     bb_kwargs = {k: v for k, v in backbone.items() if k != "backbone"}
+    if "sample_rate" in inspect.signature(BACKBONES.get(backbone["backbone"])).parameters:
+        bb_kwargs["sample_rate"] = sample_rate  # waveform models (seed 003's gammatone CNN) follow the data
     net = BACKBONES.create(backbone["backbone"], num_classes=len(class_names),
                            input_shape=fe.output_shape(num_samples), **bb_kwargs)
     spec = {"frontend": dict(frontend), "victim": dict(backbone), "class_names": list(class_names),
@@ -117,6 +121,10 @@ def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names
 
 
 def victim_from_spec(spec: dict[str, Any]) -> Victim:
-    """Rebuild an (untrained) victim from the ``spec`` stored in a checkpoint."""
-    return build_victim(spec["frontend"], spec["victim"], spec["class_names"],
-                        spec["sample_rate"], spec["num_samples"])
+    """Rebuild an (untrained) victim from the ``spec`` stored in a checkpoint.
+
+    The backbone's ``checkpoint`` key (initial weights it was trained from) is dropped: the weights
+    come from the checkpoint holding the spec, and the file need not exist on this machine.
+    """
+    backbone = {k: v for k, v in spec["victim"].items() if k != "checkpoint"}
+    return build_victim(spec["frontend"], backbone, spec["class_names"], spec["sample_rate"], spec["num_samples"])

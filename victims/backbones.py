@@ -1,0 +1,189 @@
+"""Backbones: ``(B, 1, F, frames)`` representation → ``(B, num_classes)`` logits.
+
+Every entry of :data:`BACKBONES` is called as ``ctor(num_classes=..., input_shape=(F, frames),
+**kwargs)`` and accepts an optional ``checkpoint`` (a local weights file; nothing is downloaded).
+The image backbones of seed 004 (GoogLeNet, AlexNet, VGG-16 from torchvision; ResNet-18/34 from
+timm; the CIFAR ResNet-56 registered into timm) take one input channel and inputs of any size:
+an axis shorter than the architecture's minimum is bilinearly upsampled to it (:class:`MinSize`).
+The seed papers' own models live in :mod:`victims.seed_models`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from victims.registry import ConfigError, Registry
+
+log = logging.getLogger(__name__)
+
+BACKBONES: Registry = Registry("backbone")
+
+
+def check_representation(x: Tensor) -> None:
+    """Raise a one-line ValueError unless ``x`` is shaped ``(B, 1, F, frames)``."""
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"backbones take representations shaped (B, 1, F, frames), got {tuple(x.shape)}")
+
+
+def upsample_to(x: Tensor, min_size: tuple[int, int]) -> Tensor:
+    """Bilinearly upsample the axes of ``(B, C, F, frames)`` that are shorter than ``min_size``.
+
+    Each example is resized on its own and the map is differentiable; an input already at least
+    ``min_size`` is returned unchanged.
+    """
+    size = (max(x.shape[2], min_size[0]), max(x.shape[3], min_size[1]))
+    if size == tuple(x.shape[2:]):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class MinSize(nn.Module):
+    """:func:`upsample_to` ``min_size``, then apply ``net``.
+
+    Args:
+        net: the wrapped 1-channel network.
+        min_size: smallest ``(F, frames)`` the network accepts.
+    """
+
+    def __init__(self, net: nn.Module, min_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.net = net
+        self.min_size = (int(min_size[0]), int(min_size[1]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_representation(x)
+        return self.net(upsample_to(x, self.min_size))
+
+
+def load_weights(module: nn.Module, checkpoint: str | Path | None, name: str) -> nn.Module:
+    """Load a local weights file into ``module`` (no-op for ``None``) and return ``module``.
+
+    Accepts a backbone ``state_dict``, a whole victim's ``state_dict`` (keys ``backbone.*``), a
+    victim checkpoint (``{"model": state_dict, ...}``), or the state of the network a
+    :class:`MinSize` wraps (e.g. a 1-channel torchvision/timm model's own ``state_dict``).
+
+    Raises:
+        ConfigError: one line, if the file is missing or unreadable or its keys/shapes do not
+            fit ``module`` (counting missing, unexpected and mis-shaped keys).
+    """
+    if checkpoint is None:
+        return module
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"backbone '{name}': checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise ConfigError(f"backbone '{name}': cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+    state = _state_dict_of(obj)
+    if state is None:
+        raise ConfigError(f"backbone '{name}': {path} holds no state_dict of tensors")
+    targets = [module] + ([module.net] if isinstance(module, MinSize) else [])
+    target = max(targets, key=lambda t: len(set(t.state_dict()) & set(state)))
+    missing, unexpected, shapes = _mismatch(target.state_dict(), state)
+    if missing or unexpected or shapes:
+        raise ConfigError(f"backbone '{name}': checkpoint {path} is from another architecture: {missing} missing, "
+                          f"{unexpected} unexpected, {shapes} mis-shaped keys")
+    target.load_state_dict(state)
+    log.info("backbone '%s' loaded %d tensors from %s", name, len(state), path)
+    return module
+
+
+def _state_dict_of(obj: Any) -> dict[str, Tensor] | None:
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        return None
+    prefix = "backbone."
+    if any(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
+    return obj
+
+
+def _mismatch(own: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[int, int, int]:
+    missing = sum(k not in state for k in own)
+    unexpected = sum(k not in own for k in state)
+    shapes = sum(k in state and own[k].shape != state[k].shape for k in own)
+    return missing, unexpected, shapes
+
+
+def _one_channel_conv(old: nn.Conv2d, init: Callable[[Tensor], Any]) -> nn.Conv2d:
+    """A copy of ``old`` with one input channel, its weight initialised by ``init``."""
+    conv = nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+    init(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+@BACKBONES.register("googlenet")
+def googlenet(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.2,
+              checkpoint: str | None = None) -> nn.Module:
+    """GoogLeNet (Szegedy et al. 2015) from torchvision, without auxiliary heads (seed 004).
+
+    Inputs below 15 × 15 are upsampled. ``dropout`` is torchvision's classifier dropout.
+    """
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True,
+                                       num_classes=num_classes, dropout=dropout)
+    net.conv1.conv = _one_channel_conv(net.conv1.conv, lambda w: nn.init.trunc_normal_(w, std=0.01, a=-2, b=2))
+    return load_weights(MinSize(net, (15, 15)), checkpoint, "googlenet")
+
+
+@BACKBONES.register("alexnet")
+def alexnet(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.5,
+            checkpoint: str | None = None) -> nn.Module:
+    """AlexNet (Krizhevsky et al. 2012) from torchvision (seed 004); inputs below 63 × 63 are upsampled."""
+    net = torchvision.models.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
+    net.features[0] = _one_channel_conv(net.features[0], lambda w: nn.init.kaiming_uniform_(w, a=5 ** 0.5))
+    return load_weights(MinSize(net, (63, 63)), checkpoint, "alexnet")
+
+
+@BACKBONES.register("vgg16")
+def vgg16(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.5,
+          checkpoint: str | None = None) -> nn.Module:
+    """VGG-16 (Simonyan & Zisserman 2015) from torchvision (seed 004); inputs below 32 × 32 are upsampled."""
+    net = torchvision.models.vgg16(weights=None, num_classes=num_classes, dropout=dropout)
+    net.features[0] = _one_channel_conv(
+        net.features[0], lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
+    return load_weights(MinSize(net, (32, 32)), checkpoint, "vgg16")
+
+
+def _timm_backbone(arch: str, num_classes: int, drop_rate: float, checkpoint: str | None) -> nn.Module:
+    net = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=num_classes, drop_rate=drop_rate)
+    return load_weights(MinSize(net, (1, 1)), checkpoint, arch)
+
+
+@BACKBONES.register("resnet18")
+def resnet18(num_classes: int, input_shape: tuple[int, int], drop_rate: float = 0.0,
+             checkpoint: str | None = None) -> nn.Module:
+    """ResNet-18 (He et al. 2016) from timm (seed 004); ``drop_rate`` is timm's pre-classifier dropout."""
+    return _timm_backbone("resnet18", num_classes, drop_rate, checkpoint)
+
+
+@BACKBONES.register("resnet34")
+def resnet34(num_classes: int, input_shape: tuple[int, int], drop_rate: float = 0.0,
+             checkpoint: str | None = None) -> nn.Module:
+    """ResNet-34 (He et al. 2016) from timm (seed 004); ``drop_rate`` is timm's pre-classifier dropout."""
+    return _timm_backbone("resnet34", num_classes, drop_rate, checkpoint)
+
+
+@BACKBONES.register("resnet56")
+def resnet56_backbone(num_classes: int, input_shape: tuple[int, int], drop_rate: float = 0.0,
+                      checkpoint: str | None = None) -> nn.Module:
+    """CIFAR ResNet-56 (He et al. 2016, Sec. 4.2) built through timm's registry (seed 004)."""
+    return _timm_backbone("resnet56", num_classes, drop_rate, checkpoint)
+
+
+from victims import seed_models  # noqa: E402,F401  (registration; imports BACKBONES from here)
+from victims.cifar_resnet import resnet56  # noqa: E402,F401  (registers "resnet56" in timm)
+
+__all__ = ["BACKBONES", "MinSize", "check_representation", "load_weights", "upsample_to"]
