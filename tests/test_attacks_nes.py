@@ -1,0 +1,167 @@
+"""NES black-box attack (Ilyas et al. 2018): no backward pass, exact query counting within the
+budget, budget and bounds, the gradient estimate's direction, and the top-k (partial-information)
+setting seeing only the top-k probabilities."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks import create_attack
+from attacks.cw import class_margin
+from tiny import trained_victim, tones
+from victims.bounds import Bounds
+
+
+class _NoBackward(torch.autograd.Function):
+    """Identity whose backward raises: a victim built on it cannot be differentiated."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        raise RuntimeError("backward called on a black-box victim")
+
+
+class _Guard(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return _NoBackward.apply(x)
+
+
+class _CountRows(nn.Module):
+    """Counts every input row the model is asked to evaluate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += x.shape[0]
+        return x
+
+
+def test_nes_never_calls_backward_and_still_fools_the_victim() -> None:
+    victim = trained_victim()
+    victim.backbone = nn.Sequential(_Guard(), victim.backbone)
+    wave, labels = tones(2, seed=4)
+    with pytest.raises(RuntimeError, match="black-box"):
+        create_attack("cw_l2", max_iterations=2, binary_search_steps=1)(victim, wave, labels)
+    attack = create_attack("nes", eps=1.0, learning_rate=0.1, n_samples=20, max_queries=2000)
+    result = attack(victim, wave, labels)
+    assert result.success.all()
+    assert (result.norms <= 1.0 + 1e-6).all()
+    assert victim.bounds("representation").contains(result.adversarial[0]).all()
+
+
+def test_queries_are_counted_exactly_and_stay_within_the_budget() -> None:
+    victim = trained_victim()
+    counter = _CountRows()
+    victim.backbone = nn.Sequential(counter, victim.backbone)
+    wave, labels = tones(2, seed=5)
+    attack = create_attack("nes", eps=0.02, learning_rate=0.01, n_samples=10, max_queries=100)
+    result = attack(victim, wave, labels, epsilons=[0.02, 0.05])
+    assert (result.queries <= 100).all()
+    assert torch.equal(result.queries, 1 + 11 * result.iterations)
+    assert (result.iterations == 9).any()  # (100 - 1) // 11 iterations fit in the budget
+    assert counter.rows == int(result.queries.sum()) + result.success.numel()  # + the base's final check
+
+
+def test_linf_and_l2_steps_stay_within_budget_and_bounds_on_the_waveform() -> None:
+    victim = trained_victim()
+    wave, labels = tones(2, seed=6)
+    bounds = victim.bounds("waveform")
+    for norm, eps in (("linf", 0.1), ("l2", 0.5)):
+        attack = create_attack("nes", domain="waveform", norm=norm, eps=eps, sigma=0.01, learning_rate=0.02,
+                               n_samples=20, max_queries=1000)
+        result = attack(victim, wave, labels)
+        assert result.norm == norm
+        assert (result.norms <= eps * (1 + 1e-5)).all()
+        assert bounds.contains(result.adversarial[0]).all()
+        assert result.success.any()
+
+
+def test_one_l2_step_follows_the_true_gradient_direction() -> None:
+    """With momentum 0 the first L2 step is ``lr·ĝ/‖ĝ‖``; NES's ĝ must align with the autograd gradient
+    of the untargeted loss ``log max_{i≠y} p_i − log p_y = max_{i≠y} Z_i − Z_y``."""
+    torch.manual_seed(0)
+    net = nn.Linear(32, 4).double()
+    model = lambda x: net(x.flatten(1))  # noqa: E731
+    x = 0.1 * torch.randn(2, 1, 32, dtype=torch.float64)
+    labels = model(x).argmax(dim=1)
+    attack = create_attack("nes", norm="l2", momentum=0.0, sigma=1e-3, n_samples=4000, learning_rate=1e-3,
+                           max_iterations=1, max_queries=10_000)
+    out = attack.run(model, x, labels, None, Bounds(-10.0, 10.0), eps=1.0)
+    step = (out.adversarial - x).flatten(1)
+    xg = x.clone().requires_grad_(True)
+    true, = torch.autograd.grad(-class_margin(model(xg), labels).sum(), xg)  # log max_{i≠y} p_i − log p_y
+    cosine = F.cosine_similarity(step, true.flatten(1), dim=1)
+    assert (cosine > 0.9).all(), cosine
+    assert torch.allclose(step.norm(dim=1), torch.full((2,), 1e-3, dtype=torch.float64))
+
+
+def test_visible_probabilities_and_hidden_estimate_by_hand() -> None:
+    from attacks.nes import fill_hidden, visible_probabilities
+
+    probs = torch.tensor([[0.06, 0.5, 0.1, 0.3, 0.04]])
+    visible = visible_probabilities(probs, top_k=2)
+    assert torch.equal(visible.isnan(), torch.tensor([[True, False, True, False, True]]))
+    filled = fill_hidden(visible)
+    assert torch.allclose(filled, torch.tensor([[0.2 / 3, 0.5, 0.2 / 3, 0.3, 0.2 / 3]]))
+    assert torch.allclose(fill_hidden(visible_probabilities(torch.tensor([[0.45, 0.44, 0.11]]), 1)),
+                          torch.tensor([[0.45, 0.275, 0.275]]))
+    assert torch.equal(visible_probabilities(probs, top_k=None), probs)
+
+
+class _ShuffleHidden(nn.Module):
+    """Returns log-probabilities with the classes outside the top-``k`` randomly permuted among
+    themselves: the top-k probabilities are unchanged, everything else differs."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+        self.gen = torch.Generator().manual_seed(123)
+
+    def forward(self, x: Tensor) -> Tensor:
+        probs = torch.softmax(self.model(x), dim=1)
+        order = probs.argsort(dim=1, descending=True)
+        hidden = order[:, self.k:]
+        shuffle = torch.rand(hidden.shape, generator=self.gen).argsort(dim=1)
+        out = probs.clone()
+        out.scatter_(1, hidden, probs.gather(1, hidden.gather(1, shuffle)))
+        return out.log()
+
+
+def test_top_k_attack_depends_only_on_the_top_k_probabilities() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(24, 6))
+    x = torch.randn(4, 1, 24)
+    labels = net(x).argmax(dim=1)
+    targets = (labels + 3) % 6
+    bounds = Bounds(-5.0, 5.0)
+
+    def run(model: nn.Module, top_k: int | None) -> Tensor:
+        torch.manual_seed(7)
+        attack = create_attack("nes", targeted=True, top_k=top_k, learning_rate=0.05, n_samples=20,
+                               sigma=0.01, max_iterations=15, max_queries=10_000)
+        with torch.no_grad():
+            return attack.run(model, x, labels, targets, bounds, eps=1.0).adversarial
+
+    shuffled = _ShuffleHidden(net, k=2)
+    assert torch.equal(run(net, 2), run(shuffled, 2))
+    assert not torch.equal(run(net, None), run(shuffled, None))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_samples": 7}, "even"),
+    ({"norm": "l1"}, "norm"),
+    ({"max_queries": 10, "n_samples": 10}, "max_queries"),
+    ({"top_k": 0}, "top_k"),
+    ({"min_learning_rate": 1.0, "learning_rate": 0.1}, "min_learning_rate"),
+])
+def test_bad_settings_are_one_line_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        create_attack("nes", eps=0.1, **kwargs)
+    assert "\n" not in str(err.value)
