@@ -1,0 +1,190 @@
+"""Figures of an evaluation; each function returns a matplotlib Figure.
+
+Figures are built with matplotlib's object API (``Figure``, no ``pyplot``), so no GUI backend or
+display is touched and nothing is kept in pyplot's registry: the caller logs a figure with
+``mlflow.log_figure(fig, "plots/<name>.png")`` (or ``fig.savefig``) and simply drops it.
+
+The figures follow seed 004: fooling-rate curves FR(ε) whose area over ``[0, ε_max]`` is the fooling
+AUC of Table II, original / adversarial / perturbation spectrograms (its Fig. 1) and the ε_r of
+Table III as a heat map; plus clean and adversarial confusion matrices (seed 001).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from evaluation import metrics as M
+
+ArrayLike = Tensor | np.ndarray | Sequence[float]
+
+
+def _array(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _image(x: ArrayLike) -> np.ndarray:
+    """A representation ``(F, frames)``, ``(1, F, frames)`` or ``(1, 1, F, frames)`` as 2-D."""
+    arr = _array(x)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"a representation must be (F, frames) up to leading 1s, got shape {arr.shape}")
+    return arr
+
+
+def fooling_curve_points(eps_star: ArrayLike, eps_max: float, n_grid: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """``(ε, FR(ε))`` for a step plot (``where="post"``) on ``[0, ε_max]``, exact at every jump."""
+    stars = _array(eps_star)
+    grid = np.linspace(0.0, eps_max, n_grid)
+    eps = np.unique(np.concatenate([grid, stars[np.isfinite(stars) & (stars <= eps_max)]]))
+    fr = M.fooling_rate(torch.from_numpy(stars), torch.from_numpy(eps)).numpy()
+    return eps, fr
+
+
+def fooling_rate_curves(original: Mapping[str, ArrayLike], eps_max: float,
+                        defended: Mapping[str, ArrayLike] | None = None, *, title: str = "",
+                        norm: str = "l2") -> Figure:
+    """FR(ε) of several attacks on one axes: original solid, defended dashed in the same colour.
+
+    Args:
+        original: attack name → ε* of the original model's base set (``inf`` = never broken).
+        eps_max: right end of the ε axis (the AUC's interval).
+        defended: attack name → ε* of the adversarially trained model, if any.
+        title: axes title.
+        norm: norm name for the x label.
+
+    Returns:
+        A figure with one axes and one line per (attack, model); legends carry the fooling AUC.
+    """
+    if not eps_max > 0:
+        raise ValueError(f"eps_max must be > 0, got {eps_max}")
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys([*original, *(defended or {})]))
+    for i, name in enumerate(names):
+        for model, curves, style in (("original", original, "-"), ("defended", defended or {}, "--")):
+            if name in curves:
+                stars = _array(curves[name])
+                auc = M.fooling_auc(torch.from_numpy(stars), eps_max)
+                eps, fr = fooling_curve_points(stars, eps_max)
+                ax.step(eps, fr, where="post", linestyle=style, color=colors[i % len(colors)],
+                        label=f"{name} ({model}, AUC {auc:.2f})")
+    ax.set(xlim=(0, eps_max), ylim=(-0.02, 1.02), xlabel=f"ε ({norm})", ylabel="fooling rate FR(ε)",
+           title=title or "Fooling-rate curves")
+    ax.grid(alpha=0.3)
+    if names:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def confusion_matrices(clean: ArrayLike, adversarial: ArrayLike, class_names: Sequence[str], *,
+                       title: str = "") -> Figure:
+    """Clean and adversarial confusion matrices side by side (rows true, columns predicted), with
+    counts annotated and one shared colour scale.
+
+    Raises:
+        ValueError: if the matrices are not ``(C, C)`` with ``C = len(class_names)``.
+    """
+    mats = [_array(clean), _array(adversarial)]
+    c = len(class_names)
+    if any(m.shape != (c, c) for m in mats):
+        raise ValueError(f"confusion matrices must be ({c}, {c}), got {[m.shape for m in mats]}")
+    size = 2.5 + 0.45 * c
+    fig = Figure(figsize=(2 * size + 1, size), layout="constrained")
+    axes = fig.subplots(1, 2)
+    vmax = max(float(m.max()) for m in mats) or 1.0
+    for ax, mat, name in zip(axes, mats, ("clean", "adversarial")):
+        im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=vmax)
+        for (r, col), value in np.ndenumerate(mat):
+            ax.text(col, r, f"{value:g}", ha="center", va="center", fontsize="x-small",
+                    color="white" if value > vmax / 2 else "black")
+        ax.set_xticks(range(c), class_names, rotation=90, fontsize="small")
+        ax.set_yticks(range(c), class_names, fontsize="small")
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="examples")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def perturbation_triplet(original: ArrayLike, adversarial: ArrayLike, *, title: str = "",
+                         labels: tuple[str, str] | None = None, units: str = "") -> Figure:
+    """Original, adversarial and perturbation (adversarial − original) representations (seed 004 Fig. 1).
+
+    Args:
+        original: clean representation ``(F, frames)`` (leading 1-dims allowed).
+        adversarial: same shape.
+        title: figure title.
+        labels: predicted class names ``(clean, adversarial)`` added to the panel titles.
+        units: colour-bar label (e.g. ``"dB"`` or ``"normalised"``).
+
+    Returns:
+        A figure with three image axes (``origin="lower"``: low frequencies at the bottom) and
+        three colour bars; original and adversarial share one colour scale, the perturbation has a
+        symmetric diverging one.
+    """
+    orig, adv = _image(original), _image(adversarial)
+    if orig.shape != adv.shape:
+        raise ValueError(f"original {orig.shape} and adversarial {adv.shape} differ in shape")
+    delta = adv - orig
+    lo, hi = float(min(orig.min(), adv.min())), float(max(orig.max(), adv.max()))
+    peak = float(np.abs(delta).max()) or 1.0
+    fig = Figure(figsize=(13.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    names = ["original", "adversarial", "perturbation"]
+    if labels is not None:
+        names[0] += f" ({labels[0]})"
+        names[1] += f" ({labels[1]})"
+    panels = ((orig, "magma", lo, hi), (adv, "magma", lo, hi), (delta, "RdBu_r", -peak, peak))
+    for ax, (img, cmap, vmin, vmax), name in zip(axes, panels, names):
+        im = ax.imshow(img, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set(title=name, xlabel="frame", ylabel="band")
+        fig.colorbar(im, ax=ax, label=units)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.DataFrame | None = None) -> Figure:
+    """ε_r heat map: rows representations, columns victims (seed 004 Table III), annotated.
+
+    The diverging colour scale is centred on ε_r = 1 (no gain from adversarial training). Missing
+    cells are blank.
+
+    Args:
+        values: ε_r floats, index = representation (or ``(dataset, representation)``), columns = victims;
+            e.g. the first output of :func:`evaluation.report.table_3_values`.
+        title: axes title.
+        partial: same-shaped bools; a ``*`` marks a mean that includes a partial ε_r.
+    """
+    mat = values.to_numpy(dtype=np.float64)
+    rows = [" / ".join(map(str, r)) if isinstance(r, tuple) else str(r) for r in values.index]
+    fig = Figure(figsize=(2.0 + 1.1 * max(len(values.columns), 1), 1.5 + 0.5 * max(len(rows), 1)),
+                 layout="constrained")
+    ax = fig.subplots()
+    finite = mat[np.isfinite(mat)]
+    if finite.size:
+        spread = max(float(np.abs(finite - 1.0).max()), 1e-3)
+        norm = TwoSlopeNorm(vcenter=1.0, vmin=1.0 - spread, vmax=1.0 + spread)
+        im = ax.imshow(np.ma.masked_invalid(mat), cmap="RdYlGn", norm=norm, aspect="auto")
+        fig.colorbar(im, ax=ax, label="ε_r")
+    for (r, c), value in np.ndenumerate(mat):
+        if math.isfinite(value):
+            star = "*" if partial is not None and bool(partial.iat[r, c]) else ""
+            ax.text(c, r, f"{value:.2f}{star}", ha="center", va="center", fontsize="small")
+    ax.set_xticks(range(len(values.columns)), [str(c) for c in values.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set(xlim=(-0.5, len(values.columns) - 0.5), ylim=(len(rows) - 0.5, -0.5), xlabel="victim",
+           ylabel="representation", title=title or "ε_r (adversarially trained / original)")
+    return fig

@@ -1,0 +1,84 @@
+"""Figures: the right number of axes and lines, the plotted values against hand-computed ones."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from evaluation import plots as P
+
+
+def test_fooling_rate_curves_lines_values_and_auc() -> None:
+    stars = torch.tensor([0.5, 1.0, math.inf, 2.0], dtype=torch.float64)
+    fig = P.fooling_rate_curves({"bim_a": stars, "nes_pia": [0.1, 0.2]}, 3.0,
+                                {"bim_a": stars * 2, "nes_pia": [math.inf, 4.0]}, title="t")
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert len(lines) == 4
+    assert [line.get_linestyle() for line in lines] == ["-", "--", "-", "--"]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    # AUC = mean(max(0, 3 - eps*)) / 3 = (2.5 + 2 + 0 + 1) / 12
+    assert lines[0].get_label() == "bim_a (original, AUC 0.46)"
+    x, y = (np.asarray(a) for a in lines[0].get_data())
+    assert y[np.searchsorted(x, 0.5)] == 0.25 and y[np.searchsorted(x, 0.5) - 1] == 0.0
+    assert y[-1] == 0.75 and x[-1] == 3.0 and y[np.searchsorted(x, 1.5)] == 0.5
+    assert lines[3].get_data()[1].max() == 0.0  # never broken within eps_max
+    only_original = P.fooling_rate_curves({"bim_a": stars}, 3.0)
+    assert len(only_original.axes[0].get_lines()) == 1
+    with pytest.raises(ValueError, match="eps_max"):
+        P.fooling_rate_curves({"bim_a": stars}, 0.0)
+
+
+def test_confusion_matrices_annotated_with_class_names() -> None:
+    names = ["guitar", "organ", "voice"]
+    clean = torch.tensor([[3, 0, 0], [0, 2, 1], [0, 0, 4]])
+    adv = torch.tensor([[0, 3, 0], [1, 0, 2], [0, 4, 0]])
+    fig = P.confusion_matrices(clean, adv, names, title="cm")
+    assert len(fig.axes) == 3  # two matrices and one shared colour bar
+    left, right = fig.axes[:2]
+    assert [t.get_text() for t in left.get_xticklabels()] == names
+    assert [t.get_text() for t in right.get_yticklabels()] == names
+    assert [t.get_text() for t in right.texts] == [str(int(v)) for v in adv.flatten()]
+    assert left.images[0].get_clim() == right.images[0].get_clim() == (0.0, 4.0)
+    with pytest.raises(ValueError, match=r"must be \(3, 3\)"):
+        P.confusion_matrices(clean[:2, :2], adv, names)
+
+
+def test_perturbation_triplet_scales() -> None:
+    orig = torch.arange(12.0).view(1, 1, 3, 4)
+    adv = orig.clone()
+    adv[0, 0, 2, 3] += 2.0  # raises the maximum from 11 to 13
+    adv[0, 0, 0, 0] -= 0.5
+    fig = P.perturbation_triplet(orig, adv, labels=("guitar", "organ"), units="dB")
+    assert len(fig.axes) == 6  # three images, three colour bars
+    images = [ax.images[0] for ax in fig.axes[:3]]
+    assert all(im.origin == "lower" for im in images)
+    assert images[0].get_clim() == images[1].get_clim() == (-0.5, 13.0)
+    assert images[2].get_clim() == (-2.0, 2.0)
+    np.testing.assert_allclose(np.asarray(images[2].get_array()), (adv - orig)[0, 0].numpy())
+    assert fig.axes[1].get_title() == "adversarial (organ)"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="differ in shape"):
+        P.perturbation_triplet(orig, adv[..., :3])
+
+
+def test_epsilon_ratio_heatmap_annotations() -> None:
+    index = pd.MultiIndex.from_tuples([("gm", "stft_db_small"), ("gm", "cwt_tonnetz_small")],
+                                      names=["dataset", "representation"])
+    values = pd.DataFrame([[2.0, math.nan], [0.8, 1.2]], index=index, columns=["alexnet", "resnet18"])
+    partial = pd.DataFrame([[False, False], [False, True]], index=index, columns=values.columns)
+    fig = P.epsilon_ratio_heatmap(values, partial=partial)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2
+    assert sorted(t.get_text() for t in ax.texts) == ["0.80", "1.20*", "2.00"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["gm / stft_db_small", "gm / cwt_tonnetz_small"]
+    norm = ax.images[0].norm
+    assert norm.vcenter == 1.0 and norm.vmax == pytest.approx(2.0) and norm.vmin == pytest.approx(0.0)
+    empty = P.epsilon_ratio_heatmap(values * math.nan)
+    assert len(empty.axes) == 1 and not empty.axes[0].texts

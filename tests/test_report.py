@@ -1,0 +1,226 @@
+"""Tables I–III rebuilt from a real (temporary) MLflow SQLite store filled with hand-chosen numbers."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from evaluation import report as R
+from victims.registry import ConfigError
+
+STFT, CWT = "stft_db_small", "cwt_tonnetz_small"
+DS = "gm_instruments"
+ATTACKS = ("bim_a", "nes_pia")
+
+# (representation, victim) -> test accuracy of (original, fgsm_mix); None = no training run.
+ACCURACY = {
+    (STFT, "alexnet"): (0.8832, 0.7797),     # 88.32, (10.35) as in seed 004's Table I
+    (STFT, "resnet18"): (0.9000, 0.9125),    # adversarial training raised accuracy: negative drop
+    (CWT, "alexnet"): (None, 0.5000),        # original missing: empty cell
+    (CWT, "resnet18"): (0.7000, None),       # defended missing: no parenthesis
+}
+# (representation, victim, attack) -> (original summary, defended summary); None = no attack run.
+INF = math.inf
+ATTACK_RUNS = {
+    (STFT, "alexnet", "bim_a"): (dict(fooling_auc=0.80, eps_090=0.5, mean_eps_star_within_eps090=0.25),
+                                 dict(fooling_auc=0.40, eps_090=1.0, mean_eps_star_within_eps090=0.25, eps_r=1.0,
+                                      eps090_ratio=2.0, eps_r_partial=0.0)),
+    # eps_r not logged on the defended run: computed from the summaries, 0.6 / 0.2 = 3
+    (STFT, "alexnet", "nes_pia"): (dict(fooling_auc=0.90, eps_090=0.3, mean_eps_star_within_eps090=0.2),
+                                   dict(fooling_auc=0.70, eps_090=0.9, mean_eps_star_within_eps090=0.6)),
+    (STFT, "resnet18", "bim_a"): (dict(fooling_auc=0.85, eps_090=0.4, mean_eps_star_within_eps090=0.2),
+                                  dict(fooling_auc=0.50, eps_090=1.2, mean_eps_star_within_eps090=0.3, eps_r=1.5,
+                                       eps090_ratio=3.0, eps_r_partial=0.0)),
+    (STFT, "resnet18", "nes_pia"): (dict(fooling_auc=0.95, eps_090=0.2, mean_eps_star_within_eps090=0.1),
+                                    dict(fooling_auc=0.60, eps_090=0.5, mean_eps_star_within_eps090=0.25, eps_r=2.5,
+                                         eps090_ratio=2.5, eps_r_partial=0.0)),
+    # the defended model never reaches FR 0.9: eps_090 = inf (stored as the largest float), partial eps_r
+    (CWT, "resnet18", "bim_a"): (dict(fooling_auc=0.70, eps_090=1.0, mean_eps_star_within_eps090=0.5),
+                                 dict(fooling_auc=0.20, eps_090=INF, mean_eps_star_within_eps090=0.6, eps_r=1.2,
+                                      eps090_ratio=INF, eps_r_partial=1.0)),
+    (CWT, "resnet18", "nes_pia"): (dict(fooling_auc=0.75, eps_090=1.0, mean_eps_star_within_eps090=0.5), None),
+    (CWT, "alexnet", "bim_a"): (None, dict(fooling_auc=0.30, eps_090=2.0, mean_eps_star_within_eps090=1.0)),
+}
+
+
+def _run(client: MlflowClient, exp: str, tags: dict[str, str], metrics: dict[str, float], *, start: int,
+         parent: str | None = None, finished: bool = True) -> str:
+    all_tags = {f"advaudio.{k}": v for k, v in tags.items()}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    if finished:
+        all_tags["advaudio.status"] = "finished"
+    run_id = client.create_run(exp, start_time=start, tags=all_tags).info.run_id
+    client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
+    if finished:
+        client.set_terminated(run_id)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("demo", artifact_location=(root / "artifacts").as_uri())
+    grid = _run(client, exp, {}, {}, start=1)  # the grid's parent run: no kind, ignored
+    clock = iter(range(10, 10_000))
+    train_ids: dict[tuple[str, str, str], str] = {}
+    for (rep, victim), accs in ACCURACY.items():
+        for defense, acc in zip(("none", "fgsm_mix"), accs):
+            if acc is not None:
+                tags = dict(kind="train", dataset=DS, frontend=rep, victim=victim, defense=defense)
+                train_ids[rep, victim, defense] = _run(client, exp, tags, {"test_accuracy": acc, "test_loss": 0.5},
+                                                       start=next(clock), parent=grid)
+    for (rep, victim, attack), summaries in ATTACK_RUNS.items():
+        for defense, summary in zip(("none", "fgsm_mix"), summaries):
+            if summary is not None:
+                tags = dict(kind="attack", dataset=DS, frontend=rep, victim=victim, defense=defense, attack=attack)
+                _run(client, exp, tags, {**summary, "eps_max": 3.0, "sanity.monotone": 1.0}, start=next(clock),
+                     parent=train_ids.get((rep, victim, defense)))
+    # a newer run of the same cell killed mid-way (no finished tag, still RUNNING): must be ignored
+    killed = dict(kind="attack", dataset=DS, frontend=STFT, victim="resnet18", defense="fgsm_mix", attack="bim_a")
+    _run(client, exp, killed, {"fooling_auc": 0.99}, start=next(clock), finished=False)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def data(store: str) -> R.ReportData:
+    return R.collect("demo", store)
+
+
+def _cell(table: pd.DataFrame, rep: str, victim: str) -> str:
+    return table.set_index(R.ROWS).at[(DS, rep), victim]
+
+
+def test_collect_reads_one_row_per_run(data: R.ReportData) -> None:
+    runs = data.runs
+    n_train = sum(a is not None for accs in ACCURACY.values() for a in accs)
+    n_attack = sum(s is not None for pair in ATTACK_RUNS.values() for s in pair)
+    assert (runs["kind"] == "train").sum() == n_train
+    assert (runs["kind"] == "attack").sum() == n_attack
+    assert data.defenses == ["fgsm_mix"] and data.victims == ["alexnet", "resnet18"]
+    assert list(data.rows) == [(DS, CWT), (DS, STFT)]
+    killed = runs[(runs["frontend"] == STFT) & (runs["victim"] == "resnet18") & (runs["defense"] == "fgsm_mix")
+                  & (runs["attack"] == "bim_a")]
+    assert killed["fooling_auc"].tolist() == [0.50]
+    partial = runs[(runs["frontend"] == CWT) & (runs["defense"] == "fgsm_mix") & (runs["attack"] == "bim_a")
+                   & (runs["victim"] == "resnet18")]
+    assert partial["eps_090"].tolist() == [INF]
+    orphans = 1  # (CWT, resnet18, fgsm_mix, bim_a) has no training run to nest under
+    assert runs.loc[runs["kind"] == "attack", "parent_run_id"].ne("").sum() == n_attack - orphans
+
+
+def test_table_1_accuracy_and_drop(data: R.ReportData) -> None:
+    t1 = R.table_1(data, "fgsm_mix")
+    assert list(t1.columns) == ["dataset", "representation", "alexnet", "resnet18"]
+    assert _cell(t1, STFT, "alexnet") == "88.32, (10.35)"
+    assert _cell(t1, STFT, "resnet18") == "90.00, (-1.25)"
+    assert _cell(t1, CWT, "alexnet") == ""
+    assert _cell(t1, CWT, "resnet18") == "70.00"
+    assert R.table_1(data).equals(t1)  # the only defended model is picked by default
+
+
+def test_table_2_mean_auc_over_attacks(data: R.ReportData) -> None:
+    t2 = R.table_2(data, "fgsm_mix")
+    assert _cell(t2, STFT, "alexnet") == "55.00"          # (40 + 70) / 2
+    assert _cell(t2, STFT, "resnet18") == "55.00"         # (50 + 60) / 2, the killed run's 99 ignored
+    assert _cell(t2, CWT, "resnet18") == "20.00"          # only bim_a on the defended model
+    assert _cell(t2, CWT, "alexnet") == "30.00"
+    orig = R.table_2(data, model="original")
+    assert _cell(orig, STFT, "alexnet") == "85.00"
+    assert _cell(orig, STFT, "resnet18") == "90.00"
+    assert _cell(orig, CWT, "resnet18") == "72.50"
+    assert _cell(orig, CWT, "alexnet") == ""
+    only_bim = R.table_2_values(data, "fgsm_mix", attacks=["bim_a"])
+    assert only_bim.at[(DS, STFT), "alexnet"] == pytest.approx(40.0)
+
+
+def test_table_3_eps_r_mean_and_partial_mark(data: R.ReportData) -> None:
+    values, partial = R.table_3_values(data, "fgsm_mix")
+    assert values.at[(DS, STFT), "alexnet"] == pytest.approx((1.0 + 3.0) / 2)
+    assert values.at[(DS, STFT), "resnet18"] == pytest.approx((1.5 + 2.5) / 2)
+    t3 = R.table_3(data, "fgsm_mix")
+    assert _cell(t3, STFT, "alexnet") == "2.000"
+    assert _cell(t3, CWT, "resnet18") == "1.200*"
+    assert bool(partial.at[(DS, CWT), "resnet18"]) and not bool(partial.at[(DS, STFT), "resnet18"])
+    assert _cell(t3, CWT, "alexnet") == ""                # no original model to compare with
+
+
+def test_per_attack_long_table(data: R.ReportData) -> None:
+    long = R.per_attack(data).set_index(["representation", "victim", "attack"])
+    assert len(long) == len(ATTACK_RUNS)
+    row = long.loc[(STFT, "alexnet", "nes_pia")]
+    assert row["eps_r"] == pytest.approx(3.0) and row["eps090_ratio"] == pytest.approx(3.0)
+    assert row["eps_r_partial"] == 0.0
+    assert row["fooling_auc_original"] == pytest.approx(0.9) and row["fooling_auc_defended"] == pytest.approx(0.7)
+    assert math.isnan(long.loc[(CWT, "resnet18", "nes_pia"), "fooling_auc_defended"])
+    assert (long["defense"] == "fgsm_mix").all()
+
+
+def test_write_tables_csv_and_markdown(data: R.ReportData, tmp_path: Path) -> None:
+    paths = R.write_tables(data, tmp_path / "tables")
+    names = sorted(p.name for p in paths)
+    expected = [f"table_{i}_fgsm_mix.{ext}" for i in (1, 2, 3) for ext in ("csv", "md")]
+    assert names == sorted(expected + ["table_2_original.csv", "table_2_original.md", "per_attack.csv"])
+    assert all(p.is_file() for p in paths)
+    csv = pd.read_csv(tmp_path / "tables" / "table_1_fgsm_mix.csv", keep_default_na=False)
+    assert csv.equals(R.table_1(data, "fgsm_mix"))
+    md = (tmp_path / "tables" / "table_3_fgsm_mix.md").read_text().splitlines()
+    assert md[0].startswith("**Table III")
+    assert [c.strip() for c in md[2].split("|")[1:-1]] == ["dataset", "representation", "alexnet", "resnet18"]
+    assert [c.strip() for c in md[4].split("|")[1:-1]] == [DS, CWT, "", "1.200*"]
+    assert len({len(line) for line in md[2:]}) == 1  # aligned columns
+    text = R.format_tables(data)
+    assert "Table I:" in text and "Table II:" in text and "Table III:" in text and "ε_max = 3" in text
+
+
+def test_collect_unknown_experiment_is_one_line(store: str) -> None:
+    with pytest.raises(ConfigError, match="no MLflow experiment named 'nope'"):
+        R.collect("nope", store)
+
+
+def test_collect_defaults_to_the_uri_mlflow_is_pointed_at(store: str) -> None:
+    mlflow.set_tracking_uri(store)
+    try:
+        assert len(R.collect("demo").runs) == len(R.collect("demo", store).runs) > 0
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def _frame(rows: list[dict]) -> R.ReportData:
+    return R.ReportData("x", pd.DataFrame(rows).reindex(columns=["run_id", *R.COORDS, "test_accuracy"]))
+
+
+def test_defense_resolution_errors() -> None:
+    rows = [dict(run_id=str(i), kind="train", dataset="d", frontend="f", victim="v", defense=d, attack="",
+                 test_accuracy=0.5) for i, d in enumerate(("none", "fgsm_mix", "pgd_at"))]
+    data = _frame(rows)
+    with pytest.raises(ValueError, match="several defenses"):
+        R.table_1(data)
+    with pytest.raises(ValueError, match="defense 'fast' has no runs"):
+        R.table_3(data, "fast")
+    assert R.table_1(data, "pgd_at").iloc[0]["v"] == "50.00, (0.00)"
+
+
+def test_only_original_models_and_empty_data(tmp_path: Path) -> None:
+    data = _frame([dict(run_id="1", kind="train", dataset="d", frontend="f", victim="v", defense="none",
+                        attack="", test_accuracy=0.25)])
+    assert R.table_1(data).iloc[0]["v"] == "25.00"
+    paths = R.write_tables(data, tmp_path)
+    assert sorted(p.name for p in paths) == ["per_attack.csv", "table_1_none.csv", "table_1_none.md",
+                                             "table_2_original.csv", "table_2_original.md"]
+    empty = _frame([])
+    assert R.table_1(empty).empty and R.table_2(empty, model="original").empty
+    assert "Table I" in R.format_tables(empty)
+
+
+def test_markdown_escapes_and_aligns() -> None:
+    md = R.to_markdown(pd.DataFrame({"a": ["x|y", ""], "long name": [1.5, math.nan]}))
+    assert md.splitlines() == ["| a    | long name |", "|------|-----------|", "| x\\|y | 1.5       |",
+                               "|      |           |"]
