@@ -1,8 +1,8 @@
 """One-file use: a checkpoint, an input WAV and an attack → an adversarial WAV.
 
 The clip is cut or zero-padded to the victim's clip length. Waveform-domain attacks (seed 000) write
-their result directly; a representation-domain attack on an STFT-dB victim is turned back into a
-waveform with the clean clip's phase (seed 003's kept-phase iSTFT).
+their result directly; a representation-domain attack is turned back into a waveform where the
+representation has an inverse (STFT-dB: the clean clip's phase, seed 003; mel-dB: Griffin-Lim).
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import soundfile as sf
 import torch
 
 from attacks import create_attack
+from evaluation.audio_out import to_waveforms
 from evaluation.metrics import snr_db
 from training.checkpoints import load_victim
 from training.data.audio import fix_length, read_audio
-from victims.frontends.spectral import StftDb
-from victims.inverse import clean_phase, istft_db
 from victims.registry import ConfigError
 from victims.victim import Victim
 
@@ -53,7 +52,8 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
     """Attack one audio file and write the adversarial waveform as a WAV at the victim's rate.
 
     Raises:
-        ConfigError: unknown target, or a representation-domain attack on a non-STFT victim.
+        ConfigError: unknown target class.
+        ValueError: a representation-domain attack on a representation with no inverse.
         AudioError, CheckpointError: unreadable input file or checkpoint.
     """
     victim = load_victim(checkpoint, map_location=device)
@@ -65,18 +65,12 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
     if target is not None:
         kwargs["targeted"] = True
     attack = create_attack(attack_cfg["name"], **kwargs)
-    if attack.domain == "representation" and not isinstance(victim.frontend, StftDb):
-        raise ConfigError("a representation-domain attack can be written as audio only for an stft_db victim; "
-                          "use domain=waveform")
     with torch.no_grad():
         probs = victim(wave).softmax(-1)[0]
     label = int(probs.argmax())
     targets = torch.tensor([resolve_class(victim, target)], device=device) if target is not None else None
     result = attack(victim, wave, torch.tensor([label], device=device), targets=targets)
-    adv = result.adversarial[0]
-    if attack.domain == "representation":
-        rep = victim.normalizer.inverse(adv)
-        adv = istft_db(rep, clean_phase(victim.frontend, wave), victim.frontend, victim.num_samples)
+    _, adv = to_waveforms(victim, wave, result.adversarial[0], attack.domain)
     adv = adv.clamp(-1.0, 1.0)
     with torch.no_grad():
         adv_probs = victim(adv).softmax(-1)[0]

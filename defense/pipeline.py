@@ -15,6 +15,7 @@ from typing import Any
 import mlflow
 import torch
 
+import defense.objectives  # noqa: F401  (registers the adversarial objectives)
 from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, setup_tracking
 from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
@@ -44,12 +45,10 @@ def run_key(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def build_objective(defense: dict[str, Any]) -> Any:
+def build_objective(cfg: dict[str, Any]) -> Any:
     """The training objective named by the ``defense`` config group."""
-    import defense.objectives  # noqa: F401  (registers the adversarial objectives)
-
-    kwargs = {k: v for k, v in defense.items() if k != "name"}
-    return OBJECTIVES.create(defense.get("name", "clean"), **kwargs)
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    return OBJECTIVES.create(cfg.get("name", "clean"), **kwargs)
 
 
 def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", tracking_uri: str | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,8 @@ from torch import Tensor
 from attacks import create_attack
 from defense.grid import ORIGINAL, Grid
 from defense.pipeline import TrainedVictim, train_from_config
-from evaluation import sanity
+from evaluation import plots, report, sanity
+from evaluation.audio_out import to_waveforms, write_adversarial_wavs
 from evaluation.harness import AttackEvaluation, epsilon_ratio, evaluate_attack
 from evaluation.tracking import OUTPUTS, find_run, flatten, setup_tracking
 from training.data import load_splits
@@ -108,6 +110,7 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
                                                   f"fooling_auc.{option}": summaries[defense]["fooling_auc"]})
                 row.update(ratio)
             rows.append(row)
+    _log_curves(evals, {d: tv.run_id for d, tv in trained.items()}, ev_cfg.eps_max)
     for defense, tv in trained.items():
         _sanity_for_model(grid, tv.result.victim, waves, labels, evals[defense], tv.run_id)
     return rows
@@ -137,8 +140,51 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         mlflow.log_metrics(ev.summary)
         _log_sanity([sanity.check_monotone(ev)])
+        _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{option}")
         mlflow.set_tag("advaudio.status", "finished")
         return run.info.run_id, dict(ev.summary), ev
+
+
+def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, count: int, stem: str) -> None:
+    """Confusion matrices, original/adversarial/perturbation representations and WAVs of a few examples."""
+    mlflow.log_figure(plots.confusion_matrices(ev.confusion(False), ev.confusion(True), victim.class_names,
+                                               title=stem), "plots/confusion.png")
+    if ev.adversarial is None or not count:
+        return
+    device = next(iter(victim.buffers())).device
+    shown = ev.success.nonzero().flatten()[:count]
+    for i in shown.tolist():
+        wave = base_waves[i:i + 1].to(device)
+        adv = ev.adversarial[i:i + 1].to(device)
+        with torch.no_grad():
+            clean_rep = victim.represent(wave)
+            adv_rep = adv if ev.domain == "representation" else victim.represent(adv)
+        pred = ev.clean_pred[ev.base_index[i]], ev.adv_logits[i].argmax()
+        names = (victim.class_names[int(pred[0])], victim.class_names[int(pred[1])])
+        mlflow.log_figure(plots.perturbation_triplet(clean_rep[0, 0].cpu(), adv_rep[0, 0].cpu(), title=stem,
+                                                     labels=names, units="normalised"), f"plots/example_{i}.png")
+        try:
+            reference, adv_wave = to_waveforms(victim, wave, adv, ev.domain)
+        except ValueError as err:
+            log.info("no audio for %s: %s", stem, err)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            write_adversarial_wavs(Path(tmp), f"example_{i}", reference[0].cpu(), adv_wave[0].cpu(),
+                                   victim.sample_rate)
+            mlflow.log_artifacts(tmp, "audio")
+
+
+def _log_curves(evals: dict[str, dict[str, AttackEvaluation]], run_ids: dict[str, str], eps_max: float) -> None:
+    """Fooling-rate curves of every attack, original solid and defended dashed, on each defended model's run."""
+    original = {name: ev.eps_star for name, ev in evals[ORIGINAL].items()}
+    for defense, run_id in run_ids.items():
+        if defense == ORIGINAL or not evals[defense]:
+            continue
+        defended = {name: ev.eps_star for name, ev in evals[defense].items() if name in original}
+        fig = plots.fooling_rate_curves({k: original[k] for k in defended}, eps_max, defended,
+                                        title=f"original vs {defense}")
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_figure(fig, "plots/fooling_rate_curves.png")
 
 
 def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
@@ -243,9 +289,23 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
         rows = [row for c in columns for row in run_column(grid, c, parent_id, uri, outputs, progress)]
     else:
         rows = _run_on_ray(grid, columns, parent_id, uri, outputs, ray_address, progress)
-    with mlflow.start_run(run_id=parent_id):
-        mlflow.set_tag("advaudio.status", "finished")
+    _log_grid_report(grid, parent_id, uri)
     return rows
+
+
+def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
+    """Tables I-III and the ε_r heat maps as artifacts of the grid's parent run."""
+    data = report.collect(grid.name, uri)
+    with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
+        report.write_tables(data, Path(tmp))
+        mlflow.log_artifacts(tmp, "tables")
+        for defense in grid.axes["defense"]:
+            if defense == ORIGINAL:
+                continue
+            values, partial = report.table_3_values(data, defense)
+            mlflow.log_figure(plots.epsilon_ratio_heatmap(values, partial=partial, title=f"eps_r ({defense})"),
+                              f"plots/eps_r_{defense}.png")
+        mlflow.set_tag("advaudio.status", "finished")
 
 
 def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str, outputs: Path,

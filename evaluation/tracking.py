@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
 from victims.registry import ConfigError
 
@@ -87,12 +88,12 @@ def find_run(experiment_id: str, key: str, value: str) -> Run | None:
 
 def iter_runs(experiment_id: str, filter_string: str = "") -> Iterator[Run]:
     """All runs of an experiment matching ``filter_string`` (pages through the store)."""
+    client = MlflowClient()
     token = None
     while True:
-        page = mlflow.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                  page_token=token, output_format="list")
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
         yield from page
-        token = getattr(page, "token", None)
+        token = page.token
         if not token:
             return
 

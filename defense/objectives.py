@@ -1,0 +1,188 @@
+"""Adversarial-training objectives, registered in :data:`training.objective.OBJECTIVES`.
+
+- ``fgsm_mix``: seed 004's Eq. 14 (after Goodfellow et al. 2015), J' = α·J(x, y) + (1−α)·J(x', y)
+  with x' the one-shot FGSM example; α = 0 is FGSM-only training.
+- ``pgd_at``: Madry et al. 2018, training on PGD examples (random start, projected steps).
+- ``fast_fgsm``: Wong, Rice & Kolter 2020, FGSM from a random start with step 1.25·ε.
+
+Each works in the ``representation`` domain (the front-end runs once without gradient and the
+normalised representation is attacked, as in seed 004) or the ``waveform`` domain (end to end).
+Adversarial inputs stay inside ``victim.bounds(domain)``; ``eps`` is in the domain's units (for the
+representation: normalised units, i.e. per-band standard deviations). Norms: ``linf`` (sign step)
+or ``l2`` (step along the L2-normalised gradient).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from training.objective import OBJECTIVES, Backward, StepOutput
+from victims.bounds import Bounds
+from victims.registry import ConfigError
+from victims.victim import DOMAINS, Victim
+
+NORMS = ("linf", "l2")
+
+
+def _check(eps: float, norm: str, domain: str) -> None:
+    if not eps > 0:
+        raise ConfigError(f"defense eps must be > 0, got {eps}")
+    if norm not in NORMS:
+        raise ConfigError(f"unknown defense norm '{norm}'; known: {', '.join(NORMS)}")
+    if domain not in DOMAINS:
+        raise ConfigError(f"unknown defense domain '{domain}'; known: {', '.join(DOMAINS)}")
+
+
+def domain_inputs(victim: Victim, wave: Tensor, domain: str) -> tuple[Tensor, Callable[[Tensor], Tensor], Bounds]:
+    """Clean input in ``domain`` (detached), the map from it to logits, and its bounds.
+
+    In the representation domain the front-end and normaliser run once, without gradient.
+    """
+    if domain == "representation":
+        with torch.no_grad():
+            x = victim.represent(wave)
+        return x.detach(), victim.classify, victim.bounds("representation")
+    return wave.detach(), victim.forward, victim.bounds("waveform")
+
+
+def steepest(grad: Tensor, norm: str) -> Tensor:
+    """Unit steepest-ascent direction: ``sign(g)`` for linf, ``g/‖g‖₂`` per example for l2.
+
+    Invariant to a positive scale of ``grad`` (a GradScaler's factor or the loss weight α).
+    """
+    if norm == "linf":
+        return grad.sign()
+    size = grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+    return grad / size.view(-1, *([1] * (grad.dim() - 1)))
+
+
+def project(delta: Tensor, eps: float, norm: str) -> Tensor:
+    """Project perturbations onto the ε-ball of ``norm`` (per example)."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    size = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
+    return delta * (eps / size).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
+
+
+def random_start(x: Tensor, eps: float, norm: str) -> Tensor:
+    """Uniform sample of the ε-ball: a cube for linf; for l2 a Gaussian direction with radius ε·U^(1/d)."""
+    if norm == "linf":
+        return torch.empty_like(x).uniform_(-eps, eps)
+    direction = steepest(torch.randn_like(x), "l2")
+    d = x[0].numel()
+    radius = eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / d)
+    return direction * radius.view(-1, *([1] * (x.dim() - 1)))
+
+
+@OBJECTIVES.register("fgsm_mix")
+class FGSMMix:
+    """J' = α·J(x, y) + (1−α)·J(x', y), x' = clip(x + ε·dir(∇ₓJ(x, y))) (seed 004 Eq. 14).
+
+    One clean forward/backward with the input requiring gradient yields both ∇ₓJ (for x') and the
+    clean loss's parameter gradient; one adversarial forward/backward adds the rest: two passes.
+    The clean backward runs on α·J, whose input gradient has the direction of ∇ₓJ (sign and
+    L2-normalisation ignore positive scales, including a GradScaler's). For α = 0 the clean backward
+    runs on J itself and its parameter gradients are then dropped (``p.grad = None``): this relies on
+    the trainer zeroing gradients before each step. For α = 1 the adversarial pass is skipped.
+
+    Args:
+        alpha: weight α of the clean loss in [0, 1].
+        eps: FGSM budget in the domain's units.
+        norm: ``"linf"`` or ``"l2"``.
+        domain: ``"representation"`` or ``"waveform"``.
+    """
+
+    def __init__(self, alpha: float = 0.5, eps: float = 1.5, norm: str = "l2", domain: str = "representation") -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"fgsm_mix alpha must lie in [0, 1], got {alpha}")
+        _check(eps, norm, domain)
+        self.alpha, self.eps, self.norm, self.domain = float(alpha), float(eps), norm, domain
+
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        x, model, bounds = domain_inputs(victim, wave, self.domain)
+        x.requires_grad_(True)
+        logits = model(x)
+        clean = F.cross_entropy(logits, labels)
+        backward(clean * (self.alpha if self.alpha > 0 else 1.0))
+        if self.alpha == 0:
+            for p in victim.parameters():
+                p.grad = None
+        if self.alpha == 1:
+            return StepOutput(clean.detach(), logits.detach())
+        x_adv = bounds.clip(x.detach() + self.eps * steepest(x.grad, self.norm))
+        adv = F.cross_entropy(model(x_adv), labels)
+        backward((1 - self.alpha) * adv)
+        loss = self.alpha * clean.detach() + (1 - self.alpha) * adv.detach()
+        return StepOutput(loss, logits.detach())
+
+
+@OBJECTIVES.register("pgd_at")
+class PGDTraining:
+    """Train on PGD examples (Madry et al. 2018): J(x', y), x' from ``steps`` projected steps.
+
+    The inner maximisation uses ``torch.autograd.grad`` on the summed loss (no parameter gradients,
+    per-example gradients independent of the batch size) in the victim's current (training) mode.
+    The clean logits reported for the training accuracy come from one extra forward without gradient.
+
+    Args:
+        eps: radius of the ε-ball in the domain's units.
+        steps: PGD iterations.
+        step_size: step length; default 2.5·ε/steps (Madry et al.).
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start from a uniform point of the ε-ball.
+        domain: ``"representation"`` or ``"waveform"``.
+    """
+
+    def __init__(self, eps: float = 1.5, steps: int = 7, step_size: float | None = None, norm: str = "l2",
+                 random_start: bool = True, domain: str = "representation") -> None:
+        _check(eps, norm, domain)
+        if steps < 1:
+            raise ConfigError(f"pgd_at steps must be >= 1, got {steps}")
+        if step_size is not None and not step_size > 0:
+            raise ConfigError(f"pgd_at step_size must be > 0, got {step_size}")
+        self.eps, self.steps, self.norm, self.domain = float(eps), int(steps), norm, domain
+        self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
+        self.random_start = bool(random_start)
+
+    def perturb(self, model: Callable[[Tensor], Tensor], x: Tensor, labels: Tensor, bounds: Bounds) -> Tensor:
+        """The adversarial input (detached) after ``steps`` projected ascent steps from ``x``."""
+        delta = random_start(x, self.eps, self.norm) if self.random_start else torch.zeros_like(x)
+        x_adv = bounds.clip(x + delta)
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), labels, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            step = x_adv.detach() + self.step_size * steepest(grad, self.norm)
+            x_adv = bounds.clip(x + project(step - x, self.eps, self.norm))
+        return x_adv.detach()
+
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        x, model, bounds = domain_inputs(victim, wave, self.domain)
+        x_adv = self.perturb(model, x, labels, bounds)
+        loss = F.cross_entropy(model(x_adv), labels)
+        backward(loss)
+        with torch.no_grad():
+            logits = model(x)
+        return StepOutput(loss.detach(), logits.detach())
+
+
+@OBJECTIVES.register("fast_fgsm")
+class FastFGSM(PGDTraining):
+    """"Fast is better than free" (Wong, Rice & Kolter 2020): one FGSM step of ``step_factor``·ε
+    from a uniform random start, projected back onto the ε-ball.
+
+    Args:
+        eps: radius of the ε-ball in the domain's units.
+        step_factor: step length as a multiple of ε (1.25 in the paper).
+        norm: ``"linf"`` (the paper) or ``"l2"``.
+        domain: ``"representation"`` or ``"waveform"``.
+    """
+
+    def __init__(self, eps: float = 1.5, step_factor: float = 1.25, norm: str = "l2",
+                 domain: str = "representation") -> None:
+        if not step_factor > 0:
+            raise ConfigError(f"fast_fgsm step_factor must be > 0, got {step_factor}")
+        super().__init__(eps=eps, steps=1, step_size=step_factor * eps, norm=norm, random_start=True, domain=domain)

@@ -1,0 +1,100 @@
+"""The experiment grid end to end on a tiny grid: MLflow runs, ε_r, sanity checks, and resume after a kill."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from defense.grid import load_grid
+from defense.runner import count_steps, run_grid
+from evaluation.tracking import iter_runs, setup_tracking
+from victims.registry import ConfigError
+
+TINY = """
+name: tiny
+train: demo
+grid:
+  dataset: [gm_instruments]
+  frontend: [stft_db_small]
+  victim: [resnet56]
+  defense: [none, fgsm_mix]
+  attack: [fgsm, deepfool_l2]
+attack_overrides:
+  deepfool_l2: {steps: 20}
+evaluation:
+  n_examples: 6
+  eps_max: 3.0
+  n_budgets: 3
+  n_bisect: 1
+  batch_size: 8
+  unbounded_steps: 5
+overrides:
+  dataset.classes: [flute, hi_hat]
+  dataset.clips_per_class: 6
+  dataset.clip_seconds: 0.25
+  dataset.sample_rate: 8000
+  dataset.split.test_fraction: 0.34
+  frontend.n_fft: 128
+  frontend.hop: 64
+  train.epochs: 2
+  train.batch_size: 8
+"""
+
+
+@pytest.fixture
+def grid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def _runs(outputs: Path, kind: str) -> list:
+    exp_id = setup_tracking("tiny", None, outputs)
+    return [r for r in iter_runs(exp_id) if r.data.tags.get("advaudio.kind") == kind]
+
+
+@pytest.mark.slow
+def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
+    outputs = tmp_path / "out"
+    grid = load_grid(grid_file)
+    assert count_steps(grid) == 2 * (1 + 2)
+    ticks: list[str] = []
+
+    def kill_after_three(message: str) -> None:
+        ticks.append(message)
+        if len(ticks) == 3:
+            raise KeyboardInterrupt  # a kill after both models trained and one evaluation finished
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, outputs=outputs, progress=kill_after_three)
+    first_attack_runs = {r.info.run_id for r in _runs(outputs, "attack")}
+    assert len(first_attack_runs) == 1
+
+    resumed: list[str] = []
+    rows = run_grid(load_grid(grid_file), outputs=outputs, progress=resumed.append)
+    assert len(rows) == 4
+    trains, attacks = _runs(outputs, "train"), _runs(outputs, "attack")
+    assert len(trains) == 2, "resume must reuse the two training runs, not start new ones"
+    assert len(attacks) == 4 and first_attack_runs <= {r.info.run_id for r in attacks}
+    defended = [r for r in attacks if r.data.tags["advaudio.defense"] == "fgsm_mix"]
+    for run in defended:
+        assert {"eps_r", "eps090_ratio", "fooling_auc", "sanity.monotone_success"} <= set(run.data.metrics)
+    model = next(r for r in trains if r.data.tags["advaudio.defense"] == "fgsm_mix")
+    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "test_accuracy", "sanity.gradients_finite_nonzero_ce"} <= set(
+        model.data.metrics)
+    assert all(r.data.tags.get("mlflow.parentRunId") for r in attacks)
+
+
+def test_grid_errors_are_one_line(grid_file: Path) -> None:
+    with pytest.raises(ConfigError, match="grid.defense must include 'none'"):
+        load_grid(grid_file, {"grid.defense": ["fgsm_mix"]})
+    with pytest.raises(ConfigError, match="unknown attack option 'pgd_linff'"):
+        load_grid(grid_file, {"grid.attack": ["deepfool_l2", "pgd_linff"]})
+    with pytest.raises(ConfigError, match="unknown key 'evaluation.n_example'"):
+        load_grid(grid_file, {"evaluation.n_example": 3})
+    with pytest.raises(ConfigError, match="unknown key 'train.epoch'"):
+        load_grid(grid_file, {"train.epoch": 3})
+    with pytest.raises(ConfigError, match="not in grid.attack"):
+        load_grid(grid_file, {"grid.attack": ["fgsm"]})
