@@ -34,7 +34,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from evaluation.metrics import ratio_from_summaries
-from evaluation.tracking import check_server, default_tracking_uri
+from evaluation.tracking import check_server, default_tracking_uri, iter_runs
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def collect(experiment: str, tracking_uri: str | None = None) -> ReportData:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError(f"no MLflow experiment named '{experiment}' at {uri}")
-    rows = [_row(run) for run in _search(client, exp.experiment_id)]
+    rows = [_row(run) for run in iter_runs(exp.experiment_id, client=client)]
     rows = [r for r in rows if r["kind"] in ("train", "attack")]
     if not rows:
         log.warning("experiment '%s' has no training or attack runs", experiment)
@@ -124,16 +124,6 @@ def collect(experiment: str, tracking_uri: str | None = None) -> ReportData:
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=base + sorted(set(frame.columns) - set(base)))
     return ReportData(experiment, _newest(frame))
-
-
-def _search(client: MlflowClient, experiment_id: str) -> Iterator[Run]:
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def _restore(value: float) -> float:

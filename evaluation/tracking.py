@@ -86,9 +86,15 @@ def find_run(experiment_id: str, key: str, value: str) -> Run | None:
     return runs[0] if runs else None
 
 
-def iter_runs(experiment_id: str, filter_string: str = "") -> Iterator[Run]:
-    """All runs of an experiment matching ``filter_string`` (pages through the store)."""
-    client = MlflowClient()
+def iter_runs(experiment_id: str, filter_string: str = "", client: MlflowClient | None = None) -> Iterator[Run]:
+    """All runs of an experiment matching ``filter_string`` (pages through the store).
+
+    Args:
+        experiment_id: the experiment.
+        filter_string: MLflow search filter.
+        client: client of a specific store; default: the current tracking URI.
+    """
+    client = client or MlflowClient()
     token = None
     while True:
         page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
