@@ -1,0 +1,272 @@
+"""The evaluation harness against attacks whose ε* is known exactly, and on the tiny trained victim."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks.base import Attack, RunOutput
+from evaluation import metrics as M
+from evaluation.harness import budget_grid, epsilon_ratio, evaluate_attack
+from tiny import tones, trained_victim
+from victims.frontends import FrontEnd
+from victims.victim import Victim
+
+T = 16
+
+
+class Flat(FrontEnd):
+    """``(B, 1, T) → (B, 1, 1, T)``."""
+
+    @property
+    def n_bands(self) -> int:
+        return 1
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_samples
+
+    def output_bounds(self) -> tuple[Tensor, Tensor]:
+        return torch.full((1,), -1.0), torch.full((1,), 1.0)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return wave.unsqueeze(1)
+
+
+class MeanSign(nn.Module):
+    """Class 0 iff the mean of the input is > 0 (logits ``[m, −m]``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = x.flatten(1).mean(dim=1)
+        return torch.stack([m, -m], dim=1)
+
+
+def line_victim() -> Victim:
+    return Victim(Flat(100), MeanSign(), ["pos", "neg"], T)
+
+
+def waves_with_thresholds(thresholds: list[float]) -> Tensor:
+    """Constant waves whose ε* under :class:`Threshold` (L2 step along −1) is ``thresholds[i]``:
+    the mean m = thr/√T reaches 0 exactly at ‖δ‖₂ = thr."""
+    return torch.tensor(thresholds, dtype=torch.float32).view(-1, 1, 1).expand(-1, 1, T) / math.sqrt(T)
+
+
+class Threshold(Attack):
+    """Moves every example by ``scale``·ε along −1/√T: succeeds iff scale·ε > m·√T. Logs its calls.
+
+    Its iterations encode the budget (round(1000·ε)) so tests can tell which run a stored output came from.
+    """
+
+    norm = "l2"
+    fixed_budget = True
+
+    def __init__(self, scale: float = 1.0, domain: str = "waveform") -> None:
+        super().__init__(domain=domain)
+        self.scale = scale
+        self.calls: list[tuple[list[float], float]] = []
+
+    def run(self, model, x, labels, targets, bounds, eps) -> RunOutput:  # type: ignore[no-untyped-def]
+        self.calls.append((x.flatten(1).mean(dim=1).mul(math.sqrt(T)).tolist(), eps))
+        adv = bounds.clip(x - self.scale * eps * torch.ones_like(x) / math.sqrt(x[0].numel()))
+        return RunOutput(adv, torch.full((x.shape[0],), round(1000 * eps)))
+
+
+class MinNorm(Threshold):
+    """A minimum-norm attack that returns a perturbation of norm 1.01·threshold."""
+
+    fixed_budget = False
+
+    def run(self, model, x, labels, targets, bounds, eps) -> RunOutput:  # type: ignore[no-untyped-def]
+        thr = x.flatten(1).mean(dim=1) * math.sqrt(T)
+        self.calls.append((thr.tolist(), eps))
+        adv = x - 1.01 * thr.view(-1, 1, 1) * torch.ones_like(x) / math.sqrt(T)
+        return RunOutput(adv, torch.ones(x.shape[0], dtype=torch.long))
+
+
+THRESHOLDS = [0.3, 0.6, 1.2, 5.0, -0.4]  # the last one is misclassified: not in the base set
+LABELS = torch.zeros(5, dtype=torch.long)
+
+
+def test_budget_grid() -> None:
+    assert budget_grid(2.0, 4).tolist() == [0.25, 0.5, 1.0, 2.0]
+    assert budget_grid(2.0, 4, "linear").tolist() == [0.5, 1.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match="grid"):
+        budget_grid(2.0, 4, "log")
+    with pytest.raises(ValueError, match="eps_max"):
+        budget_grid(math.inf, 4)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_threshold_attack_recovers_eps_star_within_tolerance(chunk: int) -> None:
+    n_bisect, eps_max = 5, 2.0
+    ev = evaluate_attack(line_victim(), Threshold(), waves_with_thresholds(THRESHOLDS), LABELS, eps_max=eps_max,
+                         n_budgets=8, n_bisect=n_bisect, batch_size=2, sweep_chunk=chunk)
+    thr = torch.tensor(THRESHOLDS[:4], dtype=torch.float64)
+    grid = budget_grid(eps_max, 8)
+    assert ev.base.tolist() == [True] * 4 + [False] and ev.resolved.all()
+    broken = thr < eps_max
+    assert ev.success.tolist() == broken.tolist() and ev.eps_star[3] == math.inf
+    assert (ev.eps_lower[broken] <= thr[broken] + 1e-6).all() and (thr[broken] < ev.eps_star[broken]).all()
+    first = torch.searchsorted(grid, thr[broken])  # first grid budget above the threshold
+    width = grid[first] - torch.where(first > 0, grid[(first - 1).clamp_min(0)], torch.zeros(1, dtype=torch.float64))
+    assert (ev.eps_star[broken] - ev.eps_lower[broken] <= width / 2 ** n_bisect + 1e-12).all()
+    tol = float(width.max()) / 2 ** n_bisect
+    # the stored outputs come from the run at eps*, unbroken ones from the run at eps_max
+    assert ev.iterations.tolist() == [round(1000 * e) for e in ev.eps_star[:3].tolist()] + [2000]
+    assert torch.allclose(ev.norms[:3], ev.eps_star[:3], atol=1e-5)
+    s = ev.summary
+    assert s["base_size"] == 4 and s["num_examples"] == 5
+    assert s["clean_accuracy"] == pytest.approx(0.8) and s["adv_accuracy"] == pytest.approx(0.2)
+    assert s["fooling_auc"] == pytest.approx((1.7 + 1.4 + 0.8) / 8, abs=tol)
+    assert s["fr_at_eps_max"] == 0.75 and s["eps_090"] == math.inf and s["eps090_reached"] == 0.0
+    assert s["mean_eps_star"] == pytest.approx(0.7, abs=0.05) and s["max_eps_gap"] <= tol
+    snr = 20 * torch.log10(torch.tensor(THRESHOLDS[:3]).abs() / ev.eps_star[:3])
+    assert s["snr_db"] == pytest.approx(float(snr.mean()), abs=1e-4)
+    assert s["median_iterations"] == float(M.median(ev.iterations[:3]))
+    assert s["conf_adv_label"] > 0.5 and s["conf_true_label"] < 0.5
+    assert ev.confusion(False).tolist() == [[4, 1], [0, 0]] and ev.confusion(True).tolist() == [[1, 4], [0, 0]]
+
+
+def test_cascade_never_reattacks_broken_examples_and_counts_calls() -> None:
+    attack = Threshold()
+    thresholds = [0.3, 0.6, 1.2, 5.0]
+    eps_max, n_bisect = 2.0, 3
+    ev = evaluate_attack(line_victim(), attack, waves_with_thresholds(thresholds), torch.zeros(4, dtype=torch.long),
+                         eps_max=eps_max, n_budgets=4, n_bisect=n_bisect, batch_size=64, sweep_chunk=1)
+    grid = budget_grid(eps_max, 4).tolist()  # 0.25, 0.5, 1, 2
+    first_hit = {0.3: 0.5, 0.6: 1.0, 1.2: 2.0}
+    attacked: dict[float, list[float]] = {t: [] for t in thresholds}
+    for thr_list, eps in attack.calls:
+        for t in thr_list:
+            attacked[round(t, 4)].append(eps)
+    for t, hit in first_hit.items():
+        assert max(attacked[t]) == hit  # never attacked above its first succeeding budget
+        assert len(attacked[t]) == grid.index(hit) + 1 + n_bisect
+    assert attacked[5.0] == grid  # never broken: each budget once, no bisection
+    # sweep: 4 calls with shrinking sets; bisection: the three intervals differ -> 3 calls a step
+    assert [len(c[0]) for c in attack.calls[:4]] == [4, 4, 3, 2] and len(attack.calls) == 4 + 3 * n_bisect
+    assert ev.attack_calls == len(attack.calls)
+    assert ev.total_queries.tolist() == [sum(round(1000 * e) for e in attacked[t]) for t in thresholds]
+    raw = ev.sweep_success.T.tolist()
+    assert raw[0] == [0, 1, -1, -1] and raw[3] == [0, 0, 0, 0]
+
+
+def test_minimum_norm_attack_runs_once_per_batch() -> None:
+    attack = MinNorm()
+    ev = evaluate_attack(line_victim(), attack, waves_with_thresholds(THRESHOLDS), LABELS, eps_max=2.0,
+                         n_budgets=4, batch_size=3)
+    assert len(attack.calls) == 2 and all(eps is None for _, eps in attack.calls)
+    expected = torch.tensor([0.303, 0.606, 1.212, math.inf], dtype=torch.float64)
+    assert torch.allclose(ev.eps_star, expected, rtol=1e-5)
+    assert ev.sweep_success.T.tolist()[1] == [0, 0, 1, 1]  # 0.606 <= eps at 1.0 and 2.0
+    assert ev.summary["fr_at_eps_max"] == 0.75
+
+
+def test_resume_only_attacks_unresolved_examples() -> None:
+    waves = waves_with_thresholds(THRESHOLDS)
+    full = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=2.0, n_budgets=4, n_bisect=2,
+                           name="thr")
+    partial = replace(full, resolved=torch.tensor([True, False, True, False]))
+    attack = Threshold()
+    again = evaluate_attack(line_victim(), attack, waves, LABELS, eps_max=2.0, n_budgets=4, n_bisect=2,
+                            name="thr", resume=partial)
+    assert {round(t, 4) for thr, _ in attack.calls for t in thr} == {0.6, 5.0}
+    assert torch.equal(again.eps_star, full.eps_star) and again.summary["fooling_auc"] == full.summary["fooling_auc"]
+    with pytest.raises(ValueError, match="resume"):
+        evaluate_attack(line_victim(), attack, waves, LABELS, eps_max=3.0, n_budgets=4, name="thr", resume=partial)
+
+
+def test_targets_are_checked() -> None:
+    waves = waves_with_thresholds(THRESHOLDS)
+    with pytest.raises(ValueError, match="targets given"):
+        evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=1.0, targets=1 - LABELS)
+    attack = Threshold()
+    attack.targeted = True
+    with pytest.raises(ValueError, match="targets missing"):
+        evaluate_attack(line_victim(), attack, waves, LABELS, eps_max=1.0)
+    with pytest.raises(ValueError, match="target equals the true label"):
+        evaluate_attack(line_victim(), attack, waves, LABELS, eps_max=1.0, targets=LABELS.clone())
+
+
+def test_epsilon_ratio_from_evaluations_and_summaries() -> None:
+    waves = waves_with_thresholds([0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0])
+    labels = torch.zeros(10, dtype=torch.long)
+    kw = dict(eps_max=8.0, n_budgets=6, n_bisect=6)
+    original = evaluate_attack(line_victim(), Threshold(), waves, labels, **kw)
+    defended = evaluate_attack(line_victim(), Threshold(scale=0.5), waves, labels, **kw)  # needs twice the budget
+    out = epsilon_ratio(defended, original)
+    assert out["eps_r"] == pytest.approx(2.0, rel=0.03) and out["eps090_ratio"] == pytest.approx(2.0, rel=0.03)
+    assert out["eps_r_partial"] == 0.0
+    assert epsilon_ratio(defended.summary, dict(original.summary)) == out
+    # eps* = 20·threshold: only the first example (eps* = 4) is broken within eps_max = 8
+    never = evaluate_attack(line_victim(), Threshold(scale=0.05), waves, labels, **kw)
+    from_mlflow = {**never.summary, "eps_090": 1.7976931348623157e308}  # MLflow's SQL store for inf
+    partial = epsilon_ratio(from_mlflow, original)
+    assert partial["eps_r_partial"] == 1.0 and partial["eps090_ratio"] == math.inf
+    assert partial["eps_r"] == pytest.approx(4.0 / 1.0, rel=0.05)  # original: mean of 0.2 … 1.8
+    with pytest.raises(ValueError, match="eps_090"):
+        epsilon_ratio({"mean_eps_star_within_eps090": 1.0}, original)
+
+
+class FGM(Attack):
+    """L2 fast gradient method in the representation domain (one step of ε along ∇/‖∇‖₂)."""
+
+    norm = "l2"
+    fixed_budget = True
+
+    def run(self, model, x, labels, targets, bounds, eps) -> RunOutput:  # type: ignore[no-untyped-def]
+        x = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x), labels, reduction="sum"), x)
+        step = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return RunOutput(bounds.clip(x.detach() + eps * step), torch.ones(x.shape[0], dtype=torch.long))
+
+
+def test_tiny_victim_eps_star_is_a_bracket_and_batching_does_not_matter() -> None:
+    victim = trained_victim()
+    waves, labels = tones(4, seed=7)
+    kw = dict(eps_max=20.0, n_budgets=6, n_bisect=3, sweep_chunk=6)
+    ev = evaluate_attack(victim, FGM(), waves, labels, batch_size=64, **kw)
+    assert ev.summary["base_size"] >= 10 and ev.success.sum() >= 4
+    again = evaluate_attack(victim, FGM(), waves, labels, batch_size=5, **kw)
+    assert torch.equal(again.eps_star, ev.eps_star)
+    broken = ev.base_index[ev.success]
+    adv_at = {}
+    for which in ("eps_star", "eps_lower"):
+        eps = getattr(ev, which)[ev.success]
+        out = [FGM()(victim, waves[i:i + 1], labels[i:i + 1], epsilons=[float(e)])
+               for i, e in zip(broken.tolist(), eps.tolist())]
+        adv_at[which] = torch.cat([o.success[0] for o in out])
+    assert adv_at["eps_star"].all() and not adv_at["eps_lower"].any()
+    assert (ev.adv_logits[ev.success].argmax(dim=1) != labels[broken]).all()
+    assert math.isnan(ev.summary["snr_db"])  # representation domain
+
+
+def test_registered_attacks_on_the_tiny_victim() -> None:
+    """The harness on real attacks: FGSM (fixed budget) and DeepFool (minimum norm)."""
+    from attacks.base import create_attack
+
+    victim = trained_victim(steps=5)  # not yet saturated, so cross-entropy gradients are informative
+    waves, labels = tones(3, seed=7)
+    bounds = victim.bounds("representation")
+    for name, kw in (("fgsm", {"norm": "l2"}), ("deepfool", {"steps": 30})):
+        ev = evaluate_attack(victim, create_attack(name, **kw), waves, labels, eps_max=12.0, n_budgets=5,
+                             n_bisect=2, name=name)
+        ok = ev.success
+        assert ok.sum() >= ev.summary["base_size"] / 2, name
+        assert (ev.adv_logits[ok].argmax(dim=1) != labels[ev.base_index[ok]]).all()
+        assert bounds.contains(ev.adversarial).all()
+        assert (ev.norms[ok] <= ev.eps_star[ok] * (1 + 1e-5)).all()
+        if name == "deepfool":
+            assert torch.allclose(ev.norms[ok], ev.eps_star[ok]) and ev.attack_calls == 1
+
+
+@pytest.mark.gpu
+def test_cuda_evaluation_matches_cpu() -> None:
+    waves = waves_with_thresholds(THRESHOLDS)
+    kw = dict(eps_max=2.0, n_budgets=6, n_bisect=4, batch_size=2)
+    cpu = evaluate_attack(line_victim(), Threshold(), waves, LABELS, **kw)
+    gpu = evaluate_attack(line_victim().cuda(), Threshold(), waves.cuda(), LABELS.cuda(), **kw)
+    assert torch.equal(cpu.eps_star, gpu.eps_star) and cpu.summary["fooling_auc"] == gpu.summary["fooling_auc"]
