@@ -51,6 +51,8 @@ class EvalConfig:
         wavs: adversarial examples per model and attack saved as WAV/plots.
         unbounded_eps: budget of the "unbounded attack reaches ~100 %" sanity check (PGD-L2).
         unbounded_steps: iterations of that check.
+        monotone_sample: examples attacked at every budget (no cascade) for the "success never falls as
+            ε grows" check of fixed-budget attacks; 0 reads the cascade's own, sparser, success matrix.
     """
 
     n_examples: int = 64
@@ -64,6 +66,7 @@ class EvalConfig:
     wavs: int = 2
     unbounded_eps: float = 1000.0
     unbounded_steps: int = 100
+    monotone_sample: int = 16
 
 
 @dataclass

@@ -139,10 +139,20 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{defense}/{option}", tags=tags) as run:
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         mlflow.log_metrics(ev.summary)
-        _log_sanity([sanity.check_monotone(ev)])
+        _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{option}")
         mlflow.set_tag("advaudio.status", "finished")
         return run.info.run_id, dict(ev.summary), ev
+
+
+def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, labels: Tensor,
+              ev_cfg: Any) -> sanity.SanityRecord:
+    """Success never falls as ε grows: on the sweep's own matrix, or on a full sweep of a sample."""
+    if not attack.fixed_budget or attack.targeted or ev_cfg.monotone_sample <= 0:
+        return sanity.check_monotone(ev)
+    n = ev_cfg.monotone_sample
+    return sanity.check_monotone_sweep(victim, attack, waves[:n], labels[:n], epsilons=ev.epsilons.tolist(),
+                                       batch_size=ev_cfg.batch_size)
 
 
 def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, count: int, stem: str) -> None:
@@ -192,7 +202,8 @@ def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
     """Model-level sanity checks, logged on the training run (never skipped silently)."""
     ev_cfg = grid.evaluation
     domains = sorted({ev.domain for ev in evals.values()} or {"representation"})
-    records = [sanity.check_gradients(victim, waves, labels, domain) for domain in domains]
+    records = [sanity.check_gradients(victim, waves, labels, domain, loss)
+               for domain in domains for loss in ("ce", "margin")]
     records.append(sanity.check_deterministic(victim, waves))
     pgd = create_attack("pgd", domain=domains[0], norm="l2", eps=ev_cfg.unbounded_eps,
                         steps=ev_cfg.unbounded_steps)

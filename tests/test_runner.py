@@ -82,7 +82,7 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     for run in defended:
         assert {"eps_r", "eps090_ratio", "fooling_auc", "sanity.monotone_success"} <= set(run.data.metrics)
     model = next(r for r in trains if r.data.tags["advaudio.defense"] == "fgsm_mix")
-    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "test_accuracy", "sanity.gradients_finite_nonzero_ce"} <= set(
+    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "test_accuracy", "sanity.gradients_representation_ce", "sanity.gradients_representation_margin"} <= set(
         model.data.metrics)
     assert all(r.data.tags.get("mlflow.parentRunId") for r in attacks)
 
