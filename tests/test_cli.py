@@ -1,0 +1,75 @@
+"""The advaudio command line: --help everywhere, one-line errors, train → checkpoint → attack one file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import soundfile as sf
+
+from defense.cli import build_parser, main
+
+TINY_TRAIN = [
+    "dataset.classes=[flute, hi_hat]", "dataset.clips_per_class=6", "dataset.clip_seconds=0.25",
+    "dataset.sample_rate=8000", "dataset.split.test_fraction=0.34", "frontend=stft_db_small",
+    "frontend.n_fft=128", "frontend.hop=64", "victim=resnet56", "train.epochs=2", "train.batch_size=8",
+]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "attack", "experiment", "report", "ui"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage: advaudio " + command in capsys.readouterr().out
+    assert command in build_parser().format_help()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "train.epoch=3"], "unknown key 'train.epoch'"),
+    (["train", "victim=resnet19"], "unknown victim option 'resnet19' (did you mean 'resnet18'?)"),
+    (["train", "train.optimizer=rmsprop"], "bad value for 'train.optimizer'"),
+    (["experiment", "demo", "evaluation.n_example=3"], "unknown key 'evaluation.n_example'"),
+    (["train", "--tracking-uri", "http://127.0.0.1:9", "train.epochs=1"] + TINY_TRAIN,
+     "MLflow server at http://127.0.0.1:9 is not reachable"),
+])
+def test_bad_input_is_one_line_error(args: list[str], message: str, env: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*args[:1], "--outputs", str(env / "out"), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_train_then_attack_one_file(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = env / "out"
+    assert main(["train", "--outputs", str(out), *TINY_TRAIN]) == 0
+    printed = capsys.readouterr().out
+    checkpoint = Path(printed.split("checkpoint: ")[1].split()[0])
+    run_id = printed.split("MLflow run: ")[1].split()[0]
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    run = mlflow.get_run(run_id)
+    assert {"test_accuracy", "train_loss", "val_accuracy"} <= set(run.data.metrics)
+    assert run.data.params["train.epochs"] == "2"
+    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")} == {
+        "model/normalizer.json", f"model/{checkpoint.name}"}
+
+    t = np.arange(2000) / 8000
+    source = env / "flute.wav"
+    sf.write(source, 0.5 * np.sin(2 * np.pi * 880 * t), 8000)
+    adv = env / "adv.wav"
+    code = main(["attack", "--checkpoint", str(checkpoint), "--input", str(source), "--output", str(adv),
+                 "--attack", "pgd_l2", "domain=waveform", "eps=5.0", "steps=20"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "before:" in printed and "after:" in printed and "SNR:" in printed
+    wave, rate = sf.read(adv)
+    assert rate == 8000 and wave.shape == (2000,) and np.abs(wave).max() <= 1.0
