@@ -1,1 +1,245 @@
-"""Work in progress (being written this session)."""
+"""FGSM, BIM-a, BIM-b, PGD and seed 000's PGDn: one optimisation loop, several step and stop rules.
+
+The loop follows foolbox's ``gradient_descent_base.py``: a threat model (:class:`LinfBall`,
+:class:`L2Ball`) supplies ``normalize`` (steepest-ascent direction), ``project`` (back into the
+ε-ball) and ``random_start``; an attack picks the step size, the number of steps, whether to start
+at random and whether each example stops at its first success.
+
+References:
+    Goodfellow et al. 2015, "Explaining and harnessing adversarial examples" (FGSM).
+    Kurakin et al. 2016, "Adversarial examples in the physical world" (BIM; seed 004 runs BIM-a,
+    stopping at the first success, and BIM-b, a fixed number of iterations, with L2 budgets).
+    Madry et al. 2018, "Towards deep learning models resistant to adversarial attacks" (PGD).
+    Seed 000 (Prinz et al., end-to-end waveform attacks): PGDn, Adam on the sign of the gradient.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
+from victims.bounds import Bounds
+from victims.victim import Domain
+
+_TINY = 1e-12
+
+
+class LinfBall:
+    """L∞ threat model: sign of the gradient, element-wise clipping to ``[-eps, eps]``."""
+
+    name = "linf"
+
+    def normalize(self, grad: Tensor) -> Tensor:
+        return grad.sign()
+
+    def project(self, delta: Tensor, eps: float) -> Tensor:
+        return delta.clamp(-eps, eps)
+
+    def random_start(self, like: Tensor, eps: float) -> Tensor:
+        return torch.empty_like(like).uniform_(-eps, eps)
+
+
+class L2Ball:
+    """L2 threat model: unit-norm gradient, rescaling onto the ball, uniform start inside it."""
+
+    name = "l2"
+
+    def normalize(self, grad: Tensor) -> Tensor:
+        return grad / _norms(grad).clamp_min(_TINY)
+
+    def project(self, delta: Tensor, eps: float) -> Tensor:
+        return delta * (eps / _norms(delta).clamp_min(_TINY)).clamp(max=1.0)
+
+    def random_start(self, like: Tensor, eps: float) -> Tensor:
+        """Uniform in the L2 ball: Gaussian direction, radius ``eps · u^(1/d)``."""
+        direction = torch.randn_like(like)
+        dim = like[0].numel()
+        radius = eps * torch.rand(like.shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dim)
+        return direction / _norms(direction).clamp_min(_TINY) * radius.view(-1, *([1] * (like.dim() - 1)))
+
+
+BALLS = {"linf": LinfBall(), "l2": L2Ball()}
+
+
+def _norms(t: Tensor) -> Tensor:
+    """Per-example L2 norm shaped to broadcast against ``t``."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def ball(norm: str) -> LinfBall | L2Ball:
+    """The threat model named ``norm``; a one-line ValueError for anything else."""
+    if norm not in BALLS:
+        raise ValueError(f"unknown norm '{norm}' for a gradient attack; known: {', '.join(BALLS)}")
+    return BALLS[norm]
+
+
+def attack_loss(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
+    """Summed loss the attacker ascends: CE on ``labels``, or minus CE on ``targets`` (targeted)."""
+    if targets is None:
+        return F.cross_entropy(logits, labels, reduction="sum")
+    return -F.cross_entropy(logits, targets, reduction="sum")
+
+
+def reached(logits: Tensor, labels: Tensor, targets: Tensor | None, confidence: float | None) -> Tensor:
+    """Per-example stop flag: adversarial, and (if set) the adversarial class's probability
+    ``>= confidence`` (seed 004's BIM setting: 75 %)."""
+    pred = logits.argmax(dim=-1)
+    hit = pred == targets if targets is not None else pred != labels
+    if confidence is None:
+        return hit
+    adv_class = targets if targets is not None else pred
+    prob = logits.softmax(dim=-1).gather(1, adv_class[:, None]).squeeze(1)
+    return hit & (prob >= confidence)
+
+
+class GradientAttack(Attack):
+    """The shared loop: ``delta ← project(delta + step · normalize(∇ loss))``, then clip to the bounds.
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``, the ball the perturbation stays in.
+        steps: maximum number of gradient steps.
+        rel_stepsize: step size as a fraction of the budget ``eps``.
+        abs_stepsize: step size in input units; overrides ``rel_stepsize``.
+        random_start: start uniformly inside the ε-ball instead of at the clean input.
+        early_stop: stop each example at its first success (BIM-a, PGDn).
+        confidence: with ``early_stop``, stop only once the adversarial class has at least this
+            probability.
+        domain, targeted, eps: see :class:`~attacks.base.Attack`.
+    """
+
+    fixed_budget = True
+
+    def __init__(self, norm: str = "linf", steps: int = 10, rel_stepsize: float = 0.2,
+                 abs_stepsize: float | None = None, random_start: bool = False, early_stop: bool = False,
+                 confidence: float | None = None, domain: Domain = "representation",
+                 targeted: bool = False, eps: float | None = None) -> None:
+        super().__init__(domain=domain, targeted=targeted, eps=eps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if confidence is not None and not 0.0 < confidence <= 1.0:
+            raise ValueError(f"confidence must be in (0, 1], got {confidence}")
+        self.ball = ball(norm)
+        self.norm = norm
+        self.steps = int(steps)
+        self.rel_stepsize = float(rel_stepsize)
+        self.abs_stepsize = abs_stepsize
+        self.random_start = random_start
+        self.early_stop = early_stop
+        self.confidence = confidence
+
+    def stepsize(self, eps: float) -> float:
+        return float(self.abs_stepsize) if self.abs_stepsize is not None else self.rel_stepsize * eps
+
+    def init_state(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-example optimiser state (none for plain steepest ascent)."""
+        return {}
+
+    def update(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor, step: int, eps: float) -> Tensor:
+        """The change of ``delta`` for the examples ``idx`` given the ascent gradient ``grad``."""
+        return self.stepsize(eps) * self.ball.normalize(grad)
+
+    def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
+            bounds: Bounds, eps: float | None) -> RunOutput:
+        assert eps is not None
+        delta = self.ball.random_start(x, eps) if self.random_start and eps > 0 else torch.zeros_like(x)
+        delta = bounds.clip(x + delta) - x
+        state = self.init_state(x)
+        iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        idx = torch.arange(len(x), device=x.device)
+        for step in range(self.steps):
+            x_adv = (x[idx] + delta[idx]).requires_grad_(True)
+            logits = model(x_adv)
+            tgt = targets[idx] if targets is not None else None
+            grad, = torch.autograd.grad(attack_loss(logits, labels[idx], tgt), x_adv)
+            if self.early_stop:
+                keep = ~reached(logits.detach(), labels[idx], tgt, self.confidence)
+                idx, grad = idx[keep], grad[keep]
+                if len(idx) == 0:
+                    break
+            moved = self.ball.project(delta[idx] + self.update(grad, state, idx, step, eps), eps)
+            delta[idx] = bounds.clip(x[idx] + moved) - x[idx]
+            iterations[idx] += 1
+        return RunOutput(adversarial=(x + delta).detach(), iterations=iterations)
+
+
+@ATTACKS.register("fgsm")
+class FGSM(GradientAttack):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size ``eps``.
+
+    With ``norm="l2"`` this is the fast gradient method (step along the unit-L2 gradient).
+    """
+
+    def __init__(self, norm: str = "linf", domain: Domain = "representation", targeted: bool = False,
+                 eps: float | None = None) -> None:
+        super().__init__(norm=norm, steps=1, rel_stepsize=1.0, domain=domain, targeted=targeted, eps=eps)
+
+
+@ATTACKS.register("bim_a")
+class BIMa(GradientAttack):
+    """Basic iterative method, variant a (Kurakin et al. 2016): stop at the first success.
+
+    ``confidence`` (seed 004: 0.75) delays the stop until the adversarial class is that likely.
+    """
+
+    def __init__(self, norm: str = "linf", steps: int = 10, rel_stepsize: float = 0.2,
+                 abs_stepsize: float | None = None, confidence: float | None = None,
+                 domain: Domain = "representation", targeted: bool = False, eps: float | None = None) -> None:
+        super().__init__(norm=norm, steps=steps, rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize,
+                         early_stop=True, confidence=confidence, domain=domain, targeted=targeted, eps=eps)
+
+
+@ATTACKS.register("bim_b")
+class BIMb(GradientAttack):
+    """Basic iterative method, variant b (Kurakin et al. 2016): a fixed number of iterations."""
+
+    def __init__(self, norm: str = "linf", steps: int = 10, rel_stepsize: float = 0.2,
+                 abs_stepsize: float | None = None, domain: Domain = "representation",
+                 targeted: bool = False, eps: float | None = None) -> None:
+        super().__init__(norm=norm, steps=steps, rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize,
+                         domain=domain, targeted=targeted, eps=eps)
+
+
+@ATTACKS.register("pgd")
+class PGD(GradientAttack):
+    """Projected gradient descent (Madry et al. 2018): random start, fixed iterations, L∞ or L2."""
+
+    def __init__(self, norm: str = "linf", steps: int = 40, rel_stepsize: float = 0.01 / 0.3,
+                 abs_stepsize: float | None = None, random_start: bool = True,
+                 domain: Domain = "representation", targeted: bool = False, eps: float | None = None) -> None:
+        super().__init__(norm=norm, steps=steps, rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize,
+                         random_start=random_start, domain=domain, targeted=targeted, eps=eps)
+
+
+@ATTACKS.register("pgdn")
+class PGDn(GradientAttack):
+    """Seed 000's PGDn: Adam on the sign of the gradient inside the L∞ ball, stop at first success.
+
+    ``delta`` starts uniform in ``[-eps, eps]``, each step feeds ``sign(∇ loss)`` to Adam (learning
+    rate ``lr``), clips ``delta`` to ``±eps`` and ``x + delta`` to the bounds. Seed 000's settings:
+    ``eps 0.0005, lr 1e-5`` (≥ 150 of 200 found) and ``eps 0.01, lr 0.001`` (≥ 180), 500 steps.
+
+    Args:
+        lr: Adam learning rate.
+        betas: Adam's moment decay rates.
+    """
+
+    def __init__(self, lr: float = 1e-5, steps: int = 500, betas: tuple[float, float] = (0.9, 0.999),
+                 random_start: bool = True, domain: Domain = "waveform", targeted: bool = False,
+                 eps: float | None = None) -> None:
+        super().__init__(norm="linf", steps=steps, abs_stepsize=lr, random_start=random_start,
+                         early_stop=True, domain=domain, targeted=targeted, eps=eps)
+        self.betas = (float(betas[0]), float(betas[1]))
+
+    def init_state(self, x: Tensor) -> dict[str, Tensor]:
+        return {"m": torch.zeros_like(x), "v": torch.zeros_like(x)}
+
+    def update(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor, step: int, eps: float) -> Tensor:
+        """One Adam ascent step on ``sign(grad)``; examples still running share the step count."""
+        b1, b2 = self.betas
+        sign = grad.sign()
+        m = state["m"][idx] * b1 + (1 - b1) * sign
+        v = state["v"][idx] * b2 + (1 - b2) * sign * sign
+        state["m"][idx], state["v"][idx] = m, v
+        m_hat, v_hat = m / (1 - b1 ** (step + 1)), v / (1 - b2 ** (step + 1))
+        return self.stepsize(eps) * m_hat / (v_hat.sqrt() + 1e-8)
