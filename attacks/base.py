@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal, Sequence, final
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from victims.bounds import Bounds
@@ -78,6 +79,17 @@ def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
     if norm == "l0":
         return (flat != 0).sum(dim=1).to(delta.dtype)
     raise ValueError(f"unknown norm '{norm}'; known: linf, l2, l0")
+
+
+def log_odds(logits: Tensor, cls: Tensor) -> Tensor:
+    """``log p_cls − log(1 − p_cls) = Z_cls − logsumexp_{i≠cls} Z_i`` per example.
+
+    Its input gradient is that of ``log p_cls`` divided by ``1 − p_cls``: the same direction as the
+    cross-entropy's, but it does not vanish when the softmax saturates (``p_cls`` rounds to 1 in
+    float32 once a logit margin passes ~17, and then the cross-entropy gradient is exactly zero).
+    """
+    others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf"))
+    return logits.gather(1, cls[:, None]).squeeze(1) - torch.logsumexp(others, dim=1)
 
 
 def is_adversarial(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:

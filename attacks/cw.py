@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial
+from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial, log_odds
 from victims.bounds import Bounds
 from victims.victim import Domain
 
@@ -101,12 +101,6 @@ def class_margin(logits: Tensor, cls: Tensor) -> Tensor:
     real = logits.gather(1, cls[:, None]).squeeze(1)
     other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
     return real - other
-
-
-def log_odds(logits: Tensor, cls: Tensor) -> Tensor:
-    """``log p_cls − log(1 − p_cls) = Z_cls − logsumexp_{i≠cls} Z_i`` per example."""
-    others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf"))
-    return logits.gather(1, cls[:, None]).squeeze(1) - torch.logsumexp(others, dim=1)
 
 
 @ATTACKS.register("cw_l2")

@@ -15,10 +15,9 @@ References:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
+from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, log_odds
 from victims.bounds import Bounds
 from victims.victim import Domain
 
@@ -75,10 +74,15 @@ def ball(norm: str) -> LinfBall | L2Ball:
 
 
 def attack_loss(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
-    """Summed loss the attacker ascends: CE on ``labels``, or minus CE on ``targets`` (targeted)."""
+    """Summed loss the attacker ascends: minus the log-odds of ``labels``, or the log-odds of ``targets``.
+
+    Per example its input gradient is the cross-entropy's (``CE(labels)``, or ``−CE(targets)``) scaled by
+    ``1/(1 − p)``, so sign and normalised steps equal the usual CE steps, but they do not vanish on a
+    saturated softmax (see :func:`attacks.base.log_odds`).
+    """
     if targets is None:
-        return F.cross_entropy(logits, labels, reduction="sum")
-    return -F.cross_entropy(logits, targets, reduction="sum")
+        return -log_odds(logits, labels).sum()
+    return log_odds(logits, targets).sum()
 
 
 def reached(logits: Tensor, labels: Tensor, targets: Tensor | None, confidence: float | None) -> Tensor:

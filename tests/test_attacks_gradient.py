@@ -214,3 +214,19 @@ def test_attacks_run_on_cuda(name: str, kwargs: dict, eps: float | None, domain:
     result = attack(victim, wave.cuda(), labels.cuda(), epsilons=None if eps is None else [eps])
     assert result.adversarial.is_cuda and result.success.is_cuda
     assert victim.bounds(domain).contains(result.adversarial[0]).all()
+
+
+def test_gradient_attacks_survive_a_saturated_softmax() -> None:
+    """Logit margins of ~100 make float32 CE gradients exactly zero; the log-odds loss still moves."""
+    from attacks import create_attack
+    from tiny import trained_victim, tones
+
+    victim = trained_victim()
+    victim.backbone.fc.weight.data *= 50
+    victim.backbone.fc.bias.data *= 50
+    waves, labels = tones(4, seed=3)
+    rep = victim.represent(waves).requires_grad_(True)
+    ce = torch.nn.functional.cross_entropy(victim.classify(rep), labels, reduction="sum")
+    assert (torch.autograd.grad(ce, rep)[0].flatten(1).abs().amax(1) == 0).any(), "no example saturates"
+    result = create_attack("pgd", norm="l2", eps=1e3, steps=40, rel_stepsize=0.1)(victim, waves, labels)
+    assert result.success.float().mean() == 1.0

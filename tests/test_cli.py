@@ -11,9 +11,10 @@ import soundfile as sf
 from defense.cli import build_parser, main
 
 TINY_TRAIN = [
-    "dataset.classes=[flute, hi_hat]", "dataset.clips_per_class=6", "dataset.clip_seconds=0.25",
-    "dataset.sample_rate=8000", "dataset.split.test_fraction=0.34", "frontend=stft_db_small",
-    "frontend.n_fft=128", "frontend.hop=64", "victim=resnet56", "train.epochs=2", "train.batch_size=8",
+    "dataset.classes=[flute, hi_hat]", "dataset.clips_per_class=16", "dataset.clip_seconds=0.25",
+    "dataset.sample_rate=8000", "dataset.split.test_fraction=0.3", "dataset.split.val_fraction=0.3",
+    "frontend=stft_db_small", "frontend.n_fft=128", "frontend.hop=64", "victim=koerich_cnn2d", "victim.dense=64",
+    "train.epochs=8", "train.batch_size=4",
 ]
 
 
@@ -58,18 +59,21 @@ def test_train_then_attack_one_file(env: Path, capsys: pytest.CaptureFixture[str
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     run = mlflow.get_run(run_id)
     assert {"test_accuracy", "train_loss", "val_accuracy"} <= set(run.data.metrics)
-    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["train.epochs"] == "8"
     assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")} == {
         "model/normalizer.json", f"model/{checkpoint.name}"}
 
-    t = np.arange(2000) / 8000
-    source = env / "flute.wav"
-    sf.write(source, 0.5 * np.sin(2 * np.pi * 880 * t), 8000)
+    from training.data import load_splits
+    from victims.config import compose, parse_overrides
+
+    test = load_splits(compose("train", parse_overrides(TINY_TRAIN))["dataset"]).test
+    source = env / "clip.wav"
+    sf.write(source, test.waves[0, 0].numpy(), 8000)
     adv = env / "adv.wav"
     code = main(["attack", "--checkpoint", str(checkpoint), "--input", str(source), "--output", str(adv),
-                 "--attack", "pgd_l2", "domain=waveform", "eps=5.0", "steps=20"])
+                 "--attack", "deepfool_l2", "domain=waveform"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "before:" in printed and "after:" in printed and "SNR:" in printed
     wave, rate = sf.read(adv)
-    assert rate == 8000 and wave.shape == (2000,) and np.abs(wave).max() <= 1.0
+    assert rate == 8000 and wave.shape == (test.num_samples,) and np.abs(wave).max() <= 1.0

@@ -44,7 +44,8 @@ class TrainConfig:
             [90] with 0.1) or ``cosine`` (to zero over ``epochs``).
         milestones: epochs at which ``step`` decays the learning rate.
         gamma: decay factor of ``step``.
-        patience: stop after this many epochs without a better validation accuracy (``None``: never).
+        patience: stop after this many epochs without a better validation score (``None``: never); the
+            best epoch has the highest validation accuracy, ties broken by the lower validation loss.
         amp: bfloat16 autocast on CUDA (ignored on CPU).
         seed: seeds initialisation, shuffling and dropout.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:N]``.
@@ -160,7 +161,8 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
     victim.to(device)
     opt = _optimizer(cfg, [p for p in victim.parameters() if p.requires_grad])
     sched = _scheduler(cfg, opt)
-    state: dict[str, Any] = {"epoch": 0, "best_accuracy": -math.inf, "best_epoch": 0, "history": [],
+    state: dict[str, Any] = {"epoch": 0, "best_accuracy": -math.inf, "best_loss": math.inf, "best_epoch": 0,
+                             "history": [],
                              "since_best": 0, "best_model": None}
     ckpt_path = Path(checkpoint_path) if checkpoint_path else None
     if ckpt_path is not None and ckpt_path.is_file():
@@ -202,8 +204,8 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
             raise FloatingPointError(f"non-finite metrics at epoch {epoch}: {metrics}")
         state["history"].append(metrics)
         state["epoch"] = epoch
-        if val_acc > state["best_accuracy"]:
-            state.update(best_accuracy=val_acc, best_epoch=epoch, since_best=0,
+        if (val_acc, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
+            state.update(best_accuracy=val_acc, best_loss=val_loss, best_epoch=epoch, since_best=0,
                          best_model=copy.deepcopy({k: v.detach().cpu() for k, v in victim.state_dict().items()}))
         else:
             state["since_best"] += 1
@@ -223,7 +225,8 @@ def _training_state(victim: Victim, opt: torch.optim.Optimizer, sched: Any, stat
     return {"spec": victim.spec, "model": victim.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            **{k: state[k] for k in ("epoch", "best_accuracy", "best_epoch", "history", "since_best", "best_model")}}
+            **{k: state[k] for k in ("epoch", "best_accuracy", "best_loss", "best_epoch", "history", "since_best",
+                                     "best_model")}}
 
 
 def _resume(path: Path, victim: Victim, opt: torch.optim.Optimizer, sched: Any,
@@ -236,7 +239,8 @@ def _resume(path: Path, victim: Victim, opt: torch.optim.Optimizer, sched: Any,
     if ckpt["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
     best = ckpt["best_model"]
-    return {"epoch": ckpt["epoch"], "best_accuracy": ckpt["best_accuracy"], "best_epoch": ckpt["best_epoch"],
+    return {"epoch": ckpt["epoch"], "best_accuracy": ckpt["best_accuracy"], "best_loss": ckpt["best_loss"],
+            "best_epoch": ckpt["best_epoch"],
             "history": list(ckpt["history"]), "since_best": ckpt["since_best"],
             "best_model": {k: v.cpu() for k, v in best.items()} if best is not None else None}
 
