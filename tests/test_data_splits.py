@@ -149,3 +149,16 @@ def test_fsdd_official_split_on_the_real_data(fsdd_root: Path, tmp_path: Path) -
     assert len(splits.val) == 270 and torch.bincount(splits.val.labels).tolist() == [27] * 10
     assert all(int(n.rsplit("_", 1)[1][:-4]) <= 4 for n in splits.test.names)
     assert_partition(clips, splits)
+
+
+def test_train_fraction_keeps_a_stratified_share_of_training_recordings() -> None:
+    n = 200
+    labels = torch.arange(n) % 4
+    clips = ClipSet(torch.zeros(n, 1, 8), labels, torch.arange(n), torch.full((n,), -1), list("abcd"), 8000)
+    full = split_clips(clips, SplitOptions(test_fraction=0.2, val_fraction=0.1))
+    part = split_clips(clips, SplitOptions(test_fraction=0.2, val_fraction=0.1, train_fraction=0.25))
+    assert torch.equal(part.test.groups, full.test.groups) and torch.equal(part.val.groups, full.val.groups)
+    assert set(part.train.groups.tolist()) < set(full.train.groups.tolist())
+    assert torch.bincount(part.train.labels).tolist() == [round(0.25 * c) for c in torch.bincount(full.train.labels).tolist()]
+    with pytest.raises(ConfigError, match="train_fraction must be in"):
+        SplitOptions(train_fraction=0.0)

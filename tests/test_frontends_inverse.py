@@ -76,3 +76,10 @@ def test_griffinlim_needs_reference_for_relative_db() -> None:
     wave = tones(1000, 16000)
     with pytest.raises(ValueError, match="ref_db"):
         mel_db_griffinlim(fe(wave), fe, 1000, n_iter=2)
+
+
+def test_istft_refuses_frames_that_do_not_overlap() -> None:
+    fe = FRONTENDS.create("stft_db", sample_rate=8000, n_fft=64, hop=64)
+    wave = torch.randn(1, 1, 640) * 0.1
+    with pytest.raises(ValueError, match="has no inverse"):
+        istft_db(fe(wave), clean_phase(fe, wave), fe, 640)

@@ -36,11 +36,14 @@ def istft_db(rep: Tensor, phase: Tensor, frontend: StftDb, length: int) -> Tenso
         ``(B, 1, T)`` waveform (not clipped to ``[-1, 1]``).
 
     Raises:
-        ValueError: if ``rep`` and ``phase`` do not have matching shapes.
+        ValueError: if ``rep`` and ``phase`` do not have matching shapes, or the frames do not overlap.
     """
     if rep.dim() != 4 or rep.shape[1] != 1 or rep.shape[2:] != phase.shape[1:] or rep.shape[0] != phase.shape[0]:
         raise ValueError(f"istft_db needs rep (B, 1, F, frames) matching phase (B, F, frames); "
                          f"got {tuple(rep.shape)} and {tuple(phase.shape)}")
+    if frontend.hop >= frontend.n_fft:
+        raise ValueError(f"an STFT with hop {frontend.hop} >= n_fft {frontend.n_fft} has no inverse: a Hann window "
+                         "is zero where its frames meet (no overlap-add)")
     mag = db_to_value(rep.squeeze(1), frontend.amin).sqrt()
     spec = mag.to(phase.real.dtype) * phase
     wave = torch.istft(spec, frontend.n_fft, frontend.hop, window=frontend.window.to(mag.dtype),

@@ -11,7 +11,8 @@ augmentations), stratified by label:
 
 Validation comes out of what is left: fold ``val_fold`` when set (for ``fractions`` the rest is cut
 into ``folds`` group folds, as in seed 004's 5-fold cross-validation of the development part),
-otherwise a stratified ``val_fraction`` of its groups.
+otherwise a stratified ``val_fraction`` of its groups. ``train_fraction < 1`` then keeps a stratified
+share of the training recordings (for quick runs; validation and test are untouched).
 """
 from __future__ import annotations
 
@@ -37,9 +38,12 @@ class SplitOptions:
     val_fold: int | None = None
     test_fraction: float = 0.2
     val_fraction: float = 0.1
+    train_fraction: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"dataset.split.train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.folds < 2:
             raise ConfigError(f"dataset.split.folds must be >= 2, got {self.folds}")
         for key in ("test_fraction", "val_fraction"):
@@ -111,6 +115,10 @@ def split_clips(clips: ClipSet, opts: SplitOptions) -> Splits:
     else:
         val = folds == opts.val_fold
     train = dev & ~val
+    if opts.train_fraction < 1.0:  # a stratified share of the training recordings (quick runs)
+        keep = np.zeros_like(train)
+        keep[train] = carve(labels[train], groups[train], opts.train_fraction, opts.seed + 2)
+        train = keep
     splits = Splits(*(clips.subset(torch.from_numpy(m)) for m in (train, val, test)))
     check_disjoint(splits)
     return splits
