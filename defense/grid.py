@@ -41,7 +41,9 @@ class EvalConfig:
 
     Attributes:
         n_examples: test clips attacked per model (a fixed, seeded, class-balanced subset).
-        eps_max: largest budget; seed 004 integrates the fooling rate over ‖ε‖₂ ≤ 3.
+        eps_max: right end of the fooling AUC and of FR(ε_max); seed 004 integrates over ‖ε‖₂ ≤ 3.
+        search_eps_max: largest budget searched for ε* (``None`` = ``eps_max``); seed 004 allocates
+            budgets until FR reaches 0.9 "without the condition ‖ε‖₂ ≤ 3" for ε_r, so set it higher.
         n_budgets: size of the geometric budget sweep of fixed-budget attacks.
         n_bisect: bisection steps refining ε* per example.
         batch_size: examples per attack call.
@@ -57,6 +59,7 @@ class EvalConfig:
 
     n_examples: int = 64
     eps_max: float = 3.0
+    search_eps_max: float | None = None
     n_budgets: int = 8
     n_bisect: int = 4
     batch_size: int = 64

@@ -110,7 +110,7 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
                                                   f"fooling_auc.{option}": summaries[defense]["fooling_auc"]})
                 row.update(ratio)
             rows.append(row)
-    _log_curves(evals, {d: tv.run_id for d, tv in trained.items()}, ev_cfg.eps_max)
+    _log_curves(evals, {d: tv.run_id for d, tv in trained.items()}, ev_cfg.search_eps_max or ev_cfg.eps_max)
     for defense, tv in trained.items():
         _sanity_for_model(grid, tv.result.victim, waves, labels, evals[defense], tv.run_id)
     return rows
@@ -130,9 +130,10 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
     attack = create_attack(attack_cfg["name"], **kwargs)
     targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
-    ev = evaluate_attack(victim, attack, waves, labels, eps_max=ev_cfg.eps_max, n_budgets=ev_cfg.n_budgets,
-                         n_bisect=ev_cfg.n_bisect, batch_size=ev_cfg.batch_size, targets=targets,
-                         sweep_chunk=ev_cfg.sweep_chunk, snr_trim=ev_cfg.snr_trim, name=option, seed=ev_cfg.seed)
+    ev = evaluate_attack(victim, attack, waves, labels, eps_max=ev_cfg.search_eps_max or ev_cfg.eps_max,
+                         auc_eps=ev_cfg.eps_max, n_budgets=ev_cfg.n_budgets, n_bisect=ev_cfg.n_bisect,
+                         batch_size=ev_cfg.batch_size, targets=targets, sweep_chunk=ev_cfg.sweep_chunk,
+                         snr_trim=ev_cfg.snr_trim, name=option, seed=ev_cfg.seed)
     tags = {**column.tags(defense), "advaudio.kind": "attack", "advaudio.attack": option,
             "advaudio.cell_key": key, "mlflow.parentRunId": tv.run_id}
     run_id = done.info.run_id if done is not None else None

@@ -51,7 +51,8 @@ class AttackEvaluation:
     Attributes:
         attack: name of the attack.
         domain, norm, targeted, fixed_budget: the attack's settings.
-        eps_max: largest budget considered.
+        eps_max: largest budget searched for ε*.
+        auc_eps: right end of the fooling AUC and of FR(ε_max) (seed 004's ‖ε‖₂ ≤ 3); ``None`` = eps_max.
         epsilons: ``(K,)`` the sweep grid.
         num_classes: the victim's number of classes.
         labels, clean_pred: ``(N,)`` labels and clean predictions of every evaluated example.
@@ -97,6 +98,7 @@ class AttackEvaluation:
     queries: Tensor | None = None
     snr_db: Tensor | None = None
     attack_calls: int = 0
+    auc_eps: float | None = None
     summary: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -139,7 +141,8 @@ def budget_grid(eps_max: float, n_budgets: int, kind: str = "geometric") -> Tens
 def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tensor, *, eps_max: float,
                     n_budgets: int = 8, n_bisect: int = 4, batch_size: int = 64, targets: Tensor | None = None,
                     grid: str = "geometric", sweep_chunk: int = 2, snr_trim: int = 0, name: str | None = None,
-                    seed: int | None = None, resume: AttackEvaluation | None = None) -> AttackEvaluation:
+                    seed: int | None = None, resume: AttackEvaluation | None = None,
+                    auc_eps: float | None = None) -> AttackEvaluation:
     """Attack the base set of ``waves`` and measure ε*, the fooling-rate curve and the summary metrics.
 
     Args:
@@ -158,6 +161,9 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         name: attack name for the record (defaults to the class name).
         seed: seed for the attack's randomness (the caller's RNG state is left untouched).
         resume: a previous evaluation of the same inputs; its resolved examples are kept.
+        auc_eps: integrate the fooling AUC (and read FR) up to this budget instead of ``eps_max``, so ε*
+            can be searched further than the AUC's interval (seed 004: AUC under ‖ε‖₂ ≤ 3, ε_r from the
+            budget where FR reaches 0.9, without that limit).
 
     Raises:
         ValueError: on mismatched shapes, a target equal to the label, or bad settings.
@@ -179,6 +185,7 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         clean_pred = _predict(victim, waves, batch_size, device)
         labels = labels.cpu().long()
         ev = _start(victim, attack, labels, clean_pred, targets, eps_max, budget_grid(eps_max, n_budgets, grid), name)
+        ev.auc_eps = auc_eps
         if resume is not None:
             _take_over(ev, resume)
         runner = _Runner(victim, attack, ev, waves[ev.base_index.to(waves.device)], device, sweep_chunk, n_bisect)
@@ -197,10 +204,13 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
     """Summary metrics of an evaluation, as floats with MLflow-ready names.
 
     Means and medians of ``snr_db``, ``median_iterations``, ``median_queries`` and the confidences run
-    over the examples broken within ε_max. ``eps_090`` is ``inf`` when FR never reaches 0.9
-    (``eps090_reached`` = 0); MLflow's SQL store saves ``inf`` as the largest float64.
+    over the examples broken within the search range. ``fooling_auc`` and ``fr_at_eps_max`` cover
+    ``[0, eps_max]`` with ``eps_max`` = ``auc_eps`` (default: the search range, ``search_eps_max``).
+    ``eps_090`` is ``inf`` when FR never reaches 0.9 within the search range (``eps090_reached`` = 0);
+    MLflow's SQL store saves ``inf`` as the largest float64.
     """
     n, broken = int(ev.base.sum()), ev.success
+    auc_eps = float(ev.auc_eps if ev.auc_eps is not None else ev.eps_max)
     eps090 = M.eps_at_rate(ev.eps_star, 0.9)
     adv_correct = 0.0
     conf_new = conf_true = torch.zeros(0, dtype=torch.float64)
@@ -214,9 +224,10 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
         "base_size": float(n),
         "clean_accuracy": n / total,
         "adv_accuracy": adv_correct / total,
-        "eps_max": float(ev.eps_max),
-        "fooling_auc": M.fooling_auc(ev.eps_star, ev.eps_max),
-        "fr_at_eps_max": float(M.fooling_rate(ev.eps_star, ev.eps_max)),
+        "eps_max": auc_eps,
+        "search_eps_max": float(ev.eps_max),
+        "fooling_auc": M.fooling_auc(ev.eps_star, auc_eps),
+        "fr_at_eps_max": float(M.fooling_rate(ev.eps_star, auc_eps)),
         "eps_090": eps090,
         "eps090_reached": float(math.isfinite(eps090)),
         "mean_eps_star": M.mean_eps_within(ev.eps_star, math.inf),

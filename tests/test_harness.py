@@ -270,3 +270,16 @@ def test_cuda_evaluation_matches_cpu() -> None:
     cpu = evaluate_attack(line_victim(), Threshold(), waves, LABELS, **kw)
     gpu = evaluate_attack(line_victim().cuda(), Threshold(), waves.cuda(), LABELS.cuda(), **kw)
     assert torch.equal(cpu.eps_star, gpu.eps_star) and cpu.summary["fooling_auc"] == gpu.summary["fooling_auc"]
+
+
+def test_auc_interval_can_be_shorter_than_the_search() -> None:
+    """ε* searched up to 8, AUC and FR read on [0, 2] (seed 004: Table II under ‖ε‖₂ ≤ 3, ε_r unbounded)."""
+    waves = waves_with_thresholds(THRESHOLDS)
+    wide = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=8.0, auc_eps=2.0, n_budgets=8,
+                           n_bisect=6)
+    narrow = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=2.0, n_budgets=6, n_bisect=6)
+    assert wide.summary["eps_max"] == 2.0 and wide.summary["search_eps_max"] == 8.0
+    assert wide.summary["fooling_auc"] == pytest.approx((1.7 + 1.4 + 0.8) / 8, abs=0.02)
+    assert wide.summary["fr_at_eps_max"] == narrow.summary["fr_at_eps_max"] == 0.75
+    assert wide.success.tolist() == [True] * 4 and narrow.success.tolist() == [True] * 3 + [False]
+    assert wide.summary["eps_090"] == pytest.approx(5.0, rel=0.05) and narrow.summary["eps_090"] == math.inf
