@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from defense.grid import load_grid
