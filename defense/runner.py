@@ -193,7 +193,7 @@ def _log_curves(evals: dict[str, dict[str, AttackEvaluation]], run_ids: dict[str
             continue
         defended = {name: ev.eps_star for name, ev in evals[defense].items() if name in original}
         fig = plots.fooling_rate_curves({k: original[k] for k in defended}, eps_max, defended,
-                                        title=f"original vs {defense}")
+                                        title=f"original vs {defense} (legend: AUC over [0, {eps_max:g}])")
         with mlflow.start_run(run_id=run_id):
             mlflow.log_figure(fig, "plots/fooling_rate_curves.png")
 
