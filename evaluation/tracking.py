@@ -20,13 +20,15 @@ from mlflow.tracking import MlflowClient
 from victims.registry import ConfigError
 
 OUTPUTS = Path(os.environ.get("ADVAUDIO_OUTPUTS", "outputs"))
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+"""The user's ``$MLFLOW_TRACKING_URI`` as the process started: ``mlflow.set_tracking_uri`` rewrites the
+variable, so reading it later would send a second store's runs to the first one."""
 
 
 def default_tracking_uri(outputs: Path = OUTPUTS) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else the SQLite database under ``outputs``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
+    """The user's ``$MLFLOW_TRACKING_URI`` if set, else the SQLite database under ``outputs``."""
+    if USER_TRACKING_URI:
+        return USER_TRACKING_URI
     outputs.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(outputs / 'mlflow.db').resolve()}"
 

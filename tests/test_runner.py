@@ -97,3 +97,16 @@ def test_grid_errors_are_one_line(grid_file: Path) -> None:
         load_grid(grid_file, {"train.epoch": 3})
     with pytest.raises(ConfigError, match="not in grid.attack"):
         load_grid(grid_file, {"grid.attack": ["fgsm"]})
+
+
+@pytest.mark.slow
+def test_grid_runs_on_a_local_ray_cluster(grid_file: Path, tmp_path: Path) -> None:
+    """The same grid with one Ray task per model column (a local Ray instance started by the runner)."""
+    outputs = tmp_path / "out"
+    finished: list[str] = []
+    rows = run_grid(load_grid(grid_file, {"grid.attack": ["fgsm"], "attack_overrides": {}}), outputs=outputs,
+                    executor="ray", progress=finished.append)
+    assert finished == ["finished column stft_db_small/resnet56"]
+    assert {(r["defense"], r["attack"]) for r in rows} == {("none", "fgsm"), ("fgsm_mix", "fgsm")}
+    assert "eps_r" in next(r for r in rows if r["defense"] == "fgsm_mix")
+    assert len(_runs(outputs, "train")) == 2 and len(_runs(outputs, "attack")) == 2
