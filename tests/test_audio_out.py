@@ -15,6 +15,7 @@ from evaluation import audio_out as A
 from evaluation.metrics import snr_db
 from victims.frontends import FrontEnd
 from victims.frontends.spectral import MelDb, StftDb
+from victims.frontends.waveform import Waveform
 from victims.victim import Victim
 
 SR, T = 8000, 2048
@@ -110,27 +111,10 @@ def test_mel_representation_uses_griffin_lim_on_both_sides() -> None:
     torch.testing.assert_close(ref, adv)
 
 
-class Flat(FrontEnd):
-    """``(B, 1, T) → (B, 1, 1, T)``: a representation with no inverse in :mod:`victims.inverse`."""
-
-    @property
-    def n_bands(self) -> int:
-        return 1
-
-    def num_frames(self, num_samples: int) -> int:
-        return num_samples
-
-    def output_bounds(self) -> tuple[Tensor, Tensor]:
-        return torch.full((1,), -1.0), torch.full((1,), 1.0)
-
-    def forward(self, wave: Tensor) -> Tensor:
-        return wave.unsqueeze(1)
-
-
 def test_waveform_domain_passes_through_and_unknown_inverse_fails() -> None:
-    victim = _victim(Flat(SR))
+    victim = _victim(Waveform(SR))
     wave, adv = _tone(), _tone()
     ref, out = A.to_waveforms(victim, wave, adv, "waveform")
     assert ref is wave and out is adv
-    with pytest.raises(ValueError, match="no waveform inverse for the Flat representation"):
+    with pytest.raises(ValueError, match="no waveform inverse for the Waveform representation"):
         A.to_waveforms(victim, wave, victim.represent(wave), "representation")

@@ -13,27 +13,10 @@ from attacks.base import Attack, RunOutput
 from evaluation import metrics as M
 from evaluation.harness import budget_grid, epsilon_ratio, evaluate_attack
 from tiny import tones, trained_victim
-from victims.frontends import FrontEnd
+from victims.frontends.waveform import Waveform
 from victims.victim import Victim
 
 T = 16
-
-
-class Flat(FrontEnd):
-    """``(B, 1, T) → (B, 1, 1, T)``."""
-
-    @property
-    def n_bands(self) -> int:
-        return 1
-
-    def num_frames(self, num_samples: int) -> int:
-        return num_samples
-
-    def output_bounds(self) -> tuple[Tensor, Tensor]:
-        return torch.full((1,), -1.0), torch.full((1,), 1.0)
-
-    def forward(self, wave: Tensor) -> Tensor:
-        return wave.unsqueeze(1)
 
 
 class MeanSign(nn.Module):
@@ -45,7 +28,7 @@ class MeanSign(nn.Module):
 
 
 def line_victim() -> Victim:
-    return Victim(Flat(100), MeanSign(), ["pos", "neg"], T)
+    return Victim(Waveform(100), MeanSign(), ["pos", "neg"], T)
 
 
 def waves_with_thresholds(thresholds: list[float]) -> Tensor:
