@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import timm
@@ -22,15 +21,6 @@ from victims.seed_models import AbdoliCNN1d, erb_space, gammatone_filters
 NUM_CLASSES = 5
 SHAPES_1D = ((1, 400), (1, 27500))
 SHAPES_2D = ((20, 9), (24, 70))  # a tiny input and a non-square one
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine, spinning OpenMP threads slow tiny models."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shapes_of(name: str) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -2,7 +2,7 @@
 domain bounds, the per-band normaliser, and gradients that reach the waveform."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -24,15 +24,6 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "waveform+abdoli_cnn1d": ({"name": "waveform"}, {"backbone": "abdoli_cnn1d", "sample_rate": SAMPLE_RATE,
                                                       "high_hz": 3500.0}),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine, spinning OpenMP threads slow tiny models."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def waves(n: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
