@@ -1,0 +1,233 @@
+"""Uncertainty of the robustness metrics: bootstrap intervals, a paired test, intervals across seeds.
+
+SPEC "Evaluation", Uncertainty: every rate, mean and ratio carries a 95 % bootstrap interval over
+evaluation examples, paired where two models see the same clips. The point estimates are those of
+:mod:`evaluation.metrics` on the full sample.
+
+- Percentile bootstrap (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*, Ch. 13): the
+  interval is the (1−level)/2 and (1+level)/2 empirical quantiles of the statistic over ``n_boot``
+  draws of the clips with replacement (the B·α-th ordered value, no interpolation, so ∞ is kept).
+- ε_r (seed 004, Eq. 15), paired bootstrap in SPEC's words: "draw evaluation clips with replacement
+  (the same draw for the original and the defended model), recompute each model's base set, ε₀.₉ and
+  mean ε* within it on the draw, take the ratio; the 2.5/97.5 percentiles of ≥ 1,000 draws are the
+  interval (a draw where a model has an empty base set or never reaches FR 0.9 is counted, and their
+  share reported)". A ``nan`` draw counts in ``undefined_share``; a partial one (ε₀.₉ = ∞ on a side,
+  see :func:`evaluation.metrics.epsilon_ratio`) stays in the percentiles and counts in ``partial_share``.
+- Paired test: Wilcoxon signed-rank (Wilcoxon 1945) on the clips in both base sets, ε* = ∞ ranked
+  above every finite value, clips unbroken on both models left out.
+- Across training seeds: the Student-t interval of the mean.
+
+Per-clip encoding (every ``*_clip`` argument): ``(N,)`` float64 over all evaluated clips, ``nan`` =
+not in the base set (misclassified on clean input), ``inf`` = in the base set but never broken within
+the search range, finite = that clip's ε*.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+_CHUNK_ELEMENTS = 1 << 21  # draws × clips handled at once (16 MiB per float64 array)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its interval.
+
+    ``undefined_share``: share of draws whose statistic is ``nan`` (left out of the percentiles).
+    ``partial_share``: share of all draws that are defined but partial (a lower-bound ratio, kept).
+    """
+
+    value: float
+    low: float
+    high: float
+    undefined_share: float
+    partial_share: float = 0.0
+
+
+def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(n_boot, n)`` int64 clip indices drawn with replacement by ``numpy.random.default_rng(seed)``."""
+    if n == 0:
+        return np.zeros((n_boot, 0), dtype=np.int64)
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n), dtype=np.int64)
+
+
+def percentile_interval(draws: np.ndarray, value: float, level: float = 0.95,
+                        partial: np.ndarray | None = None) -> Interval:
+    """Percentile interval of the non-``nan`` ``draws`` (``inf`` allowed) around ``value``."""
+    draws = np.asarray(draws, dtype=np.float64)
+    defined = ~np.isnan(draws)
+    undefined = float(np.mean(~defined)) if draws.size else 1.0
+    partial_share = 0.0
+    if partial is not None and draws.size:
+        partial_share = float(np.mean(np.asarray(partial, dtype=bool) & defined))
+    if not defined.any():
+        return Interval(float(value), math.nan, math.nan, undefined, partial_share)
+    ordered = np.sort(draws[defined])
+    low, high = (_order_statistic(ordered, q) for q in ((1 - level) / 2, (1 + level) / 2))
+    return Interval(float(value), low, high, undefined, partial_share)
+
+
+def _order_statistic(ordered: np.ndarray, q: float) -> float:
+    """The ⌈q·B⌉-th of ``B`` ordered draws (q·B rounded first so that 0.025·1000 gives the 25th)."""
+    k = min(len(ordered), max(1, math.ceil(round(q * len(ordered), 9))))
+    return float(ordered[k - 1])
+
+
+def _rank_table(n: int, rate: float) -> np.ndarray:
+    """``k[m] = max(1, ⌈rate·m⌉)`` for base sizes ``m = 0..n``, rounded as :func:`metrics.eps_at_rate`."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"rate must lie in (0, 1], got {rate}")
+    return np.array([max(1, math.ceil(round(rate * m, 9))) for m in range(n + 1)], dtype=np.int64)
+
+
+def _masked_mean(vals: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    count = mask.sum(axis=1)
+    total = np.where(mask, vals, 0.0).sum(axis=1)
+    return np.divide(total, count, out=np.full(len(vals), math.nan), where=count > 0)
+
+
+def _base_stats(vals: np.ndarray, ranks: np.ndarray) -> dict[str, np.ndarray]:
+    """Base size, ε₀.₉ and the mean ε* (all broken / broken within ε₀.₉) of each row of ``(B, n)`` ε*."""
+    in_base = ~np.isnan(vals)
+    base_size = in_base.sum(axis=1)
+    ordered = np.sort(vals, axis=1)  # nan last, after inf
+    kth = ordered[np.arange(len(vals)), ranks[base_size] - 1]  # k ≤ max(1, base size) ≤ n
+    eps_090 = np.where(base_size > 0, kth, math.nan)
+    broken = np.isfinite(vals)
+    return {"base_size": base_size, "eps_090": eps_090, "mean_eps_star": _masked_mean(vals, broken),
+            "mean_eps_star_within_eps090": _masked_mean(vals, broken & (vals <= eps_090[:, None]))}
+
+
+def _over_chunks(fn: Callable[[np.ndarray], dict[str, np.ndarray]], idx: np.ndarray) -> dict[str, np.ndarray]:
+    rows = max(1, _CHUNK_ELEMENTS // max(1, idx.shape[1]))
+    parts = [fn(idx[start:start + rows]) for start in range(0, len(idx), rows)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _clip_values(eps_clip: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``eps_clip[idx]``, with one ``nan`` column (outside every base set) when there are no clips."""
+    vals = np.asarray(eps_clip, dtype=np.float64)[idx]
+    return vals if vals.shape[1] else np.full((len(vals), 1), math.nan)
+
+
+def model_draws(eps_clip: np.ndarray, idx: np.ndarray, eps_max: float, rate: float = 0.9) -> dict[str, np.ndarray]:
+    """One model's metrics on each bootstrap draw ``idx`` (``(B, n)``), as :mod:`evaluation.metrics`.
+
+    Returns ``(B,)`` arrays ``fooling_auc``, ``fr_at_eps_max``, ``eps_090`` (``inf`` if FR never
+    reaches ``rate``), ``mean_eps_star`` (over every broken clip), ``mean_eps_star_within_eps090`` and
+    ``base_size``; all but ``base_size`` are ``nan`` for an empty base set.
+    """
+    if eps_max <= 0:
+        raise ValueError(f"eps_max must be > 0, got {eps_max}")
+    idx = np.asarray(idx, dtype=np.int64)
+    ranks = _rank_table(idx.shape[1], rate)
+
+    def block(rows: np.ndarray) -> dict[str, np.ndarray]:
+        vals = _clip_values(eps_clip, rows)
+        in_base = ~np.isnan(vals)
+        out = _base_stats(vals, ranks)
+        area = np.clip(eps_max - vals, 0.0, None) / eps_max  # nan outside the base set, 0 for ∞
+        out["fooling_auc"] = _masked_mean(area, in_base)
+        out["fr_at_eps_max"] = _masked_mean((vals <= eps_max).astype(np.float64), in_base)
+        return out
+
+    return _over_chunks(block, idx)
+
+
+def summary_intervals(eps_clip: np.ndarray, eps_max: float, *, n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95, rate: float = 0.9) -> dict[str, Interval]:
+    """Bootstrap intervals of ``fooling_auc``, ``fr_at_eps_max``, ``eps_090``, ``mean_eps_star`` and
+    ``mean_eps_star_within_eps090`` of one model."""
+    n = len(eps_clip)
+    point = model_draws(eps_clip, np.arange(n)[None, :], eps_max, rate)
+    draws = model_draws(eps_clip, bootstrap_indices(n, n_boot, seed), eps_max, rate)
+    keys = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star", "mean_eps_star_within_eps090")
+    return {k: percentile_interval(draws[k], float(point[k][0]), level) for k in keys}
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, ``nan`` where a side is ``nan``, ``den = 0`` or both are ∞ (as metrics._ratio)."""
+    undefined = np.isnan(num) | np.isnan(den) | (den == 0) | (np.isinf(num) & np.isinf(den))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(undefined, math.nan, num / den)
+
+
+def ratio_draws(defended_clip: np.ndarray, original_clip: np.ndarray, idx: np.ndarray,
+                rate: float = 0.9) -> dict[str, np.ndarray]:
+    """Paired draws of ε_r and the ε₀.₉ ratio (defended ÷ original), as :func:`metrics.epsilon_ratio`.
+
+    Returns ``(B,)`` arrays ``eps_r``, ``eps090_ratio`` and bool ``partial`` (either model's ε₀.₉ is
+    ∞ or undefined on the draw; its mean then runs over every broken clip).
+    """
+    if len(defended_clip) != len(original_clip):
+        raise ValueError(f"the models saw {len(defended_clip)} and {len(original_clip)} clips")
+    idx = np.asarray(idx, dtype=np.int64)
+    ranks = _rank_table(idx.shape[1], rate)
+
+    def block(rows: np.ndarray) -> dict[str, np.ndarray]:
+        d = _base_stats(_clip_values(defended_clip, rows), ranks)
+        o = _base_stats(_clip_values(original_clip, rows), ranks)
+        within = "mean_eps_star_within_eps090"
+        return {"eps_r": _ratio(d[within], o[within]), "eps090_ratio": _ratio(d["eps_090"], o["eps_090"]),
+                "partial": ~(np.isfinite(d["eps_090"]) & np.isfinite(o["eps_090"]))}
+
+    return _over_chunks(block, idx)
+
+
+def ratio_intervals(defended_clip: np.ndarray, original_clip: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95, rate: float = 0.9) -> dict[str, Interval]:
+    """Paired bootstrap intervals of ``eps_r`` and ``eps090_ratio`` (``partial_share`` filled)."""
+    n = len(defended_clip)
+    point = ratio_draws(defended_clip, original_clip, np.arange(n)[None, :], rate)
+    draws = ratio_draws(defended_clip, original_clip, bootstrap_indices(n, n_boot, seed), rate)
+    return {k: percentile_interval(draws[k], float(point[k][0]), level, draws["partial"])
+            for k in ("eps_r", "eps090_ratio")}
+
+
+def wilcoxon_paired(defended_clip: np.ndarray, original_clip: np.ndarray) -> tuple[float, int]:
+    """Two-sided Wilcoxon signed-rank p-value of defended − original ε*, and the clips it used.
+
+    Clips in both base sets, not unbroken on both; ∞ becomes ``M = 3·max|finite| + 1``, so a difference
+    against ∞ exceeds every finite difference (ranks are exact). Zero differences are dropped (scipy's
+    ``zero_method="wilcox"``) and not counted; ``(nan, 0)`` when no clip is left.
+    """
+    d, o = np.asarray(defended_clip, dtype=np.float64), np.asarray(original_clip, dtype=np.float64)
+    keep = ~np.isnan(d) & ~np.isnan(o) & ~(np.isinf(d) & np.isinf(o))
+    d, o = d[keep], o[keep]
+    finite = np.concatenate([d[np.isfinite(d)], o[np.isfinite(o)]])
+    big = 3 * float(np.abs(finite).max(initial=0.0)) + 1
+    diff = np.where(np.isinf(d), big, d) - np.where(np.isinf(o), big, o)
+    diff = diff[diff != 0]
+    if diff.size == 0:
+        return math.nan, 0
+    return float(stats.wilcoxon(diff, zero_method="wilcox").pvalue), int(diff.size)
+
+
+def seed_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Mean across training seeds with the Student-t interval ``mean ± t_{(1+level)/2, n−1}·s/√n``.
+
+    Non-finite values are left out and counted in ``undefined_share``; one value gives ``nan`` bounds.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    ok = x[np.isfinite(x)]
+    undefined = float(np.mean(~np.isfinite(x))) if x.size else 1.0
+    mean = float(ok.mean()) if ok.size else math.nan
+    if ok.size < 2:
+        return Interval(mean, math.nan, math.nan, undefined)
+    half = float(stats.t.ppf((1 + level) / 2, ok.size - 1) * ok.std(ddof=1) / math.sqrt(ok.size))
+    return Interval(mean, mean - half, mean + half, undefined)
+
+
+def verdict(low: float, high: float) -> str:
+    """``↑`` if the interval lies above 1, ``↓`` if below 1, ``≈`` if it contains 1 or a bound is ``nan``."""
+    if math.isnan(low) or math.isnan(high):
+        return "≈"
+    if low > 1:
+        return "↑"
+    if high < 1:
+        return "↓"
+    return "≈"
