@@ -99,6 +99,7 @@ class ARTAttack(Attack):
                              f"if it reads y as targets)")
         self._accepted = set(accepted)
         self.fixed_budget = "eps" in accepted
+        self.family = "iterative" if self.fixed_budget else "minimum_norm"
         self.norm = norm if norm is not None else _norm_of(self.params)
         self.rel_eps_step = rel_eps_step
 

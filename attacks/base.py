@@ -20,6 +20,10 @@ from victims.victim import DOMAINS, Domain, Victim
 
 ATTACKS: Registry = Registry("attack")
 Norm = Literal["linf", "l2", "l0"]
+FAMILIES = ("single_step", "iterative", "minimum_norm", "black_box", "baseline")
+"""What an attack is, for sanity checks and tables: a one-step gradient attack (FGSM), an iterative
+gradient attack (BIM, PGD), a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA), a black-box attack
+(NES; queries only) or a baseline that is not an attack (white noise)."""
 ModelFn = Callable[[Tensor], Tensor]
 
 
@@ -105,6 +109,8 @@ class Attack(ABC):
         norm: distance the attack measures (``"linf"``, ``"l2"`` or ``"l0"``).
         fixed_budget: ``True`` when the attack takes a budget ``eps`` (FGSM, BIM, PGD, NES,
             noise); ``False`` for minimum-norm attacks (DeepFool, C&W, L-BFGS, JSMA).
+        family: one of :data:`FAMILIES`; tables put baselines and single-step attacks in their own
+            rows and the sanity checks compare families (iterative ≥ single-step, white ≥ black ≥ noise).
 
     Args:
         domain: ``"representation"`` (perturb the backbone's input, seed 004) or
@@ -115,6 +121,7 @@ class Attack(ABC):
 
     norm: ClassVar[str] = "l2"
     fixed_budget: ClassVar[bool] = True
+    family: ClassVar[str] = "iterative"
 
     def __init__(self, domain: Domain = "representation", targeted: bool = False,
                  eps: float | None = None) -> None:

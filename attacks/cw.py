@@ -119,6 +119,7 @@ class CarliniWagnerL2(Attack):
             tenth of ``max_iterations``.
     """
 
+    family = "minimum_norm"
     norm = "l2"
     fixed_budget = False
 
@@ -234,6 +235,7 @@ class _SignAdamCW(Attack):
     the distance's alone).
     """
 
+    family = "minimum_norm"
     norm = "l2"
     fixed_budget = False
 

@@ -174,6 +174,8 @@ class FGSM(GradientAttack):
     With ``norm="l2"`` this is the fast gradient method (step along the unit-L2 gradient).
     """
 
+    family = "single_step"
+
     def __init__(self, norm: str = "linf", domain: Domain = "representation", targeted: bool = False,
                  eps: float | None = None) -> None:
         super().__init__(norm=norm, steps=1, rel_stepsize=1.0, domain=domain, targeted=targeted, eps=eps)

@@ -37,6 +37,7 @@ class JSMA(Attack):
         domain, targeted: see :class:`~attacks.base.Attack`.
     """
 
+    family = "minimum_norm"
     norm = "l0"
     fixed_budget = False
 

@@ -125,6 +125,7 @@ class LBFGSAttack(Attack):
         history_size: curvature pairs L-BFGS keeps.
     """
 
+    family = "minimum_norm"
     norm = "l2"
     fixed_budget = False
 

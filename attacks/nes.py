@@ -71,6 +71,7 @@ class NES(Attack):
         batch_size: most inputs per forward pass.
     """
 
+    family = "black_box"
     fixed_budget = True
 
     def __init__(self, domain: Domain = "representation", targeted: bool = False, eps: float | None = None,

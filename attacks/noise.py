@@ -29,6 +29,7 @@ class WhiteNoise(Attack):
         ValueError: if ``targeted`` is ``True``.
     """
 
+    family = "baseline"
     norm = "l2"
     fixed_budget = True
 

@@ -4,20 +4,24 @@ A grid file (``configs/experiment/demo.yaml``)::
 
     name: demo                     # MLflow experiment
     train: demo                    # configs/train/demo.yaml, shared by every cell
+    seeds: [0, 1, 2]               # every model is trained once per seed (train.seed); default [0]
     grid:
       dataset: [gm_instruments]
       frontend: [stft_db_small, cwt_tonnetz_small]
       victim: [resnet18, koerich_cnn2d]
       defense: [none, fgsm_mix]    # "none" is the original model every defense is compared with
-      attack: [bim_a, deepfool_l2, cw_l2, nes_pia]
+      attack: [bim_a, deepfool_l2, cw_l2, nes_pia, fgsm, noise]
+    table_attacks: [bim_a, deepfool_l2, cw_l2, nes_pia]   # Tables II-III average these (per norm);
+                                   # default: every attack but baselines and single-step ones
     attack_overrides:              # per attack option: keys of configs/attack/<option>.yaml
       cw_l2: {max_iterations: 50}
-    evaluation: {...}              # see EvalConfig
+    evaluation: {...}              # see EvalConfig; budgets by domain and norm
     overrides:                     # dotted keys applied to every cell, e.g. train.epochs: 5
       train.epochs: 5
 
 Command-line overrides use the same dotted keys (``train.epochs=2``, ``evaluation.n_examples=16``,
-``grid.attack=[fgsm]``, ``attack_overrides.cw_l2.max_iterations=10``).
+``evaluation.eps_max.representation.l2=3``, ``grid.attack=[fgsm]``, ``seeds=[0,1]``,
+``attack_overrides.cw_l2.max_iterations=10``).
 """
 from __future__ import annotations
 
@@ -39,13 +43,19 @@ ORIGINAL = "none"
 class EvalConfig:
     """How each attack is evaluated (``evaluation:`` in a grid file).
 
+    Budgets belong to a norm and a domain (SPEC "Evaluation"): ``eps_max`` and ``search_eps_max`` map
+    ``domain → norm → budget`` (``{representation: {l2: 3.0}}`` is seed 004's ‖ε‖₂ ≤ 3), so an L0 count
+    (JSMA) or an L∞ radius never shares an ε_max with L2 attacks. Every attack of a grid needs an
+    ``eps_max`` for its own domain and norm; ``search_eps_max`` defaults to it and may not be smaller.
+
     Attributes:
-        n_examples: test clips attacked per model (a fixed, seeded, class-balanced subset).
-        eps_max: right end of the fooling AUC and of FR(ε_max); seed 004 integrates over ‖ε‖₂ ≤ 3.
-        search_eps_max: largest budget searched for ε* (``None`` = ``eps_max``); seed 004 allocates
-            budgets until FR reaches 0.9 "without the condition ‖ε‖₂ ≤ 3" for ε_r, so set it higher.
+        n_examples: test clips attacked per model (a fixed, seeded, class-balanced subset, the same clips
+            for every model, seed and attack, so original and defended models are compared pairwise).
+        eps_max: right end of the fooling AUC, FR(ε_max) and the summary metrics, by domain and norm.
+        search_eps_max: largest budget searched for ε*, by domain and norm (default: ``eps_max``); seed 004
+            allocates budgets until FR reaches 0.9 "without the condition ‖ε‖₂ ≤ 3" for ε_r, so set it higher.
         n_budgets: size of the geometric budget sweep of fixed-budget attacks.
-        n_bisect: bisection steps refining ε* per example.
+        eps_rtol: relative resolution ε* is refined to (``(ε* − lower)/ε* ≤ eps_rtol``), logged.
         batch_size: examples per attack call.
         sweep_chunk: budgets per attack call in the sweep.
         seed: seeds example selection, targets and stochastic attacks.
@@ -55,13 +65,15 @@ class EvalConfig:
         unbounded_steps: iterations of that check.
         monotone_sample: examples attacked at every budget (no cascade) for the "success never falls as
             ε grows" check of fixed-budget attacks; 0 reads the cascade's own, sparser, success matrix.
+        n_boot: bootstrap resamples of the evaluation clips for every interval (≥ 1,000 by SPEC).
+        confidence: level of every interval.
     """
 
     n_examples: int = 64
-    eps_max: float = 3.0
-    search_eps_max: float | None = None
+    eps_max: dict[str, dict[str, float]] = field(default_factory=lambda: {"representation": {"l2": 3.0}})
+    search_eps_max: dict[str, dict[str, float]] = field(default_factory=dict)
     n_budgets: int = 8
-    n_bisect: int = 4
+    eps_rtol: float = 0.05
     batch_size: int = 64
     sweep_chunk: int = 2
     seed: int = 0
@@ -70,11 +82,41 @@ class EvalConfig:
     unbounded_eps: float = 1000.0
     unbounded_steps: int = 100
     monotone_sample: int = 16
+    n_boot: int = 1000
+    confidence: float = 0.95
+
+    def budgets(self, domain: str, norm: str, attack: str = "") -> tuple[float, float]:
+        """``(eps_max, search_eps_max)`` of an attack in ``domain`` and ``norm``.
+
+        Raises:
+            ConfigError: when no ``eps_max`` is set for them, or the search range is below it.
+        """
+        who = f" (attack '{attack}')" if attack else ""
+        eps = (self.eps_max.get(domain) or {}).get(norm)
+        if eps is None:
+            raise ConfigError(f"no evaluation.eps_max.{domain}.{norm}{who}: budgets belong to a norm and domain; "
+                              f"set evaluation.eps_max.{domain}.{norm}=<budget>")
+        search = (self.search_eps_max.get(domain) or {}).get(norm, eps)
+        if not 0 < float(eps) <= float(search):
+            raise ConfigError(f"evaluation.search_eps_max.{domain}.{norm} = {search} must be >= "
+                              f"eps_max {eps} > 0{who}")
+        return float(eps), float(search)
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """What the tables and the sanity checks need to know of an attack option (from its registry class)."""
+
+    domain: str
+    norm: str
+    family: str
+    targeted: bool
+    in_tables: bool
 
 
 @dataclass
 class Grid:
-    """A resolved grid: its axes, shared train config, per-attack configs and evaluation settings."""
+    """A resolved grid: its axes, seeds, shared train config, per-attack configs and evaluation settings."""
 
     name: str
     axes: dict[str, list[str]]
@@ -82,20 +124,26 @@ class Grid:
     cell_overrides: dict[str, Any]
     attacks: dict[str, dict[str, Any]]
     evaluation: EvalConfig
+    seeds: list[int] = field(default_factory=lambda: [0])
+    attack_info: dict[str, AttackInfo] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
 
-    def models(self) -> Iterator[tuple[str, str, str]]:
-        """``(dataset, frontend, victim)`` columns; each trains every defense and runs every attack."""
-        yield from itertools.product(self.axes["dataset"], self.axes["frontend"], self.axes["victim"])
+    def models(self) -> Iterator[tuple[str, str, str, int]]:
+        """``(dataset, frontend, victim, seed)`` columns; each trains every defense and runs every attack."""
+        yield from itertools.product(self.axes["dataset"], self.axes["frontend"], self.axes["victim"], self.seeds)
 
-    def cell_config(self, dataset: str, frontend: str, victim: str, defense: str) -> dict[str, Any]:
-        """Resolved training config of one model of the grid."""
+    def cell_config(self, dataset: str, frontend: str, victim: str, defense: str, seed: int | None = None
+                    ) -> dict[str, Any]:
+        """Resolved training config of one model of the grid (``train.seed`` = ``seed`` when given)."""
         spec = {"dataset": dataset, "frontend": frontend, "victim": victim, "defense": defense, "train": self.train}
-        return compose(spec, self.cell_overrides)
+        overrides = dict(self.cell_overrides)
+        if seed is not None:
+            overrides["train.seed"] = int(seed)
+        return compose(spec, overrides)
 
     @property
     def size(self) -> int:
-        n = 1
+        n = len(self.seeds)
         for axis in GRID_AXES:
             n *= len(self.axes[axis])
         return n
@@ -116,6 +164,8 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     merged = {**(spec.pop("overrides", None) or {}), **(overrides or {})}
     spec.setdefault("attack_overrides", {})
     spec.setdefault("evaluation", {})
+    spec.setdefault("seeds", [0])
+    spec.setdefault("table_attacks", None)
     cell_overrides: dict[str, Any] = {}
     for key, value in merged.items():
         head = key.split(".")[0]
@@ -125,7 +175,7 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
             _set_eval(spec["evaluation"], key, value)
         else:
             set_dotted(spec, key, value)
-    known = {"name", "train", "grid", "attack_overrides", "evaluation"}
+    known = {"name", "train", "seeds", "grid", "table_attacks", "attack_overrides", "evaluation"}
     extra = sorted(set(spec) - known)
     if extra:
         raise ConfigError(f"unknown key '{extra[0]}' in experiment '{experiment}'; accepted: {', '.join(sorted(known))}")
@@ -142,19 +192,52 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
             set_dotted(cfg, key, value)
         attacks[option] = cfg
     evaluation = to_dataclass(EvalConfig, spec["evaluation"], "evaluation")
+    seeds = spec["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(v, int) for v in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    info = _attack_info(attacks, spec["table_attacks"], evaluation)
     grid = Grid(str(spec.get("name") or Path(str(experiment)).stem), axes, spec.get("train", "default"),
-                cell_overrides, attacks, evaluation, spec)
-    for model in grid.models():  # resolve every cell now: a typo fails before hours of training
+                cell_overrides, attacks, evaluation, list(seeds), info, spec)
+    for dataset, frontend, victim, seed in grid.models():  # resolve every cell now: a typo fails before training
         for defense in axes["defense"]:
-            grid.cell_config(*model, defense)
+            grid.cell_config(dataset, frontend, victim, defense, seed)
     return grid
 
 
+def _attack_info(attacks: dict[str, dict[str, Any]], table_attacks: Any, evaluation: EvalConfig
+                 ) -> dict[str, AttackInfo]:
+    """Build each attack once to read its registry metadata, and check its budgets and the table set."""
+    from attacks import create_attack
+
+    if table_attacks is not None and (not isinstance(table_attacks, list) or not set(table_attacks) <= set(attacks)):
+        extra = sorted(set(table_attacks or []) - set(attacks)) if isinstance(table_attacks, list) else table_attacks
+        raise ConfigError(f"table_attacks must list attacks of grid.attack; not in it: {extra}")
+    info = {}
+    for option, cfg in attacks.items():
+        try:
+            attack = create_attack(cfg["name"], **{k: v for k, v in cfg.items() if k != "name"})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"attack '{option}': {err}") from None
+        evaluation.budgets(attack.domain, attack.norm, option)
+        default_in = attack.family not in ("baseline", "single_step")
+        in_tables = option in table_attacks if table_attacks is not None else default_in
+        info[option] = AttackInfo(attack.domain, attack.norm, attack.family, attack.targeted, in_tables)
+    return info
+
+
 def _set_eval(evaluation: dict[str, Any], key: str, value: Any) -> None:
+    """``evaluation.<field>=v`` or, for the budget maps, ``evaluation.eps_max.<domain>.<norm>=v``."""
     parts = key.split(".")
-    if len(parts) != 2:
+    if len(parts) == 2:
+        evaluation[parts[1]] = value  # checked by to_dataclass
+    elif len(parts) == 4 and parts[1] in ("eps_max", "search_eps_max"):
+        default = EvalConfig().eps_max if parts[1] == "eps_max" else {}
+        budgets = copy.deepcopy(evaluation.get(parts[1], default))
+        budgets.setdefault(parts[2], {})[parts[3]] = value
+        evaluation[parts[1]] = budgets
+    else:
         raise ConfigError(f"unknown key '{key}'")
-    evaluation[parts[1]] = value  # checked by to_dataclass
 
 
 def _as_list(grid: Mapping[str, Any], axis: str, experiment: str | Path) -> list[str]:

@@ -1,18 +1,21 @@
 """Runs an experiment grid: trains original and defended victims, evaluates every attack on both,
 computes ε_r, runs the sanity checks, and logs everything to MLflow; resumes by skipping finished work.
 
-Unit of work: a *model column* ``(dataset, representation, victim)``. It trains every defense of the
-grid (``none`` = the original model), evaluates every attack on each, and logs ε_r of each defended
-model against the original. Columns are independent, so they run one after another locally or as
-Ray tasks (``executor="ray"``) when a grid outgrows one machine. Resuming: a finished training run
-is found by its config hash and its checkpoint reused; a finished attack run is skipped and its
-summary read back from MLflow.
+Unit of work: a *model column* ``(dataset, representation, victim, seed)``. It trains the original
+model (``none``) and then every defense of the grid (resolving ``eps: auto`` from the original model),
+evaluates every attack on each with the budgets of the attack's norm and domain, and logs ε_r of each
+defended model against the original with its paired-bootstrap interval and Wilcoxon p-value. Columns
+are independent, so they run one after another locally or as Ray tasks (``executor="ray"``) when a grid
+outgrows one machine. Resuming: a finished training run is found by its config hash and its checkpoint
+reused; a finished attack run is skipped and its per-clip record (``evaluation.json``) read back, so
+intervals, curves and pairwise sanity checks are rebuilt without attacking again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +26,12 @@ import torch
 from torch import Tensor
 
 from attacks import create_attack
-from defense.grid import ORIGINAL, Grid
+from defense.grid import ORIGINAL, EvalConfig, Grid
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import plots, report, sanity
 from evaluation.audio_out import to_waveforms, write_adversarial_wavs
-from evaluation.harness import AttackEvaluation, epsilon_ratio, evaluate_attack
+from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate_attack, from_record, to_record
+from evaluation.intervals import ratio_intervals, summary_intervals
 from evaluation.tracking import OUTPUTS, find_run, flatten, setup_tracking
 from training.data import load_splits
 from training.data.base import ClipSet
@@ -35,19 +39,25 @@ from victims.victim import Victim
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+RECORD_ARTIFACT = "evaluation.json"
 
 
 @dataclass
 class ModelColumn:
-    """One ``(dataset, frontend, victim)`` column of a grid."""
+    """One ``(dataset, frontend, victim, seed)`` column of a grid."""
 
     dataset: str
     frontend: str
     victim: str
+    seed: int = 0
 
     def tags(self, defense: str) -> dict[str, str]:
         return {"advaudio.dataset": self.dataset, "advaudio.frontend": self.frontend,
-                "advaudio.victim": self.victim, "advaudio.defense": defense}
+                "advaudio.victim": self.victim, "advaudio.defense": defense, "advaudio.seed": str(self.seed)}
+
+    @property
+    def label(self) -> str:
+        return f"{self.frontend}/{self.victim}/seed{self.seed}"
 
 
 def select_examples(test: ClipSet, n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -74,6 +84,37 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def auto_defense_eps(defense_cfg: dict[str, Any], original: Victim, val: ClipSet, ev_cfg: EvalConfig
+                     ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Resolve ``eps: auto``: ``eps_fraction`` × the original model's median FGSM ε* on validation clips.
+
+    The median ε* is the budget at which one-step FGSM (in the defense's norm and domain) fools half of
+    the original model's correctly classified validation clips, so ``eps_fraction: 1`` trains on
+    examples at the typical clip's decision boundary. Seed 004 does not state its training budget.
+    Unbroken clips count as ∞; if half are never broken, the search range is used (and logged).
+
+    Returns:
+        The defense config with a number for ``eps`` (``eps_fraction`` removed), and what was measured.
+    """
+    cfg = dict(defense_cfg)
+    fraction = float(cfg.pop("eps_fraction", 1.0))
+    if cfg.get("eps") != "auto":
+        return cfg, {}
+    domain, norm = cfg.get("domain", "representation"), cfg.get("norm", "l2")
+    eps_max, search = ev_cfg.budgets(domain, norm, "fgsm (defense eps: auto)")
+    waves, labels = select_examples(val, ev_cfg.n_examples, ev_cfg.seed)
+    ev = evaluate_attack(original, create_attack("fgsm", domain=domain, norm=norm), waves, labels, eps_max=eps_max,
+                         search_eps_max=search, n_budgets=ev_cfg.n_budgets, rtol=ev_cfg.eps_rtol,
+                         batch_size=ev_cfg.batch_size, seed=ev_cfg.seed, name="fgsm")
+    median = float(ev.eps_star.quantile(0.5)) if ev.eps_star.numel() else math.inf
+    base_eps = median if math.isfinite(median) else search
+    cfg["eps"] = round(fraction * base_eps, 6)
+    log.info("defense eps auto: %g x median FGSM eps* %.4g on %d validation clips = %g", fraction, median,
+             ev.eps_star.numel(), cfg["eps"])
+    return cfg, {"defense_eps_auto": cfg["eps"], "defense_eps_fraction": fraction,
+                 "original_val_median_fgsm_eps_star": median, "original_val_base_size": float(ev.eps_star.numel())}
+
+
 def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, tracking_uri: str | None,
                outputs: Path, progress: Progress | None = None) -> list[dict[str, Any]]:
     """Train and attack one model column; returns one summary row per (defense, attack)."""
@@ -84,70 +125,85 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
     ev_cfg = grid.evaluation
     waves, labels = select_examples(splits.test, ev_cfg.n_examples, ev_cfg.seed)
     trained: dict[str, TrainedVictim] = {}
-    for defense in grid.axes["defense"]:
-        cfg = grid.cell_config(column.dataset, column.frontend, column.victim, defense)
+    for defense in [ORIGINAL, *(d for d in grid.axes["defense"] if d != ORIGINAL)]:
+        cfg = grid.cell_config(column.dataset, column.frontend, column.victim, defense, column.seed)
+        measured: dict[str, float] = {}
+        if defense != ORIGINAL:
+            cfg["defense"], measured = auto_defense_eps(cfg["defense"], trained[ORIGINAL].result.victim, splits.val,
+                                                        ev_cfg)
         trained[defense] = train_from_config(cfg, experiment=grid.name, tracking_uri=tracking_uri, outputs=outputs,
                                              splits=splits, parent_run_id=parent_run_id,
                                              extra_tags=column.tags(defense))
-        tick(f"trained {column.frontend}/{column.victim}/{defense}")
+        if measured:
+            _log_to(trained[defense].run_id, measured)
+        tick(f"trained {column.label}/{defense}")
     rows: list[dict[str, Any]] = []
     evals: dict[str, dict[str, AttackEvaluation]] = {d: {} for d in trained}
     for option, attack_cfg in grid.attacks.items():
-        summaries: dict[str, dict[str, float]] = {}
         run_ids: dict[str, str] = {}
         for defense, tv in trained.items():
-            run_ids[defense], summaries[defense], ev = _evaluate(grid, column, defense, tv, option, attack_cfg,
-                                                                  waves, labels)
-            if ev is not None:
-                evals[defense][option] = ev
-            tick(f"attacked {column.frontend}/{column.victim}/{defense} with {option}")
+            run_ids[defense], evals[defense][option] = _evaluate(grid, column, defense, tv, option, attack_cfg,
+                                                                 waves, labels)
+            tick(f"attacked {column.label}/{defense} with {option}")
+        original = evals[ORIGINAL][option]
         for defense in trained:
-            row = {**asdict(column), "defense": defense, "attack": option, **summaries[defense]}
+            ev = evals[defense][option]
+            row = {**asdict(column), "defense": defense, "attack": option, **ev.summary}
             if defense != ORIGINAL:
-                ratio = epsilon_ratio(summaries[defense], summaries[ORIGINAL])
+                ratio = ratio_intervals(ev, original, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence,
+                                        seed=ev_cfg.seed)
                 _log_to(run_ids[defense], ratio)
-                _log_to(trained[defense].run_id, {f"eps_r.{option}": ratio["eps_r"],
-                                                  f"fooling_auc.{option}": summaries[defense]["fooling_auc"]})
+                on_model = {f"{k}.{option}": ratio[k] for k in ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")}
+                on_model[f"fooling_auc.{option}"] = ev.summary["fooling_auc"]
+                _log_to(trained[defense].run_id, on_model)
                 row.update(ratio)
             rows.append(row)
-    _log_curves(evals, {d: tv.run_id for d, tv in trained.items()}, ev_cfg.search_eps_max or ev_cfg.eps_max)
+    _log_curves(grid, evals, {d: tv.run_id for d, tv in trained.items()})
     for defense, tv in trained.items():
         _sanity_for_model(grid, tv.result.victim, waves, labels, evals[defense], tv.run_id)
     return rows
 
 
 def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, option: str,
-              attack_cfg: dict[str, Any], waves: Tensor, labels: Tensor
-              ) -> tuple[str, dict[str, float], AttackEvaluation | None]:
-    """Evaluate one attack on one trained model, or read its finished run back from MLflow."""
+              attack_cfg: dict[str, Any], waves: Tensor, labels: Tensor) -> tuple[str, AttackEvaluation]:
+    """Evaluate one attack on one trained model, or read its finished run (and per-clip record) back."""
     ev_cfg = grid.evaluation
+    info = grid.attack_info[option]
     key = _key(tv.key, option, attack_cfg, asdict(ev_cfg))
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     done = find_run(exp_id, "advaudio.cell_key", key)
     if done is not None and done.data.tags.get("advaudio.status") == "finished":
-        return done.info.run_id, dict(done.data.metrics), None
+        record = mlflow.artifacts.load_dict(f"runs:/{done.info.run_id}/{RECORD_ARTIFACT}")
+        return done.info.run_id, from_record(record)
     victim: Victim = tv.result.victim
     kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
     attack = create_attack(attack_cfg["name"], **kwargs)
     targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
-    ev = evaluate_attack(victim, attack, waves, labels, eps_max=ev_cfg.search_eps_max or ev_cfg.eps_max,
-                         auc_eps=ev_cfg.eps_max, n_budgets=ev_cfg.n_budgets, n_bisect=ev_cfg.n_bisect,
-                         batch_size=ev_cfg.batch_size, targets=targets, sweep_chunk=ev_cfg.sweep_chunk,
-                         snr_trim=ev_cfg.snr_trim, name=option, seed=ev_cfg.seed)
+    eps_max, search = ev_cfg.budgets(attack.domain, attack.norm, option)
+    ev = evaluate_attack(victim, attack, waves, labels, eps_max=eps_max, search_eps_max=search,
+                         n_budgets=ev_cfg.n_budgets, rtol=ev_cfg.eps_rtol, batch_size=ev_cfg.batch_size,
+                         targets=targets, sweep_chunk=ev_cfg.sweep_chunk, snr_trim=ev_cfg.snr_trim, name=option,
+                         seed=ev_cfg.seed)
     tags = {**column.tags(defense), "advaudio.kind": "attack", "advaudio.attack": option,
+            "advaudio.domain": info.domain, "advaudio.norm": info.norm, "advaudio.family": info.family,
+            "advaudio.targeted": str(info.targeted).lower(), "advaudio.in_tables": str(info.in_tables).lower(),
             "advaudio.cell_key": key, "mlflow.parentRunId": tv.run_id}
     run_id = done.info.run_id if done is not None else None
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{defense}/{option}", tags=tags) as run:
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
-        mlflow.log_metrics(ev.summary)
+        intervals = summary_intervals(ev, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
+        mlflow.log_metrics({**ev.summary, **intervals})
+        mlflow.log_dict({m: {"budget": b, "value": ev.summary[b]} for m, b in METRIC_BUDGETS.items()},
+                        "metric_budgets.json")
+        mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{option}")
         mlflow.set_tag("advaudio.status", "finished")
-        return run.info.run_id, dict(ev.summary), ev
+        return run.info.run_id, ev
 
 
 def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, labels: Tensor,
-              ev_cfg: Any) -> sanity.SanityRecord:
+              ev_cfg: EvalConfig) -> sanity.SanityRecord:
     """Success never falls as ε grows: on the sweep's own matrix, or on a full sweep of a sample."""
     if not attack.fixed_budget or attack.targeted or ev_cfg.monotone_sample <= 0:
         return sanity.check_monotone(ev)
@@ -185,17 +241,23 @@ def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, coun
             mlflow.log_artifacts(tmp, "audio")
 
 
-def _log_curves(evals: dict[str, dict[str, AttackEvaluation]], run_ids: dict[str, str], eps_max: float) -> None:
-    """Fooling-rate curves of every attack, original solid and defended dashed, on each defended model's run."""
-    original = {name: ev.eps_star for name, ev in evals[ORIGINAL].items()}
+def _log_curves(grid: Grid, evals: dict[str, dict[str, AttackEvaluation]], run_ids: dict[str, str]) -> None:
+    """Fooling-rate curves with bootstrap bands, original solid and defended dashed, one figure per norm and
+    domain, on each defended model's run (budgets of different norms never share an axis)."""
     for defense, run_id in run_ids.items():
         if defense == ORIGINAL or not evals[defense]:
             continue
-        defended = {name: ev.eps_star for name, ev in evals[defense].items() if name in original}
-        fig = plots.fooling_rate_curves({k: original[k] for k in defended}, eps_max, defended,
-                                        title=f"original vs {defense} (legend: AUC over [0, {eps_max:g}])")
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name, ev in evals[defense].items():
+            groups.setdefault((ev.domain, ev.norm), []).append(name)
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_figure(fig, "plots/fooling_rate_curves.png")
+            for (domain, norm), names in sorted(groups.items()):
+                eps_max = evals[defense][names[0]].eps_max
+                fig = plots.fooling_rate_curves({k: evals[ORIGINAL][k].eps_star for k in names}, eps_max,
+                                                {k: evals[defense][k].eps_star for k in names}, norm=norm,
+                                                title=f"original vs {defense}, {domain} {norm}",
+                                                n_boot=grid.evaluation.n_boot, level=grid.evaluation.confidence)
+                mlflow.log_figure(fig, f"plots/fooling_rate_curves_{domain}_{norm}.png")
 
 
 def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
@@ -210,43 +272,37 @@ def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
                         steps=ev_cfg.unbounded_steps)
     records.append(sanity.check_unbounded(victim, pgd, waves, labels, eps=ev_cfg.unbounded_eps,
                                           batch_size=ev_cfg.batch_size))
-    records.extend(_pairwise_checks(evals))
+    records.extend(_pairwise_checks(grid, evals))
     with mlflow.start_run(run_id=run_id):
         _log_sanity(records)
 
 
-def _pairwise_checks(evals: dict[str, AttackEvaluation]) -> list[sanity.SanityRecord]:
-    """Iterative ≥ single-step and white-box ≥ black-box ≥ noise among the attacks that were run."""
-    kind = {name: _attack_kind(name) for name in evals}
-    singles = [n for n, k in kind.items() if k == "single"]
-    iteratives = [n for n, k in kind.items() if k == "iterative"]
-    blacks = [n for n, k in kind.items() if k == "black"]
-    noises = [n for n, k in kind.items() if k == "noise"]
+def _pairwise_checks(grid: Grid, evals: dict[str, AttackEvaluation]) -> list[sanity.SanityRecord]:
+    """Iterative ≥ single-step and white-box ≥ black-box ≥ noise, between attacks of one norm and domain."""
+    def pick(families: tuple[str, ...], like: AttackEvaluation | None = None) -> AttackEvaluation | None:
+        for family in families:
+            for name, ev in evals.items():
+                same = like is None or (ev.norm, ev.domain) == (like.norm, like.domain)
+                if grid.attack_info[name].family == family and same and not ev.targeted:
+                    return ev
+        return None
+
     records = []
-    if singles and iteratives:
-        records.append(sanity.check_iterative_beats_single(evals[iteratives[0]], evals[singles[0]]))
+    single = pick(("single_step",))
+    iterative = pick(("iterative",), single) if single is not None else None
+    if single is not None and iterative is not None:
+        records.append(sanity.check_iterative_beats_single(iterative, single))
     else:
-        records.append(sanity.SanityRecord("iterative_ge_single_step", "warn",
-                                           "not run: the grid needs a single-step and an iterative attack"))
-    if noises and (iteratives or singles):
-        white = evals[(iteratives or singles)[0]]
-        records.append(sanity.check_attack_ordering(white, evals[blacks[0]] if blacks else None, evals[noises[0]]))
+        records.append(sanity.SanityRecord("iterative_ge_single_step", "warn", "not run: the grid needs an "
+                                           "untargeted single-step and iterative attack of one norm and domain"))
+    noise = pick(("baseline",))
+    white = pick(("iterative", "minimum_norm", "single_step"), noise) if noise is not None else None
+    if noise is not None and white is not None:
+        records.append(sanity.check_attack_ordering(white, pick(("black_box",), noise), noise))
     else:
-        records.append(sanity.SanityRecord("white_ge_black_ge_noise", "warn",
-                                           "not run: the grid needs a white-box attack and the noise baseline"))
+        records.append(sanity.SanityRecord("white_ge_black_ge_noise", "warn", "not run: the grid needs a white-box "
+                                           "attack and the noise baseline of one norm and domain"))
     return records
-
-
-def _attack_kind(option: str) -> str:
-    if option.startswith("fgsm"):
-        return "single"
-    if option.startswith(("bim", "pgd")):
-        return "iterative"
-    if option.startswith("nes"):
-        return "black"
-    if option.startswith("noise"):
-        return "noise"
-    return "other"
 
 
 def _log_sanity(records: list[sanity.SanityRecord]) -> None:
@@ -307,15 +363,16 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
 
 def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
     """Tables I-III and the ε_r heat maps as artifacts of the grid's parent run."""
-    data = report.collect(grid.name, uri)
+    data = report.collect(grid.name, uri, n_boot=grid.evaluation.n_boot, level=grid.evaluation.confidence)
     with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
         report.write_tables(data, Path(tmp))
         mlflow.log_artifacts(tmp, "tables")
         for defense in grid.axes["defense"]:
             if defense == ORIGINAL:
                 continue
-            values, partial = report.table_3_values(data, defense)
-            mlflow.log_figure(plots.epsilon_ratio_heatmap(values, partial=partial, title=f"eps_r ({defense})"),
+            found = report.table_3_matrices(data, defense)
+            mlflow.log_figure(plots.epsilon_ratio_heatmap(found["value"], partial=found["partial"], low=found["low"],
+                                                          high=found["high"], title=f"eps_r ({defense})"),
                               f"plots/eps_r_{defense}.png")
         mlflow.set_tag("advaudio.status", "finished")
 
@@ -337,7 +394,7 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
             column = pending.pop(done[0])
             rows.extend(ray.get(done[0]))
             if progress is not None:
-                progress(f"finished column {column.frontend}/{column.victim}")
+                progress(f"finished column {column.label}")
         return rows
     finally:
         if started:

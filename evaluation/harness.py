@@ -6,26 +6,31 @@ The definitions are those of :mod:`evaluation.metrics` (SPEC "Evaluation", seed 
 - Minimal perturbation ε*ᵢ: for a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA;
   ``Attack.fixed_budget`` False) the norm of what it found; for a fixed-budget attack (FGSM, BIM,
   PGD, NES) the smallest budget at which it succeeds, found by a budget sweep refined by bisection;
-  ∞ where it never succeeds up to ε_max.
+  ∞ where it never succeeds up to the search range.
+
+Two budgets, in the attack's own norm and domain: ``eps_max`` closes the fooling AUC, FR(ε_max) and
+every summary metric measured "at a budget" (seed 004: ‖ε‖₂ ≤ 3); ``search_eps_max ≥ eps_max`` is how
+far ε* is searched (seed 004 allocates budgets for ε_r "without the condition ‖ε‖₂ ≤ 3").
 
 How ε* is found for a fixed-budget attack (a cascade over still-unbroken examples, auto-attack style):
 
-1. Budget grid up to ε_max (:func:`budget_grid`): geometric by default, ε_k = ε_max·2^(k−K+1) for
-   k = 0…K−1 (neighbours a factor 2 apart, so the bisection tolerance is relative), or linear,
-   ε_k = ε_max·(k+1)/K.
+1. Budget grid up to ``search_eps_max`` (:func:`budget_grid`): geometric by default,
+   ε_k = search_eps_max·2^(k−K+1) for k = 0…K−1, or linear, ε_k = search_eps_max·(k+1)/K.
 2. Sweep: the grid is cut into chunks of ``sweep_chunk`` budgets; each chunk is one attack call with
    that batch of budgets on the examples not yet broken. An example broken at budget k is not attacked
-   again at larger budgets. ``sweep_chunk = 1`` is the cheapest pure cascade; larger chunks cost more
-   but fill more of the raw ``(K, n)`` success matrix that the monotonicity sanity check reads.
-3. Bisection: ``n_bisect`` halvings of each broken example's interval (last failing budget, first
-   succeeding budget]; examples sharing a midpoint share one call. ε* is the upper end, so
-   ``eps_star − eps_lower ≤ (ε_k − ε_{k−1})/2^n_bisect`` (a relative ``2^−(n_bisect+1)`` on the
-   geometric grid).
+   again at larger budgets.
+3. Refinement to a stated relative resolution: each broken example's bracket (last failing budget,
+   first succeeding budget] is bisected at its geometric midpoint √(lo·hi) until
+   ``(hi − lo) ≤ rtol·hi`` (default 5 %, four steps from a factor-2 bracket). An example broken at the
+   grid's smallest budget has no failing budget yet: its budget is halved until the attack fails or
+   the floor ``eps_floor`` (default ε₀/1024) is reached; ε* on the floor is reported, counted
+   (``eps_floor_share``) and warned about when it exceeds 10 % of the broken examples. ε* is the upper
+   end, so the attack succeeds at ε* and failed just below it. Examples with the same bracket share a
+   call, so brackets stay on one lattice and calls stay batched.
 
-A minimum-norm attack runs once per mini-batch; its success on the grid is ``norm ≤ ε_k``.
+A minimum-norm attack runs once per mini-batch; its ε* is exact (resolution 0).
 Stochastic attacks (NES, noise, PGD's random start) draw fresh noise in every call, so their ε* is the
 smallest budget at which one draw succeeded; pass ``seed`` to make a run reproducible.
-Per-example ``resolved`` flags let an interrupted evaluation be resumed (``resume=``).
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ from victims.victim import Victim
 
 log = logging.getLogger(__name__)
 GRIDS = ("geometric", "linear")
+FLOOR_WARN_SHARE = 0.1
+MAX_REFINE_STEPS = 64
 
 
 @dataclass
@@ -51,20 +58,21 @@ class AttackEvaluation:
     Attributes:
         attack: name of the attack.
         domain, norm, targeted, fixed_budget: the attack's settings.
-        eps_max: largest budget searched for ε*.
-        auc_eps: right end of the fooling AUC and of FR(ε_max) (seed 004's ‖ε‖₂ ≤ 3); ``None`` = eps_max.
+        eps_max: right end of the fooling AUC, FR(ε_max) and the summary metrics (seed 004's 3).
+        search_eps_max: largest budget searched for ε* (≥ ``eps_max``).
+        rtol: requested relative resolution of ε* (fixed-budget attacks).
+        eps_floor: smallest budget the refinement tries.
         epsilons: ``(K,)`` the sweep grid.
         num_classes: the victim's number of classes.
         labels, clean_pred: ``(N,)`` labels and clean predictions of every evaluated example.
         base: ``(N,)`` bool, the base set (clean prediction correct).
         targets: ``(n,)`` target labels of a targeted attack, else ``None``.
-        eps_star: ``(n,)`` float64 minimal perturbation, ``inf`` if never broken up to ε_max.
+        eps_star: ``(n,)`` float64 minimal perturbation, ``inf`` if never broken within the search range.
         eps_lower: ``(n,)`` largest budget known to fail (ε* ∈ (eps_lower, eps_star]); equals ε*
             for minimum-norm attacks.
-        resolved: ``(n,)`` bool, the example's search is finished.
         sweep_success: ``(K, n)`` int8 raw success of the sweep: 1, 0, or −1 where the cascade did
             not attack (already broken at a smaller budget).
-        adversarial: ``(n, ...)`` adversarial input in ``domain`` at ε* (or at ε_max if never broken).
+        adversarial: ``(n, ...)`` adversarial input in ``domain`` at ε* (or at the search range if never broken).
         adv_logits: ``(n, C)`` logits of ``adversarial``.
         norms: ``(n,)`` actual perturbation norm of ``adversarial`` in ``norm``.
         iterations, queries: ``(n,)`` int64 of the run that produced ``adversarial``.
@@ -80,6 +88,9 @@ class AttackEvaluation:
     targeted: bool
     fixed_budget: bool
     eps_max: float
+    search_eps_max: float
+    rtol: float
+    eps_floor: float
     epsilons: Tensor
     num_classes: int
     labels: Tensor
@@ -88,7 +99,6 @@ class AttackEvaluation:
     targets: Tensor | None
     eps_star: Tensor
     eps_lower: Tensor
-    resolved: Tensor
     sweep_success: Tensor
     total_queries: Tensor
     adversarial: Tensor | None = None
@@ -98,7 +108,6 @@ class AttackEvaluation:
     queries: Tensor | None = None
     snr_db: Tensor | None = None
     attack_calls: int = 0
-    auc_eps: float | None = None
     summary: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -108,19 +117,37 @@ class AttackEvaluation:
 
     @property
     def success(self) -> Tensor:
-        """``(n,)`` bool: broken within ε_max."""
+        """``(n,)`` bool: broken within the search range."""
         return torch.isfinite(self.eps_star)
+
+    @property
+    def within_eps_max(self) -> Tensor:
+        """``(n,)`` bool: broken within ``eps_max`` (the budget the summary metrics are measured at)."""
+        return self.eps_star <= self.eps_max
+
+    @property
+    def on_floor(self) -> Tensor:
+        """``(n,)`` bool: broken at the refinement's floor (ε* is then only an upper bound)."""
+        return self.success & (self.eps_lower == 0) & (self.eps_star <= self.eps_floor) & bool(self.fixed_budget)
+
+    def eps_clip(self) -> Tensor:
+        """``(N,)`` float64 ε* over every evaluated clip: ``nan`` outside the base set (the encoding of
+        :mod:`evaluation.stats`)."""
+        out = torch.full((self.labels.numel(),), math.nan, dtype=torch.float64)
+        out[self.base_index] = self.eps_star
+        return out
 
     def fooling_curve(self, eps: Tensor | float) -> Tensor:
         """FR(ε) of the base set at the budget(s) ``eps``."""
         return M.fooling_rate(self.eps_star, eps)
 
     def confusion(self, adversarial: bool) -> Tensor:
-        """``(C, C)`` confusion matrix on clean input, or on the adversarial inputs (examples outside
-        the base set keep their clean prediction)."""
+        """``(C, C)`` confusion matrix on clean input, or under attack at ``eps_max`` (examples outside
+        the base set, or not broken within ``eps_max``, keep their clean prediction)."""
         pred = self.clean_pred.clone()
         if adversarial and self.adv_logits is not None:
-            pred[self.base_index] = self.adv_logits.argmax(dim=1)
+            hit = self.within_eps_max
+            pred[self.base_index[hit]] = self.adv_logits[hit].argmax(dim=1)
         return M.confusion_matrix(self.labels, pred, self.num_classes)
 
 
@@ -139,10 +166,10 @@ def budget_grid(eps_max: float, n_budgets: int, kind: str = "geometric") -> Tens
 
 
 def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tensor, *, eps_max: float,
-                    n_budgets: int = 8, n_bisect: int = 4, batch_size: int = 64, targets: Tensor | None = None,
-                    grid: str = "geometric", sweep_chunk: int = 2, snr_trim: int = 0, name: str | None = None,
-                    seed: int | None = None, resume: AttackEvaluation | None = None,
-                    auc_eps: float | None = None) -> AttackEvaluation:
+                    search_eps_max: float | None = None, n_budgets: int = 8, rtol: float = 0.05,
+                    n_bisect: int | None = None, eps_floor: float | None = None, batch_size: int = 64,
+                    targets: Tensor | None = None, grid: str = "geometric", sweep_chunk: int = 2,
+                    snr_trim: int = 0, name: str | None = None, seed: int | None = None) -> AttackEvaluation:
     """Attack the base set of ``waves`` and measure ε*, the fooling-rate curve and the summary metrics.
 
     Args:
@@ -150,9 +177,14 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         attack: a fixed-budget or minimum-norm attack.
         waves: ``(N, 1, T)`` evaluation waveforms (any device; batches go to the victim's device).
         labels: ``(N,)`` true labels.
-        eps_max: largest budget, in the attack's norm and domain (seed 004: 3, L2, representation).
+        eps_max: budget of the fooling AUC, FR(ε_max) and the summary metrics, in the attack's norm and
+            domain (seed 004: 3, L2, representation).
+        search_eps_max: largest budget searched for ε* (default ``eps_max``; must be ≥ ``eps_max``).
         n_budgets: size of the sweep grid.
-        n_bisect: bisection steps per broken example (fixed-budget attacks).
+        rtol: relative resolution of ε* for fixed-budget attacks: refinement stops once
+            ``ε* − eps_lower ≤ rtol·ε*``.
+        n_bisect: cap on refinement steps per example (``None``: until ``rtol`` or the floor).
+        eps_floor: smallest budget tried (default: the grid's smallest budget / 1024).
         batch_size: examples per attack call.
         targets: ``(N,)`` target labels for a targeted attack.
         grid: ``"geometric"`` or ``"linear"``.
@@ -160,10 +192,6 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         snr_trim: samples trimmed at each end for the SNR (seed 000: 2048).
         name: attack name for the record (defaults to the class name).
         seed: seed for the attack's randomness (the caller's RNG state is left untouched).
-        resume: a previous evaluation of the same inputs; its resolved examples are kept.
-        auc_eps: integrate the fooling AUC (and read FR) up to this budget instead of ``eps_max``, so ε*
-            can be searched further than the AUC's interval (seed 004: AUC under ‖ε‖₂ ≤ 3, ε_r from the
-            budget where FR reaches 0.9, without that limit).
 
     Raises:
         ValueError: on mismatched shapes, a target equal to the label, or bad settings.
@@ -171,12 +199,18 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
     if waves.dim() != 3 or waves.shape[0] != labels.shape[0]:
         raise ValueError(f"waves must be (N, 1, T) matching labels (N,), got {tuple(waves.shape)} "
                          f"and {tuple(labels.shape)}")
-    if batch_size < 1 or sweep_chunk < 1 or n_bisect < 0:
-        raise ValueError(f"batch_size and sweep_chunk must be >= 1 and n_bisect >= 0, "
-                         f"got {batch_size}, {sweep_chunk}, {n_bisect}")
+    if batch_size < 1 or sweep_chunk < 1 or (n_bisect is not None and n_bisect < 0) or not 0 <= rtol < 1:
+        raise ValueError(f"batch_size and sweep_chunk must be >= 1, n_bisect >= 0 and 0 <= rtol < 1, "
+                         f"got {batch_size}, {sweep_chunk}, {n_bisect}, {rtol}")
+    search = float(eps_max if search_eps_max is None else search_eps_max)
+    if search < eps_max:
+        raise ValueError(f"search_eps_max {search:g} must be >= eps_max {eps_max:g}: ε* must be searched at "
+                         "least as far as the budget the metrics are read at")
     if attack.targeted != (targets is not None):
         given = "given" if targets is not None else "missing"
         raise ValueError(f"attack targeted={attack.targeted} but targets {given}")
+    epsilons = budget_grid(search, n_budgets, grid)
+    floor = float(eps_floor) if eps_floor is not None else float(epsilons[0]) / 1024
     device = victim_device(victim)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
@@ -184,63 +218,118 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
             torch.manual_seed(seed)
         clean_pred = _predict(victim, waves, batch_size, device)
         labels = labels.cpu().long()
-        ev = _start(victim, attack, labels, clean_pred, targets, eps_max, budget_grid(eps_max, n_budgets, grid), name)
-        ev.auc_eps = auc_eps
-        if resume is not None:
-            _take_over(ev, resume)
+        ev = _start(victim, attack, labels, clean_pred, targets, name)
+        ev.eps_max, ev.search_eps_max, ev.rtol, ev.eps_floor, ev.epsilons = float(eps_max), search, rtol, floor, epsilons
+        ev.sweep_success = torch.full((epsilons.numel(), ev.eps_star.numel()), -1, dtype=torch.int8)
         runner = _Runner(victim, attack, ev, waves[ev.base_index.to(waves.device)], device, sweep_chunk, n_bisect)
-        todo = (~ev.resolved).nonzero().flatten()
+        todo = torch.arange(ev.eps_star.numel())
         for start in range(0, todo.numel(), batch_size):
             runner.run(todo[start:start + batch_size])
     if ev.domain == "waveform" and ev.adversarial is not None:
         ev.snr_db = M.snr_db(waves[ev.base_index.to(waves.device)].cpu(), ev.adversarial.to(waves.dtype), snr_trim)
     ev.summary = summarize(ev)
+    if ev.summary["eps_floor_share"] > FLOOR_WARN_SHARE:
+        log.warning("%s: %.0f %% of the broken examples sit on the search floor %.3g (their ε* is an upper "
+                    "bound); lower eps_floor or raise n_budgets", ev.attack, 100 * ev.summary["eps_floor_share"],
+                    floor)
     log.info("%s: base %d, fooling AUC %.3f, FR(eps_max) %.3f, %d calls", ev.attack, ev.summary["base_size"],
              ev.summary["fooling_auc"], ev.summary["fr_at_eps_max"], ev.attack_calls)
     return ev
 
 
+METRIC_BUDGETS = {
+    "fooling_auc": "eps_max", "fr_at_eps_max": "eps_max", "adv_accuracy": "eps_max", "snr_db": "eps_max",
+    "median_iterations": "eps_max", "median_queries": "eps_max", "conf_adv_label": "eps_max",
+    "conf_true_label": "eps_max", "eps_090": "search_eps_max", "mean_eps_star": "search_eps_max",
+    "mean_eps_star_within_eps090": "search_eps_max", "adv_accuracy_at_search_eps_max": "search_eps_max",
+}
+"""The budget each summary metric is measured at (logged beside the metrics)."""
+
+
 def summarize(ev: AttackEvaluation) -> dict[str, float]:
     """Summary metrics of an evaluation, as floats with MLflow-ready names.
 
-    Means and medians of ``snr_db``, ``median_iterations``, ``median_queries`` and the confidences run
-    over the examples broken within the search range. ``fooling_auc`` and ``fr_at_eps_max`` cover
-    ``[0, eps_max]`` with ``eps_max`` = ``auc_eps`` (default: the search range, ``search_eps_max``).
-    ``eps_090`` is ``inf`` when FR never reaches 0.9 within the search range (``eps090_reached`` = 0);
-    MLflow's SQL store saves ``inf`` as the largest float64.
+    Each metric is measured at the budget :data:`METRIC_BUDGETS` names. ``adv_accuracy`` is the accuracy
+    under attack at ``eps_max``; ``snr_db``, ``median_iterations``, ``median_queries`` and the
+    confidences are means/medians over the examples broken within ``eps_max``, each at its own ε*.
+    ``eps_090`` and the mean ε* use the whole search range; ``eps_090`` is ``inf`` when FR never reaches
+    0.9 there (``eps090_reached`` = 0); MLflow's SQL store saves ``inf`` as the largest float64.
+    ``eps_star_resolution`` is the largest achieved relative bracket (ε* − lower)/ε* off the floor.
     """
     n, broken = int(ev.base.sum()), ev.success
-    auc_eps = float(ev.auc_eps if ev.auc_eps is not None else ev.eps_max)
+    within = ev.within_eps_max
     eps090 = M.eps_at_rate(ev.eps_star, 0.9)
-    adv_correct = 0.0
     conf_new = conf_true = torch.zeros(0, dtype=torch.float64)
     if ev.adv_logits is not None and n:
-        adv_correct = float((ev.adv_logits.argmax(dim=1) == ev.labels[ev.base_index]).sum())
         conf_new, conf_true = M.label_confidences(ev.adv_logits, ev.labels[ev.base_index])
     total = max(int(ev.labels.numel()), 1)
-    gap = (ev.eps_star - ev.eps_lower)[broken]
+    floor = ev.on_floor
+    off_floor = broken & ~floor
+    rel = ((ev.eps_star - ev.eps_lower) / ev.eps_star)[off_floor]
+
+    def mean_within(values: Tensor | None) -> float:
+        return float(values[within].double().mean()) if values is not None and values.numel() and within.any() \
+            else math.nan
+
     return {
         "num_examples": float(ev.labels.numel()),
         "base_size": float(n),
         "clean_accuracy": n / total,
-        "adv_accuracy": adv_correct / total,
-        "eps_max": auc_eps,
-        "search_eps_max": float(ev.eps_max),
-        "fooling_auc": M.fooling_auc(ev.eps_star, auc_eps),
-        "fr_at_eps_max": float(M.fooling_rate(ev.eps_star, auc_eps)),
+        "adv_accuracy": (n - int(within.sum())) / total,
+        "adv_accuracy_at_search_eps_max": (n - int(broken.sum())) / total,
+        "eps_max": ev.eps_max,
+        "search_eps_max": ev.search_eps_max,
+        "fooling_auc": M.fooling_auc(ev.eps_star, ev.eps_max),
+        "fr_at_eps_max": float(M.fooling_rate(ev.eps_star, ev.eps_max)),
         "eps_090": eps090,
         "eps090_reached": float(math.isfinite(eps090)),
         "mean_eps_star": M.mean_eps_within(ev.eps_star, math.inf),
         "mean_eps_star_within_eps090": M.mean_eps_within(ev.eps_star, eps090),
-        "max_eps_gap": float(gap.max()) if gap.numel() else math.nan,
-        "snr_db": float(ev.snr_db[broken].mean()) if ev.snr_db is not None and broken.any() else math.nan,
-        "median_iterations": M.median(ev.iterations[broken]) if ev.iterations is not None else math.nan,
-        "median_queries": M.median(ev.queries[broken]) if ev.queries is not None else math.nan,
+        "eps_star_rtol": ev.rtol if ev.fixed_budget else 0.0,
+        "eps_star_resolution": float(rel.max()) if rel.numel() else (0.0 if off_floor.numel() else math.nan),
+        "eps_floor": ev.eps_floor,
+        "eps_floor_share": float(floor.sum()) / max(int(broken.sum()), 1),
+        "snr_db": mean_within(ev.snr_db),
+        "median_iterations": M.median(ev.iterations[within]) if ev.iterations is not None else math.nan,
+        "median_queries": M.median(ev.queries[within]) if ev.queries is not None else math.nan,
         "mean_total_queries": float(ev.total_queries.double().mean()) if n else math.nan,
-        "conf_adv_label": float(conf_new[broken].mean()) if broken.any() and conf_new.numel() else math.nan,
-        "conf_true_label": float(conf_true[broken].mean()) if broken.any() and conf_true.numel() else math.nan,
+        "conf_adv_label": mean_within(conf_new),
+        "conf_true_label": mean_within(conf_true),
         "attack_calls": float(ev.attack_calls),
     }
+
+
+_RECORD_TENSORS = {"epsilons": torch.float64, "labels": torch.int64, "clean_pred": torch.int64, "base": torch.bool,
+                   "targets": torch.int64, "eps_star": torch.float64, "eps_lower": torch.float64,
+                   "sweep_success": torch.int8, "total_queries": torch.int64, "norms": torch.float64,
+                   "iterations": torch.int64, "queries": torch.int64, "snr_db": torch.float64}
+_RECORD_SCALARS = ("attack", "domain", "norm", "targeted", "fixed_budget", "eps_max", "search_eps_max", "rtol",
+                   "eps_floor", "num_classes", "attack_calls")
+
+
+def to_record(ev: AttackEvaluation) -> dict[str, object]:
+    """The evaluation without its adversarial inputs, as JSON-ready lists (``NaN``/``Infinity`` kept).
+
+    Saved as a run artifact, it lets curves, intervals, pairwise sanity checks and reports be rebuilt
+    after a resume without attacking again (:func:`from_record`).
+    """
+    out: dict[str, object] = {name: getattr(ev, name) for name in _RECORD_SCALARS}
+    for name in _RECORD_TENSORS:
+        value = getattr(ev, name)
+        out[name] = None if value is None else value.tolist()
+    out["summary"] = dict(ev.summary)
+    return out
+
+
+def from_record(record: dict[str, object]) -> AttackEvaluation:
+    """An :class:`AttackEvaluation` (without adversarial inputs and logits) from :func:`to_record`."""
+    fields = {name: record[name] for name in _RECORD_SCALARS}
+    tensors = {name: None if record.get(name) is None else torch.tensor(record[name], dtype=dtype)
+               for name, dtype in _RECORD_TENSORS.items()}
+    ev = AttackEvaluation(**fields, **tensors, summary=dict(record.get("summary") or {}))  # type: ignore[arg-type]
+    if ev.sweep_success.dim() == 1:  # an empty sweep matrix comes back flat
+        ev.sweep_success = ev.sweep_success.view(ev.epsilons.numel(), -1)
+    return ev
 
 
 def epsilon_ratio(defended: AttackEvaluation | dict[str, float],
@@ -249,7 +338,7 @@ def epsilon_ratio(defended: AttackEvaluation | dict[str, float],
 
     Both must come from the same attack, representation and architecture; a summary needs the keys
     ``mean_eps_star_within_eps090`` and ``eps_090``. Where ε₀.₉ is ∞ the mean runs over every example
-    broken within ε_max and ``eps_r_partial`` is 1 (see :func:`evaluation.metrics.epsilon_ratio`).
+    broken within the search range and ``eps_r_partial`` is 1 (see :func:`evaluation.metrics.epsilon_ratio`).
     A summary read back from MLflow holds ∞ as the largest float64; ``eps090_reached = 0`` restores it.
     """
     d, o = (x.summary if isinstance(x, AttackEvaluation) else x for x in (defended, original))
@@ -283,7 +372,7 @@ def _predict(victim: Victim, waves: Tensor, batch_size: int, device: torch.devic
 
 
 def _start(victim: Victim, attack: Attack, labels: Tensor, clean_pred: Tensor, targets: Tensor | None,
-           eps_max: float, epsilons: Tensor, name: str | None) -> AttackEvaluation:
+           name: str | None) -> AttackEvaluation:
     base = clean_pred == labels
     n = int(base.sum())
     tgt = None
@@ -293,41 +382,28 @@ def _start(victim: Victim, attack: Attack, labels: Tensor, clean_pred: Tensor, t
             raise ValueError("a target equals the true label of a correctly classified example")
     return AttackEvaluation(
         attack=name or type(attack).__name__, domain=attack.domain, norm=attack.norm, targeted=attack.targeted,
-        fixed_budget=attack.fixed_budget, eps_max=float(eps_max), epsilons=epsilons,
-        num_classes=victim.num_classes, labels=labels, clean_pred=clean_pred, base=base, targets=tgt,
+        fixed_budget=attack.fixed_budget, eps_max=math.nan, search_eps_max=math.nan, rtol=math.nan,
+        eps_floor=math.nan, epsilons=torch.zeros(0, dtype=torch.float64), num_classes=victim.num_classes,
+        labels=labels, clean_pred=clean_pred, base=base, targets=tgt,
         eps_star=torch.full((n,), math.inf, dtype=torch.float64), eps_lower=torch.zeros(n, dtype=torch.float64),
-        resolved=torch.zeros(n, dtype=torch.bool),
-        sweep_success=torch.full((epsilons.numel(), n), -1, dtype=torch.int8),
-        total_queries=torch.zeros(n, dtype=torch.int64))
-
-
-def _take_over(ev: AttackEvaluation, old: AttackEvaluation) -> None:
-    """Copy the resolved examples of ``old`` into ``ev`` (same inputs, attack and grid)."""
-    if not (torch.equal(old.base, ev.base) and torch.equal(old.epsilons, ev.epsilons) and old.attack == ev.attack):
-        raise ValueError("resume: the previous evaluation has another base set, budget grid or attack")
-    ev.attack_calls = old.attack_calls
-    for name in ("eps_star", "eps_lower", "resolved", "sweep_success", "total_queries"):
-        setattr(ev, name, getattr(old, name).clone())
-    for name in ("adversarial", "adv_logits", "norms", "iterations", "queries"):
-        value = getattr(old, name)
-        setattr(ev, name, None if value is None else value.clone())
+        sweep_success=torch.zeros(0, n, dtype=torch.int8), total_queries=torch.zeros(n, dtype=torch.int64))
 
 
 class _Runner:
-    """Runs the sweep and the bisection on mini-batches of base-set indices, writing into ``ev``."""
+    """Runs the sweep and the refinement on mini-batches of base-set indices, writing into ``ev``."""
 
     def __init__(self, victim: Victim, attack: Attack, ev: AttackEvaluation, waves: Tensor,
-                 device: torch.device, sweep_chunk: int, n_bisect: int) -> None:
+                 device: torch.device, sweep_chunk: int, n_bisect: int | None) -> None:
         self.victim, self.attack, self.ev, self.waves = victim, attack, ev, waves
-        self.device, self.sweep_chunk, self.n_bisect = device, sweep_chunk, n_bisect
+        self.device, self.sweep_chunk = device, sweep_chunk
+        self.max_steps = MAX_REFINE_STEPS if n_bisect is None else n_bisect
 
     def run(self, idx: Tensor) -> None:
         if self.attack.fixed_budget:
             self._sweep(idx)
-            self._bisect(idx)
+            self._refine(idx)
         else:
             self._min_norm(idx)
-        self.ev.resolved[idx] = True
 
     def _call(self, idx: Tensor, epsilons: list[float]) -> AttackResult:
         ev = self.ev
@@ -360,11 +436,11 @@ class _Runner:
     def _min_norm(self, idx: Tensor) -> None:
         ev = self.ev
         res = self._call(idx, ev.epsilons.tolist())
+        norm = res.norms[0].detach().double().cpu()
         ok = res.success[-1].cpu()
         ev.sweep_success[:, idx] = res.success.cpu().to(torch.int8)
-        norm = res.norms[0].detach().double().cpu()
         ev.eps_star[idx] = torch.where(ok, norm, torch.full_like(norm, math.inf))
-        ev.eps_lower[idx] = torch.where(ok, norm, torch.full_like(norm, ev.eps_max))
+        ev.eps_lower[idx] = torch.where(ok, norm, torch.full_like(norm, ev.search_eps_max))
         self._store(idx, res, torch.zeros(idx.numel(), dtype=torch.long))
 
     def _sweep(self, idx: Tensor) -> None:
@@ -388,13 +464,21 @@ class _Runner:
             ev.eps_lower[sub[~hit]] = grid[k1 - 1]
             alive[alive.clone()] = ~hit
 
-    def _bisect(self, idx: Tensor) -> None:
+    def _open(self, idx: Tensor) -> Tensor:
+        """The examples of ``idx`` whose bracket is still wider than ``rtol`` and not on the floor."""
         ev = self.ev
-        todo = idx[torch.isfinite(ev.eps_star[idx])]
-        for _ in range(self.n_bisect):
+        lo, hi = ev.eps_lower[idx], ev.eps_star[idx]
+        wide = torch.where(lo > 0, hi - lo > ev.rtol * hi, hi > ev.eps_floor)
+        return idx[torch.isfinite(hi) & wide]
+
+    def _refine(self, idx: Tensor) -> None:
+        ev = self.ev
+        for _ in range(self.max_steps):
+            todo = self._open(idx)
             if todo.numel() == 0:
                 break
-            mids = (ev.eps_lower[todo] + ev.eps_star[todo]) / 2
+            lo, hi = ev.eps_lower[todo], ev.eps_star[todo]
+            mids = torch.where(lo > 0, (lo * hi).sqrt(), (hi / 2).clamp_min(ev.eps_floor))
             for mid in mids.unique().tolist():
                 sub = todo[mids == mid]
                 res = self._call(sub, [mid])

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from evaluation import metrics as M
+from evaluation import stats
 
 ArrayLike = Tensor | np.ndarray | Sequence[float]
 
@@ -51,24 +52,37 @@ def fooling_curve_points(eps_star: ArrayLike, eps_max: float, n_grid: int = 256)
     return eps, fr
 
 
+def fooling_rate_band(eps_star: ArrayLike, eps: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise percentile-bootstrap band of FR at ``eps`` (resampling the base set's examples)."""
+    stars = _array(eps_star)
+    if stars.size == 0:
+        nan = np.full(eps.shape, math.nan)
+        return nan, nan
+    draws = np.sort(stars[stats.bootstrap_indices(stars.size, n_boot, seed)], axis=1)
+    fr = np.stack([np.searchsorted(row, eps, side="right") for row in draws]) / stars.size
+    tail = (1 - level) / 2
+    return np.quantile(fr, tail, axis=0), np.quantile(fr, 1 - tail, axis=0)
+
+
 def fooling_rate_curves(original: Mapping[str, ArrayLike], eps_max: float,
                         defended: Mapping[str, ArrayLike] | None = None, *, title: str = "",
-                        norm: str = "l2") -> Figure:
-    """FR(ε) of several attacks on one axes: original solid, defended dashed in the same colour.
+                        norm: str = "l2", n_boot: int = 1000, level: float = 0.95) -> Figure:
+    """FR(ε) of several attacks on one axes: original solid, defended dashed in the same colour, each
+    with its pointwise bootstrap band; legends carry the fooling AUC and its interval.
 
     Args:
         original: attack name → ε* of the original model's base set (``inf`` = never broken).
         eps_max: right end of the ε axis (the AUC's interval).
         defended: attack name → ε* of the adversarially trained model, if any.
         title: axes title.
-        norm: norm name for the x label.
-
-    Returns:
-        A figure with one axes and one line per (attack, model); legends carry the fooling AUC.
+        norm: norm name for the x label (every curve must be in this norm).
+        n_boot: bootstrap resamples for the bands and the AUC intervals (0: no bands).
+        level: level of the bands and intervals.
     """
     if not eps_max > 0:
         raise ValueError(f"eps_max must be > 0, got {eps_max}")
-    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys([*original, *(defended or {})]))
@@ -76,15 +90,21 @@ def fooling_rate_curves(original: Mapping[str, ArrayLike], eps_max: float,
         for model, curves, style in (("original", original, "-"), ("defended", defended or {}, "--")):
             if name in curves:
                 stars = _array(curves[name])
-                auc = M.fooling_auc(torch.from_numpy(stars), eps_max)
+                color = colors[i % len(colors)]
                 eps, fr = fooling_curve_points(stars, eps_max)
-                ax.step(eps, fr, where="post", linestyle=style, color=colors[i % len(colors)],
-                        label=f"{name} ({model}, AUC {auc:.2f})")
+                label = f"{name} ({model}, AUC {M.fooling_auc(torch.from_numpy(stars), eps_max):.2f}"
+                if n_boot > 0:
+                    auc = stats.summary_intervals(stars, eps_max, n_boot=n_boot, level=level)["fooling_auc"]
+                    label += f" [{auc.low:.2f}, {auc.high:.2f}]"
+                    low, high = fooling_rate_band(stars, eps, n_boot=n_boot, level=level)
+                    ax.fill_between(eps, low, high, step="post", color=color, alpha=0.12, linewidth=0)
+                ax.step(eps, fr, where="post", linestyle=style, color=color, label=label + ")")
     ax.set(xlim=(0, eps_max), ylim=(-0.02, 1.02), xlabel=f"ε ({norm})", ylabel="fooling rate FR(ε)",
            title=title or "Fooling-rate curves")
     ax.grid(alpha=0.3)
     if names:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", title=f"AUC over [0, {eps_max:g}], {int(level * 100)} % intervals",
+                  title_fontsize="x-small")
     return fig
 
 
@@ -156,21 +176,24 @@ def perturbation_triplet(original: ArrayLike, adversarial: ArrayLike, *, title: 
     return fig
 
 
-def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.DataFrame | None = None) -> Figure:
+def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.DataFrame | None = None,
+                          low: pd.DataFrame | None = None, high: pd.DataFrame | None = None) -> Figure:
     """ε_r heat map: rows representations, columns victims (seed 004 Table III), annotated.
 
     The diverging colour scale is centred on ε_r = 1 (no gain from adversarial training). Missing
-    cells are blank.
+    cells are blank. With ``low``/``high`` each cell shows its interval and verdict (↑ above 1, ↓ below,
+    ≈ containing 1).
 
     Args:
         values: ε_r floats, index = representation (or ``(dataset, representation)``), columns = victims;
             e.g. the first output of :func:`evaluation.report.table_3_values`.
         title: axes title.
         partial: same-shaped bools; a ``*`` marks a mean that includes a partial ε_r.
+        low, high: same-shaped interval bounds.
     """
     mat = values.to_numpy(dtype=np.float64)
     rows = [" / ".join(map(str, r)) if isinstance(r, tuple) else str(r) for r in values.index]
-    fig = Figure(figsize=(2.0 + 1.1 * max(len(values.columns), 1), 1.5 + 0.5 * max(len(rows), 1)),
+    fig = Figure(figsize=(2.5 + 1.5 * max(len(values.columns), 1), 1.5 + 0.7 * max(len(rows), 1)),
                  layout="constrained")
     ax = fig.subplots()
     finite = mat[np.isfinite(mat)]
@@ -182,7 +205,11 @@ def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.
     for (r, c), value in np.ndenumerate(mat):
         if math.isfinite(value):
             star = "*" if partial is not None and bool(partial.iat[r, c]) else ""
-            ax.text(c, r, f"{value:.2f}{star}", ha="center", va="center", fontsize="small")
+            text = f"{value:.2f}{star}"
+            if low is not None and high is not None:
+                lo, hi = float(low.iat[r, c]), float(high.iat[r, c])
+                text += f" {stats.verdict(lo, hi)}\n[{lo:.2f}, {hi:.2f}]"
+            ax.text(c, r, text, ha="center", va="center", fontsize="small")
     ax.set_xticks(range(len(values.columns)), [str(c) for c in values.columns], rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set(xlim=(-0.5, len(values.columns) - 0.5), ylim=(len(rows) - 0.5, -0.5), xlabel="victim",

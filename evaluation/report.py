@@ -1,4 +1,4 @@
-"""Seed 004's Tables I, II and III rebuilt from MLflow alone (CSV, Markdown, terminal).
+"""Seed 004's Tables I, II and III rebuilt from MLflow alone (CSV, Markdown, terminal), with intervals.
 
 Seed 004 (*Adversarially training for audio classifiers*, Section VIII) reports, for every data set ×
 representation (rows) and victim architecture (columns):
@@ -7,33 +7,47 @@ representation (rows) and victim architecture (columns):
   after adversarial training: ``"88.32, (10.35)"``; the parenthesis is left out when the defended
   model is missing.
 - Table II: fooling AUC (%) averaged over the attacks, of the adversarially trained models
-  (``model="original"``: the same for the original models). The AUC runs over ``[0, ε_max]`` as
-  logged by the runner; seed 004 uses ‖ε‖₂ ≤ 3.
+  (``model="original"``: the same for the original models), over ``[0, ε_max]`` of each norm.
 - Table III: ε_r (Eq. 15) averaged over the attacks whose ε_r is complete; ``*`` marks a cell where
   none is, so the mean is over partial ratios (a model never reached FR ≥ 0.9, so each is a lower
-  bound, see :mod:`evaluation.metrics`).
+  bound, see :mod:`evaluation.metrics`). Each cell reads ``ε_r [low, high] v`` with the verdict v:
+  ↑ (interval above 1), ↓ (below 1), ≈ (contains 1).
+
+Budgets belong to a norm: Tables II-III have one row per (data set, representation, attack group),
+where a group is the table attacks of one domain and norm (seed 004's rows are the representation-L2
+ones) and every attack left out of the tables (baselines: noise, FGSM) has a row of its own.
+Intervals: a paired bootstrap over the evaluation clips (:mod:`evaluation.intervals`), one draw shared by
+every attack of a cell, read from each attack run's per-clip record (``evaluation.json``); where a grid
+repeats training seeds, each cell is the mean over seeds with the Student-t interval across seeds
+(``n`` seeds shown), and ``table_3_<defense>_seed<k>`` keeps every seed's bootstrap table.
 
 The MLflow data model (written by :mod:`defense.runner`): training runs tagged ``advaudio.kind =
-train`` with metric ``test_accuracy``; attack runs tagged ``advaudio.kind = attack`` and
-``advaudio.attack`` with the :func:`evaluation.harness.summarize` metrics, plus ``eps_r``,
-``eps090_ratio`` and ``eps_r_partial`` on the defended model's runs. Both carry the coordinate tags
-``advaudio.dataset``, ``advaudio.frontend``, ``advaudio.victim`` and ``advaudio.defense``
-(``none`` = the original model). Missing cells render as empty strings.
+train`` with metric ``test_accuracy``; attack runs tagged ``advaudio.kind = attack``,
+``advaudio.attack``, ``advaudio.norm``, ``advaudio.domain``, ``advaudio.in_tables`` with the
+:func:`evaluation.harness.summarize` metrics, plus ``eps_r``, ``eps090_ratio``, ``eps_r_partial`` and
+their intervals on the defended model's runs. Both carry the coordinate tags ``advaudio.dataset``,
+``advaudio.frontend``, ``advaudio.victim``, ``advaudio.defense`` (``none`` = the original model) and
+``advaudio.seed``. Missing cells render as empty strings.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from evaluation import stats
+from evaluation.harness import AttackEvaluation, from_record
+from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
 from evaluation.tracking import check_server, default_tracking_uri, iter_runs
 from victims.registry import ConfigError
@@ -42,12 +56,15 @@ log = logging.getLogger(__name__)
 
 ORIGINAL = "none"
 TAG_PREFIX = "advaudio."
-COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack")
+COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed")
+ATTACK_TAGS = ("norm", "domain", "in_tables")
 CELL = ["dataset", "frontend", "victim"]
-ROWS = ["dataset", "representation"]
+ROWS = ["dataset", "representation", "attacks"]
 SUMMARY = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star_within_eps090", "mean_eps_star",
-           "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "median_iterations", "eps_max")
-RATIO = ("eps_r", "eps090_ratio", "eps_r_partial")
+           "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "median_iterations", "eps_max",
+           "fooling_auc_ci_low", "fooling_auc_ci_high")
+RATIO = ("eps_r", "eps090_ratio", "eps_r_partial", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")
+RECORD_ARTIFACT = "evaluation.json"
 Model = Literal["defended", "original"]
 
 
@@ -58,13 +75,25 @@ class ReportData:
     Attributes:
         experiment: MLflow experiment name.
         runs: one row per run (the newest finished run per coordinate): ``run_id``,
-            ``parent_run_id``, ``status``, ``start_time``, the coordinates :data:`COORDS` (tags without
-            the ``advaudio.`` prefix; ``""`` where absent) and one column per metric (``NaN`` where
-            not logged; ±∞ restored from MLflow's ±largest-float).
+            ``parent_run_id``, ``status``, ``start_time``, the coordinates :data:`COORDS` and
+            :data:`ATTACK_TAGS` (tags without the ``advaudio.`` prefix; ``""`` where absent, seed ``"0"``),
+            the table row ``attacks`` of attack runs, and one column per metric (``NaN`` where not logged;
+            ±∞ restored from MLflow's ±largest-float).
+        records: attack run id → its per-clip evaluation (for bootstrap intervals), where logged.
+        n_boot, level: bootstrap resamples and interval level.
     """
 
     experiment: str
     runs: pd.DataFrame
+    records: dict[str, AttackEvaluation] = field(default_factory=dict)
+    n_boot: int = 1000
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in (*COORDS, *ATTACK_TAGS, "attacks"):
+            column = self.runs[name] if name in self.runs else pd.Series("", index=self.runs.index, dtype=object)
+            self.runs[name] = column.where(column.map(lambda v: isinstance(v, str)), "")
+        self.runs.loc[self.runs["seed"] == "", "seed"] = "0"
 
     def of_kind(self, kind: str, defense: str | None = None) -> pd.DataFrame:
         """Runs of ``kind`` (``"train"`` or ``"attack"``), optionally of one defense."""
@@ -81,10 +110,25 @@ class ReportData:
         return sorted(set(self.runs["victim"]) - {""})
 
     @property
+    def seeds(self) -> list[str]:
+        return sorted(set(self.runs["seed"]), key=lambda v: (len(v), v))
+
+    @property
     def rows(self) -> pd.MultiIndex:
         """``(dataset, representation)`` pairs present in any run, sorted."""
         pairs = sorted({(d, f) for d, f in zip(self.runs["dataset"], self.runs["frontend"]) if d and f})
-        return pd.MultiIndex.from_tuples(pairs, names=ROWS)
+        return pd.MultiIndex.from_tuples(pairs, names=ROWS[:2])
+
+    def table_rows(self, attacks: Sequence[str] | None = None) -> pd.MultiIndex:
+        """``(dataset, representation, attacks)`` rows of Tables II-III, one per attack group."""
+        runs = self._attack_runs(attacks)
+        keys = sorted({(d, f, g) for d, f, g in zip(runs["dataset"], runs["frontend"], runs["attacks"]) if d and f},
+                      key=lambda k: (k[0], k[1], "(" in k[2], k[2]))
+        return pd.MultiIndex.from_tuples(keys, names=ROWS)
+
+    def _attack_runs(self, attacks: Sequence[str] | None) -> pd.DataFrame:
+        runs = self.of_kind("attack")
+        return runs if attacks is None else runs[runs["attack"].isin(list(attacks))]
 
     def resolve(self, defense: str | None) -> str | None:
         """``defense`` checked against the data; ``None`` picks the only defended one (or none)."""
@@ -98,14 +142,16 @@ class ReportData:
         return defense
 
 
-def collect(experiment: str, tracking_uri: str | None = None) -> ReportData:
-    """Read every training and attack run of ``experiment`` from MLflow.
+def collect(experiment: str, tracking_uri: str | None = None, *, n_boot: int = 1000,
+            level: float = 0.95) -> ReportData:
+    """Read every training and attack run of ``experiment`` (and the attack runs' per-clip records).
 
     Args:
         experiment: MLflow experiment name (the experiment config's name).
         tracking_uri: MLflow URI; default: the one MLflow is pointed at (by
             :func:`evaluation.tracking.setup_tracking` or ``$MLFLOW_TRACKING_URI``), else the
             project's SQLite store under ``outputs/``.
+        n_boot, level: bootstrap resamples and level of the intervals.
 
     Raises:
         ConfigError: if the server is not reachable or the experiment does not exist.
@@ -121,10 +167,22 @@ def collect(experiment: str, tracking_uri: str | None = None) -> ReportData:
     rows = [r for r in rows if r["kind"] in ("train", "attack")]
     if not rows:
         log.warning("experiment '%s' has no training or attack runs", experiment)
-    base = ["run_id", "parent_run_id", "status", "start_time", "finished_tag", *COORDS]
+    base = ["run_id", "parent_run_id", "status", "start_time", "finished_tag", *COORDS, *ATTACK_TAGS, "attacks"]
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=base + sorted(set(frame.columns) - set(base)))
-    return ReportData(experiment, _newest(frame))
+    runs = _newest(frame)
+    return ReportData(experiment, runs, _records(client, runs), n_boot, level)
+
+
+def _records(client: MlflowClient, runs: pd.DataFrame) -> dict[str, AttackEvaluation]:
+    """Per-clip records of the attack runs that logged one."""
+    out = {}
+    for run_id in runs.loc[runs["kind"] == "attack", "run_id"] if not runs.empty else []:
+        names = {a.path for a in client.list_artifacts(run_id)}
+        if RECORD_ARTIFACT in names:
+            path = client.download_artifacts(run_id, RECORD_ARTIFACT)
+            out[run_id] = from_record(json.loads(Path(path).read_text()))
+    return out
 
 
 def _restore(value: float) -> float:
@@ -137,9 +195,21 @@ def _row(run: Run) -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.info.run_id, "parent_run_id": tags.get("mlflow.parentRunId", ""),
                            "status": run.info.status, "start_time": run.info.start_time or 0,
                            "finished_tag": tags.get(TAG_PREFIX + "status") == "finished"}
-    row.update({c: tags.get(TAG_PREFIX + c, "") for c in COORDS})
+    row.update({c: tags.get(TAG_PREFIX + c, "") for c in (*COORDS, *ATTACK_TAGS)})
+    row["seed"] = row["seed"] or "0"
+    row["attacks"] = _group(row)
     row.update({k: _restore(float(v)) for k, v in run.data.metrics.items()})
     return row
+
+
+def _group(row: dict[str, Any]) -> str:
+    """Table row label of an attack run: its domain and norm, or the attack itself when it is a baseline."""
+    if row["kind"] != "attack":
+        return ""
+    threat = " ".join(p for p in (row["domain"] if row["domain"] == "waveform" else "", row["norm"]) if p)
+    if row["in_tables"] == "false":
+        return f"{row['attack']} ({threat or 'baseline'})"
+    return threat or "all"
 
 
 def _newest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -152,69 +222,218 @@ def _newest(frame: pd.DataFrame) -> pd.DataFrame:
     return kept.sort_values(list(COORDS), kind="stable").reset_index(drop=True)
 
 
-def _matrix(data: ReportData, kind: str, defense: str | None, metric: str,
-            attacks: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean of ``metric`` over the runs of each cell: ``(dataset, representation) × victim``, NaN if none."""
-    runs = data.of_kind(kind, defense) if defense is not None else data.of_kind(kind).iloc[:0]
-    if attacks is not None:
-        runs = runs[runs["attack"].isin(list(attacks))]
-    values = runs.reindex(columns=[*CELL, metric])
-    mean = values.groupby(CELL)[metric].mean() if not values.empty else pd.Series(dtype=float)
-    table = mean.unstack("victim") if not mean.empty else pd.DataFrame()
-    table.index = table.index.set_names(ROWS) if not table.empty else table.index
-    return table.reindex(index=data.rows, columns=data.victims).astype(float)
-
-
-def _render(values: pd.DataFrame, cell: Any) -> pd.DataFrame:
-    """String table with ``dataset``/``representation`` columns; ``cell(row_key, victim)`` → str."""
-    out = pd.DataFrame({name: values.index.get_level_values(name) for name in ROWS})
-    for victim in values.columns:
-        out[victim] = [cell(key, victim) for key in values.index]
+def _render(index: pd.MultiIndex, victims: list[str], cell: Any) -> pd.DataFrame:
+    """String table with one column per index level; ``cell(row_key, victim)`` → str."""
+    out = pd.DataFrame({name: index.get_level_values(name) for name in index.names})
+    for victim in victims:
+        out[victim] = [cell(key, victim) for key in index]
     return out
 
 
+def _seed_mean(values: list[float], intervals: list[tuple[float, float]]) -> tuple[float, float, float, int]:
+    """One seed: its value and bootstrap interval; several: the mean and the t-interval across seeds."""
+    if len(values) == 1:
+        return values[0], intervals[0][0], intervals[0][1], 1
+    found = stats.seed_interval(values)
+    return found.value, found.low, found.high, len(values)
+
+
+def _with_interval(value: float, low: float, high: float, digits: int, n_seeds: int = 1,
+                   verdict: bool = False) -> str:
+    if math.isnan(value):
+        return ""
+    text = f"{value:.{digits}f}"
+    if not (math.isnan(low) and math.isnan(high)):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]" + (f" {stats.verdict(low, high)}" if verdict else "")
+    return text + (f" (n={n_seeds})" if n_seeds > 1 else "")
+
+
+def table_1_values(data: ReportData, defense: str | None) -> pd.DataFrame:
+    """Long table of test accuracy (%): one row per (dataset, representation, victim, defense) with the
+    mean over seeds, its t-interval across seeds (or the logged binomial interval of one seed) and ``n``."""
+    runs = data.of_kind("train")
+    runs = runs[runs["defense"].isin([ORIGINAL, defense])]
+    rows = []
+    for key, group in runs.groupby([*CELL, "defense"]):
+        acc = [float(v) for v in group["test_accuracy"] if math.isfinite(v)]
+        if not acc:
+            continue
+        one = group.iloc[0]
+        ci = [(float(one.get("test_accuracy_ci_low", math.nan)), float(one.get("test_accuracy_ci_high", math.nan)))]
+        value, low, high, n = _seed_mean(acc, ci * len(acc))
+        rows.append(dict(zip([*CELL, "defense"], key), value=100 * value, low=100 * low, high=100 * high, n=n))
+    return pd.DataFrame(rows, columns=[*CELL, "defense", "value", "low", "high", "n"])
+
+
 def table_1(data: ReportData, defense: str | None = None) -> pd.DataFrame:
-    """Seed 004's Table I: ``"acc_orig, (drop)"`` in percent, drop = original − defended accuracy."""
+    """Seed 004's Table I: ``"acc_orig, (drop)"`` in percent, drop = original − defended accuracy; with
+    several seeds the means over seeds and the original's interval across seeds."""
     defense = data.resolve(defense)
-    orig = _matrix(data, "train", ORIGINAL, "test_accuracy") * 100
-    adv = _matrix(data, "train", defense, "test_accuracy") * 100
+    long = table_1_values(data, defense).set_index([*CELL, "defense"])
 
     def cell(key: tuple[str, str], victim: str) -> str:
-        acc, acc_adv = orig.at[key, victim], adv.at[key, victim]
-        if math.isnan(acc):
+        orig, adv = (key[0], key[1], victim, ORIGINAL), (key[0], key[1], victim, defense)
+        if orig not in long.index:
             return ""
-        return f"{acc:.2f}" if math.isnan(acc_adv) else f"{acc:.2f}, ({acc - acc_adv:.2f})"
+        o = long.loc[orig]
+        text = f"{o['value']:.2f}"
+        if o["n"] > 1:
+            text += f" [{o['low']:.2f}, {o['high']:.2f}] (n={int(o['n'])})"
+        return text if adv not in long.index else f"{text}, ({o['value'] - long.loc[adv, 'value']:.2f})"
 
-    return _render(orig, cell)
+    return _render(data.rows, data.victims, cell)
+
+
+def _cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] | None) -> pd.DataFrame:
+    """Long table of per-seed cells: ``dataset, representation, attacks, victim, seed, value, low, high,
+    partial`` for ``metric`` = ``"fooling_auc"`` (runs of ``defense``) or ``"eps_r"`` (``defense`` vs original)."""
+    runs = data._attack_runs(attacks)
+    keys = ["dataset", "frontend", "attacks", "victim", "seed"]
+    orig = runs[runs["defense"] == ORIGINAL].set_index([*keys, "attack"])
+    rows = []
+    for key, group in runs[runs["defense"] == defense].groupby(keys):
+        if metric == "fooling_auc":
+            value, low, high, partial = _auc_cell(data, group)
+        else:
+            pairs = [(r, orig.loc[(*key, r["attack"])]) for _, r in group.iterrows() if (*key, r["attack"]) in orig.index]
+            value, low, high, partial = _ratio_cell(data, pairs)
+        if math.isfinite(value):
+            rows.append(dict(zip(ROWS[:2] + ROWS[2:] + ["victim", "seed"], key), value=value, low=low, high=high,
+                             partial=partial))
+    return pd.DataFrame(rows, columns=[*ROWS, "victim", "seed", "value", "low", "high", "partial"])
+
+
+def _auc_cell(data: ReportData, group: pd.DataFrame) -> tuple[float, float, float, bool]:
+    """Mean fooling AUC (%) over a cell's attacks; interval from one shared bootstrap of their records."""
+    group = group[group["fooling_auc"].map(math.isfinite)] if "fooling_auc" in group else group.iloc[:0]
+    if group.empty:
+        return math.nan, math.nan, math.nan, False
+    value = 100 * float(group["fooling_auc"].mean())
+    records = [data.records.get(r) for r in group["run_id"]]
+    if all(records):
+        idx = stats.bootstrap_indices(records[0].labels.numel(), data.n_boot)
+        draws = np.mean([stats.model_draws(clip_array(ev), idx, ev.eps_max)["fooling_auc"] for ev in records], axis=0)
+        found = stats.percentile_interval(100 * draws, value, data.level)
+        return value, found.low, found.high, False
+    if len(group) == 1 and "fooling_auc_ci_low" in group:
+        return value, 100 * float(group["fooling_auc_ci_low"].iloc[0]), 100 * float(group["fooling_auc_ci_high"].iloc[0]), False
+    return value, math.nan, math.nan, False
+
+
+def _ratio_cell(data: ReportData, pairs: list[tuple[pd.Series, pd.Series]]) -> tuple[float, float, float, bool]:
+    """ε_r averaged over the attacks with a complete ratio (else over the partial ones, flagged), with the
+    paired bootstrap interval of that mean."""
+    rows = []
+    for d, o in pairs:
+        ratio = _logged_ratio(d, o)
+        if math.isfinite(ratio["eps_r"]):
+            rows.append((d, o, ratio))
+    complete = [r for r in rows if r[2]["eps_r_partial"] == 0]
+    used, partial = (complete, False) if complete else (rows, bool(rows))
+    if not used:
+        return math.nan, math.nan, math.nan, False
+    value = float(np.mean([r[2]["eps_r"] for r in used]))
+    records = [(data.records.get(d["run_id"]), data.records.get(o["run_id"])) for d, o, _ in used]
+    if all(a is not None and b is not None for a, b in records):
+        found = mean_ratio_interval(records, n_boot=data.n_boot, level=data.level)  # type: ignore[arg-type]
+        return value, found.low, found.high, partial
+    if len(used) == 1:
+        return value, float(used[0][2].get("eps_r_ci_low", math.nan)), float(used[0][2].get("eps_r_ci_high", math.nan)), partial
+    return value, math.nan, math.nan, partial
+
+
+def _logged_ratio(d: pd.Series, o: pd.Series) -> dict[str, float]:
+    """ε_r as the runner logged it on the defended run, else from the two runs' summaries (Eq. 15)."""
+    logged = {k: float(d.get(k, math.nan)) for k in RATIO}
+    if math.isfinite(logged["eps_r"]) or math.isnan(float(d.get("mean_eps_star_within_eps090", math.nan))):
+        return logged
+    parts = [float(x.get(m, math.nan)) for x in (d, o) for m in ("mean_eps_star_within_eps090", "eps_090")]
+    return {**logged, **ratio_from_summaries(*parts)} if not any(math.isnan(p) for p in parts) else logged
+
+
+def _table(data: ReportData, cells: pd.DataFrame, digits: int, verdict: bool, attacks: Sequence[str] | None,
+           seed: str | None = None) -> pd.DataFrame:
+    """Render per-seed cells: one seed, or the mean and t-interval across seeds."""
+    if seed is not None:
+        cells = cells[cells["seed"] == seed]
+    index = data.table_rows(attacks)
+    grouped = {k: g for k, g in cells.groupby([*ROWS, "victim"])}
+
+    def cell(key: tuple[str, str, str], victim: str) -> str:
+        g = grouped.get((*key, victim))
+        if g is None or g.empty:
+            return ""
+        value, low, high, n = _seed_mean(list(g["value"]), list(zip(g["low"], g["high"])))
+        return _with_interval(value, low, high, digits, n, verdict) + ("*" if g["partial"].any() else "")
+
+    return _render(index, data.victims, cell)
 
 
 def table_2_values(data: ReportData, defense: str | None = None, *, model: Model = "defended",
                    attacks: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean fooling AUC (%) over the attacks, ``(dataset, representation) × victim`` floats."""
+    """Per-seed cells of Table II: mean fooling AUC (%) over each row's attacks, with intervals."""
     if model not in ("defended", "original"):
         raise ValueError(f"model must be 'defended' or 'original', got '{model}'")
     defense = ORIGINAL if model == "original" else data.resolve(defense)
-    return _matrix(data, "attack", defense, "fooling_auc", attacks) * 100
+    return _cells(data, defense, "fooling_auc", attacks) if defense else _cells(data, "", "fooling_auc", [])
 
 
 def table_2(data: ReportData, defense: str | None = None, *, model: Model = "defended",
-            attacks: Sequence[str] | None = None) -> pd.DataFrame:
-    """Seed 004's Table II: mean fooling AUC (%) of the defended (or the original) models."""
-    values = table_2_values(data, defense, model=model, attacks=attacks)
-    return _render(values, lambda key, v: "" if math.isnan(values.at[key, v]) else f"{values.at[key, v]:.2f}")
+            attacks: Sequence[str] | None = None, seed: str | None = None) -> pd.DataFrame:
+    """Seed 004's Table II: mean fooling AUC (%) of the defended (or the original) models, ``[low, high]``."""
+    return _table(data, table_2_values(data, defense, model=model, attacks=attacks), 2, False, attacks, seed)
+
+
+def table_3_values(data: ReportData, defense: str | None = None,
+                   attacks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-seed cells of Table III: ε_r averaged over each row's attacks (complete ones; else the partial
+    ones, ``partial`` True), with the paired-bootstrap interval of that mean."""
+    return _cells(data, data.resolve(defense) or "", "eps_r", attacks)
+
+
+def table_3_matrices(data: ReportData, defense: str | None = None, attacks: Sequence[str] | None = None
+                     ) -> dict[str, pd.DataFrame]:
+    """Table III as float matrices ``(rows) × victim``: ``value``, ``low``, ``high`` (across seeds when
+    several) and bool ``partial``, for the heat map."""
+    cells = table_3_values(data, defense, attacks)
+    index, columns = data.table_rows(attacks), data.victims
+    out = {k: pd.DataFrame(math.nan, index=index, columns=columns) for k in ("value", "low", "high")}
+    out["partial"] = pd.DataFrame(False, index=index, columns=columns)
+    for (d, f, g, v), group in cells.groupby([*ROWS, "victim"]):
+        value, low, high, _ = _seed_mean(list(group["value"]), list(zip(group["low"], group["high"])))
+        for name, x in (("value", value), ("low", low), ("high", high)):
+            out[name].at[(d, f, g), v] = x
+        out["partial"].at[(d, f, g), v] = bool(group["partial"].any())
+    return out
+
+
+def table_3(data: ReportData, defense: str | None = None, attacks: Sequence[str] | None = None,
+            seed: str | None = None) -> pd.DataFrame:
+    """Seed 004's Table III: ``ε_r [low, high] verdict`` per cell, three decimals; ``*`` marks a cell where
+    no attack reached FR 0.9 on both models (a mean of lower bounds)."""
+    return _table(data, table_3_values(data, defense, attacks), 3, True, attacks, seed)
+
+
+def verdict_counts(data: ReportData, defense: str | None = None) -> dict[str, int]:
+    """How many Table III cells are ↑, ↓ and ≈ (across seeds where several)."""
+    found = table_3_matrices(data, defense)
+    counts = {"↑": 0, "↓": 0, "≈": 0}
+    for value, low, high in zip(*(found[k].to_numpy().ravel() for k in ("value", "low", "high"))):
+        if math.isfinite(value):
+            counts[stats.verdict(low, high)] += 1
+    return counts
 
 
 def per_attack(data: ReportData, attacks: Sequence[str] | None = None) -> pd.DataFrame:
-    """Long table: one row per (defense, dataset, representation, victim, attack) with both models'
-    summaries (suffixes ``_original``/``_defended``) and ε_r, ε₀.₉ ratio and the partial flag.
+    """Long table: one row per (defense, dataset, representation, victim, seed, attack) with both models'
+    summaries (suffixes ``_original``/``_defended``), ε_r, its interval, the Wilcoxon p-value, the ε₀.₉
+    ratio and the partial flag.
 
     ε_r is the value the runner logged on the defended run; where it is absent it is computed from the
     two runs' ``mean_eps_star_within_eps090`` and ``eps_090`` (seed 004 Eq. 15).
     """
-    runs = data.of_kind("attack")
-    if attacks is not None:
-        runs = runs[runs["attack"].isin(list(attacks))]
-    keys = [*CELL, "attack"]
+    runs = data._attack_runs(attacks)
+    keys = [*CELL, "seed", "attack", "attacks"]
     orig = runs[runs["defense"] == ORIGINAL].reindex(columns=keys + list(SUMMARY))
     frames = []
     for defense in data.defenses or [ORIGINAL]:
@@ -229,49 +448,10 @@ def per_attack(data: ReportData, attacks: Sequence[str] | None = None) -> pd.Dat
                  for m in ("mean_eps_star_within_eps090", "eps_090")]
         if not any(math.isnan(p) for p in parts):
             ratio = ratio_from_summaries(*parts)
-            for name in RATIO:
+            for name in ratio:
                 table.at[i, name] = ratio[name]
-    return table.sort_values(["defense", *ROWS, "victim", "attack"], kind="stable").reset_index(drop=True)
-
-
-def table_3_values(data: ReportData, defense: str | None = None,
-                   attacks: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ε_r averaged over the attacks and, alongside, whether the average is partial.
-
-    Eq. 15 compares budgets at which both models are fooled with AUC > 0.9, so the average runs over the
-    attacks whose ε_r is complete (FR reached 0.9 on both models). Only where no attack's is complete
-    does it fall back to the partial ratios (lower bounds), and the cell is flagged. Non-finite values
-    are left out.
-
-    Returns:
-        ``(eps_r, partial)``, both ``(dataset, representation) × victim``; ``partial`` is bool.
-    """
-    defense = data.resolve(defense)
-    long = per_attack(data, attacks)
-    long = long[(long["defense"] == defense) & long["eps_r"].map(lambda v: math.isfinite(v))]
-    index, columns = data.rows, data.victims
-    if long.empty:
-        empty = pd.DataFrame(math.nan, index=index, columns=columns)
-        return empty, empty.notna()
-    long = long.assign(complete=long["eps_r_partial"].fillna(0) == 0)
-    keys = ["dataset", "representation", "victim"]
-    has_complete = long.groupby(keys)["complete"].transform("any")
-    used = long[long["complete"] | ~has_complete].groupby(keys)
-    mean = used["eps_r"].mean().unstack("victim").reindex(index=index, columns=columns)
-    partial = (~used["complete"].any()).unstack("victim").reindex(index=index, columns=columns)
-    return mean.astype(float), partial.fillna(False).astype(bool)
-
-
-def table_3(data: ReportData, defense: str | None = None, attacks: Sequence[str] | None = None) -> pd.DataFrame:
-    """Seed 004's Table III: ε_r averaged over the attacks with a complete ε_r, three decimals; ``*``
-    marks a cell where no attack reached FR 0.9 on both models (a mean of lower bounds)."""
-    values, partial = table_3_values(data, defense, attacks)
-
-    def cell(key: tuple[str, str], victim: str) -> str:
-        value = values.at[key, victim]
-        return "" if math.isnan(value) else f"{value:.3f}" + ("*" if partial.at[key, victim] else "")
-
-    return _render(values, cell)
+    return table.sort_values(["defense", "dataset", "representation", "victim", "seed", "attack"],
+                             kind="stable").reset_index(drop=True)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -292,25 +472,36 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 
 def _budget_note(data: ReportData) -> str:
-    eps = sorted({float(e) for e in data.of_kind("attack").get("eps_max", pd.Series(dtype=float)).dropna()})
-    return f"ε_max = {', '.join(f'{e:g}' for e in eps)}" if eps else "ε_max not logged"
+    runs = data.of_kind("attack")
+    if runs.empty or "eps_max" not in runs:
+        return "ε_max not logged"
+    pairs = sorted({(g, float(e)) for g, e in zip(runs["attacks"], runs["eps_max"]) if math.isfinite(e)})
+    return "ε_max: " + "; ".join(f"{g} {e:g}" for g, e in pairs) if pairs else "ε_max not logged"
 
 
 def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple[str, str, pd.DataFrame]]:
     """``(file stem, caption, table)`` for every table of the report."""
     budget = _budget_note(data)
+    level = f"{int(round(data.level * 100))} %"
+    seeds = data.seeds
+    across = (f"mean over {len(seeds)} training seeds [{level} t-interval across seeds] (n seeds)" if len(seeds) > 1
+              else f"[{level} bootstrap interval over evaluation clips]")
     for defense in data.defenses or [None]:
         name = defense or ORIGINAL
         yield (f"table_1_{name}", f"Table I: test accuracy (%) of the original models, (drop in points after "
                f"'{name}' adversarial training)", table_1(data, defense))
         if defense is not None:
-            yield (f"table_2_{name}", f"Table II: mean fooling AUC (%) over the attacks of the '{name}' "
-                   f"models ({budget})", table_2(data, defense, attacks=attacks))
-            yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15) averaged over the attacks "
-                   "where both models reach FR 0.9 (* = none does: a mean of lower bounds)",
-                   table_3(data, defense, attacks))
-    yield ("table_2_original", f"Table II (original models): mean fooling AUC (%) over the attacks ({budget})",
-           table_2(data, model="original", attacks=attacks))
+            yield (f"table_2_{name}", f"Table II: mean fooling AUC (%) over each row's attacks of the '{name}' "
+                   f"models, {across} ({budget})", table_2(data, defense, attacks=attacks))
+            yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15) averaged over each row's "
+                   f"attacks where both models reach FR 0.9, {across}; ↑ interval above 1, ↓ below, ≈ contains 1 "
+                   "(* = no attack reaches 0.9: a mean of lower bounds)", table_3(data, defense, attacks))
+            if len(seeds) > 1:
+                for seed in seeds:
+                    yield (f"table_3_{name}_seed{seed}", f"Table III, training seed {seed}: ε_r [{level} paired "
+                           "bootstrap interval over evaluation clips]", table_3(data, defense, attacks, seed))
+    yield ("table_2_original", f"Table II (original models): mean fooling AUC (%) over each row's attacks, "
+           f"{across} ({budget})", table_2(data, model="original", attacks=attacks))
 
 
 def write_tables(data: ReportData, out_dir: Path, attacks: Sequence[str] | None = None) -> list[Path]:

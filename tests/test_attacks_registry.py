@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from attacks import ATTACKS
-from attacks.base import Attack, log_odds
+from attacks.base import FAMILIES, Attack, log_odds
 from tiny import trained_victim, tones
 from victims.config import CONFIG_ROOT, read_yaml
 
@@ -67,6 +67,16 @@ def _build(path: Path, domain: str, **extra: Any) -> Attack:
 def test_every_registered_attack_has_a_config() -> None:
     named = {read_yaml(p)["name"] for p in CONFIGS}
     assert set(ATTACKS.names()) <= named, f"attacks without a config: {set(ATTACKS.names()) - named}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_attack_declares_its_family_and_norm(path: Path) -> None:
+    """Registry metadata replaces name prefixes: tables and sanity checks read ``family`` and ``norm``."""
+    attack = _build(path, "representation")
+    assert attack.family in FAMILIES and attack.norm in ("l2", "linf", "l0")
+    expected = {"fgsm": "single_step", "noise": "baseline", "nes": "black_box", "nes_pia": "black_box",
+                "deepfool_l2": "minimum_norm", "cw_l2": "minimum_norm", "jsma": "minimum_norm", "bim_a": "iterative"}
+    assert attack.family == expected.get(path.stem, attack.family)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

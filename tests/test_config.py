@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from victims.config import compose, parse_overrides, read_yaml, set_dotted, to_dataclass
+from victims.config import CONFIG_ROOT, compose, parse_overrides, read_yaml, set_dotted, to_dataclass
 from victims.registry import ConfigError, Registry
 from training.trainer import TrainConfig
 
@@ -101,3 +101,28 @@ def test_registry_errors_name_the_problem() -> None:
         reg.create("round_widget", sise=2)
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("round_widget")(make)
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONFIG_ROOT / "experiment").glob("*.yaml"))
+                                  if "grid" in read_yaml(p)])
+def test_every_grid_experiment_loads_with_one_norm_per_table_row(name: str) -> None:
+    """Every grid YAML resolves (cells, attacks, budgets); table attacks of one row share a norm and domain."""
+    from defense.grid import load_grid
+
+    grid = load_grid(name)
+    for option, info in grid.attack_info.items():
+        eps_max, search = grid.evaluation.budgets(info.domain, info.norm, option)
+        assert 0 < eps_max <= search
+
+
+def test_paper_004_follows_seed_004() -> None:
+    """Seed 004 Sec. VI: random targets for every attack but DeepFool; JSMA (L0) apart from the L2 rows;
+    eps* searched beyond ||eps||_2 <= 3 for eps_r."""
+    from defense.grid import load_grid
+
+    grid = load_grid("paper_004")
+    targeted = {name for name, info in grid.attack_info.items() if info.targeted}
+    assert targeted == set(grid.attacks) - {"deepfool_l2"}
+    assert grid.attack_info["jsma"].norm == "l0"
+    assert {info.norm for name, info in grid.attack_info.items() if name != "jsma"} == {"l2"}
+    assert grid.evaluation.budgets("representation", "l2") == (3.0, 30.0)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -84,19 +82,16 @@ def test_budget_grid() -> None:
 
 @pytest.mark.parametrize("chunk", [1, 3, 8])
 def test_threshold_attack_recovers_eps_star_within_tolerance(chunk: int) -> None:
-    n_bisect, eps_max = 5, 2.0
+    eps_max, rtol = 2.0, 0.05
     ev = evaluate_attack(line_victim(), Threshold(), waves_with_thresholds(THRESHOLDS), LABELS, eps_max=eps_max,
-                         n_budgets=8, n_bisect=n_bisect, batch_size=2, sweep_chunk=chunk)
+                         n_budgets=8, rtol=rtol, batch_size=2, sweep_chunk=chunk)
     thr = torch.tensor(THRESHOLDS[:4], dtype=torch.float64)
-    grid = budget_grid(eps_max, 8)
-    assert ev.base.tolist() == [True] * 4 + [False] and ev.resolved.all()
+    assert ev.base.tolist() == [True] * 4 + [False]
     broken = thr < eps_max
     assert ev.success.tolist() == broken.tolist() and ev.eps_star[3] == math.inf
     assert (ev.eps_lower[broken] <= thr[broken] + 1e-6).all() and (thr[broken] < ev.eps_star[broken]).all()
-    first = torch.searchsorted(grid, thr[broken])  # first grid budget above the threshold
-    width = grid[first] - torch.where(first > 0, grid[(first - 1).clamp_min(0)], torch.zeros(1, dtype=torch.float64))
-    assert (ev.eps_star[broken] - ev.eps_lower[broken] <= width / 2 ** n_bisect + 1e-12).all()
-    tol = float(width.max()) / 2 ** n_bisect
+    assert (ev.eps_star[broken] - ev.eps_lower[broken] <= rtol * ev.eps_star[broken]).all()
+    tol = rtol * eps_max
     # the stored outputs come from the run at eps*, unbroken ones from the run at eps_max
     assert ev.iterations.tolist() == [round(1000 * e) for e in ev.eps_star[:3].tolist()] + [2000]
     assert torch.allclose(ev.norms[:3], ev.eps_star[:3], atol=1e-5)
@@ -105,7 +100,8 @@ def test_threshold_attack_recovers_eps_star_within_tolerance(chunk: int) -> None
     assert s["clean_accuracy"] == pytest.approx(0.8) and s["adv_accuracy"] == pytest.approx(0.2)
     assert s["fooling_auc"] == pytest.approx((1.7 + 1.4 + 0.8) / 8, abs=tol)
     assert s["fr_at_eps_max"] == 0.75 and s["eps_090"] == math.inf and s["eps090_reached"] == 0.0
-    assert s["mean_eps_star"] == pytest.approx(0.7, abs=0.05) and s["max_eps_gap"] <= tol
+    assert s["mean_eps_star"] == pytest.approx(0.7, rel=rtol) and s["eps_star_resolution"] <= rtol
+    assert s["eps_star_rtol"] == rtol and s["eps_floor_share"] == 0.0
     snr = 20 * torch.log10(torch.tensor(THRESHOLDS[:3]).abs() / ev.eps_star[:3])
     assert s["snr_db"] == pytest.approx(float(snr.mean()), abs=1e-4)
     assert s["median_iterations"] == float(M.median(ev.iterations[:3]))
@@ -118,7 +114,7 @@ def test_cascade_never_reattacks_broken_examples_and_counts_calls() -> None:
     thresholds = [0.3, 0.6, 1.2, 5.0]
     eps_max, n_bisect = 2.0, 3
     ev = evaluate_attack(line_victim(), attack, waves_with_thresholds(thresholds), torch.zeros(4, dtype=torch.long),
-                         eps_max=eps_max, n_budgets=4, n_bisect=n_bisect, batch_size=64, sweep_chunk=1)
+                         eps_max=eps_max, n_budgets=4, n_bisect=n_bisect, rtol=0.0, batch_size=64, sweep_chunk=1)
     grid = budget_grid(eps_max, 4).tolist()  # 0.25, 0.5, 1, 2
     first_hit = {0.3: 0.5, 0.6: 1.0, 1.2: 2.0}
     attacked: dict[float, list[float]] = {t: [] for t in thresholds}
@@ -146,20 +142,6 @@ def test_minimum_norm_attack_runs_once_per_batch() -> None:
     assert torch.allclose(ev.eps_star, expected, rtol=1e-5)
     assert ev.sweep_success.T.tolist()[1] == [0, 0, 1, 1]  # 0.606 <= eps at 1.0 and 2.0
     assert ev.summary["fr_at_eps_max"] == 0.75
-
-
-def test_resume_only_attacks_unresolved_examples() -> None:
-    waves = waves_with_thresholds(THRESHOLDS)
-    full = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=2.0, n_budgets=4, n_bisect=2,
-                           name="thr")
-    partial = replace(full, resolved=torch.tensor([True, False, True, False]))
-    attack = Threshold()
-    again = evaluate_attack(line_victim(), attack, waves, LABELS, eps_max=2.0, n_budgets=4, n_bisect=2,
-                            name="thr", resume=partial)
-    assert {round(t, 4) for thr, _ in attack.calls for t in thr} == {0.6, 5.0}
-    assert torch.equal(again.eps_star, full.eps_star) and again.summary["fooling_auc"] == full.summary["fooling_auc"]
-    with pytest.raises(ValueError, match="resume"):
-        evaluate_attack(line_victim(), attack, waves, LABELS, eps_max=3.0, n_budgets=4, name="thr", resume=partial)
 
 
 def test_targets_are_checked() -> None:
@@ -258,7 +240,7 @@ def test_cuda_evaluation_matches_cpu() -> None:
 def test_auc_interval_can_be_shorter_than_the_search() -> None:
     """ε* searched up to 8, AUC and FR read on [0, 2] (seed 004: Table II under ‖ε‖₂ ≤ 3, ε_r unbounded)."""
     waves = waves_with_thresholds(THRESHOLDS)
-    wide = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=8.0, auc_eps=2.0, n_budgets=8,
+    wide = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=2.0, search_eps_max=8.0, n_budgets=8,
                            n_bisect=6)
     narrow = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=2.0, n_budgets=6, n_bisect=6)
     assert wide.summary["eps_max"] == 2.0 and wide.summary["search_eps_max"] == 8.0
@@ -266,3 +248,54 @@ def test_auc_interval_can_be_shorter_than_the_search() -> None:
     assert wide.summary["fr_at_eps_max"] == narrow.summary["fr_at_eps_max"] == 0.75
     assert wide.success.tolist() == [True] * 4 and narrow.success.tolist() == [True] * 3 + [False]
     assert wide.summary["eps_090"] == pytest.approx(5.0, rel=0.05) and narrow.summary["eps_090"] == math.inf
+
+
+def test_eps_star_below_the_grid_is_resolved_not_floored(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 7 item 2: the demo's grid (5 budgets up to 12, smallest 0.75) with one bisection capped ε* at
+    0.375; the refinement halves below the grid until the attack fails, then brackets ε* to 5 %."""
+    thresholds = [0.01, 0.1, 0.3, 2.0, 1e-9]
+    ev = evaluate_attack(line_victim(), Threshold(), waves_with_thresholds(thresholds), torch.zeros(5, dtype=torch.long),
+                         eps_max=3.0, search_eps_max=12.0, n_budgets=5, eps_floor=1e-4)
+    thr = torch.tensor(thresholds[:4], dtype=torch.float64)
+    assert ev.epsilons[0] == 0.75
+    assert (ev.eps_star[:4] > thr).all() and (ev.eps_star[:4] <= thr * 1.05 + 1e-12).all()
+    assert ev.eps_star[4] == 1e-4 and ev.on_floor.tolist() == [False] * 4 + [True]
+    s = ev.summary
+    assert s["eps_floor_share"] == pytest.approx(0.2) and s["eps_floor"] == 1e-4 and s["eps_star_resolution"] <= 0.05
+    assert "search floor" in caplog.text  # 20 % > 10 % of the broken examples sit on the floor
+
+
+def test_search_range_must_cover_eps_max() -> None:
+    with pytest.raises(ValueError, match="search_eps_max 2 must be >= eps_max 3"):
+        evaluate_attack(line_victim(), Threshold(), waves_with_thresholds(THRESHOLDS), LABELS, eps_max=3.0,
+                        search_eps_max=2.0)
+
+
+def test_summary_metrics_are_read_at_eps_max_not_at_the_search_range() -> None:
+    """Issue 7 item 5: accuracy, SNR and confidences at the budget logged as eps_max."""
+    waves = waves_with_thresholds(THRESHOLDS)
+    ev = evaluate_attack(line_victim(), Threshold(), waves, LABELS, eps_max=1.0, search_eps_max=8.0, n_budgets=8)
+    s = ev.summary
+    assert s["eps_max"] == 1.0 and s["search_eps_max"] == 8.0
+    assert s["adv_accuracy"] == pytest.approx(2 / 5)  # 1.2 and 5.0 survive eps_max = 1 (the 5th is misclassified)
+    assert s["adv_accuracy_at_search_eps_max"] == 0.0
+    snr = 20 * torch.log10(torch.tensor(THRESHOLDS[:2], dtype=torch.float64) / ev.eps_star[:2])
+    assert s["snr_db"] == pytest.approx(float(snr.mean()), abs=1e-4)  # the two broken within eps_max only
+    assert s["median_iterations"] == float(M.median(ev.iterations[:2]))
+    assert ev.confusion(True).tolist() == [[2, 3], [0, 0]]  # 2 broken within 1, the unbroken two keep class 0
+
+
+def test_record_round_trip_keeps_what_resume_needs() -> None:
+    """Issue 8 item 4: per-example ε*, bounds, norms and targets survive a JSON round trip."""
+    import json
+
+    from evaluation.harness import from_record, to_record
+
+    ev = evaluate_attack(line_victim(), Threshold(), waves_with_thresholds(THRESHOLDS), LABELS, eps_max=1.0,
+                         search_eps_max=2.0, n_budgets=4)
+    back = from_record(json.loads(json.dumps(to_record(ev))))
+    for name in ("eps_star", "eps_lower", "base", "labels", "clean_pred", "epsilons", "norms", "sweep_success"):
+        assert torch.equal(getattr(back, name), getattr(ev, name)), name
+    assert back.summary == ev.summary and back.eps_max == 1.0 and back.search_eps_max == 2.0
+    assert torch.allclose(back.eps_clip(), ev.eps_clip(), equal_nan=True)
+    assert back.adversarial is None

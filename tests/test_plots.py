@@ -15,7 +15,7 @@ from evaluation import plots as P
 def test_fooling_rate_curves_lines_values_and_auc() -> None:
     stars = torch.tensor([0.5, 1.0, math.inf, 2.0], dtype=torch.float64)
     fig = P.fooling_rate_curves({"bim_a": stars, "nes_pia": [0.1, 0.2]}, 3.0,
-                                {"bim_a": stars * 2, "nes_pia": [math.inf, 4.0]}, title="t")
+                                {"bim_a": stars * 2, "nes_pia": [math.inf, 4.0]}, title="t", n_boot=0)
     (ax,) = fig.axes
     lines = ax.get_lines()
     assert len(lines) == 4
@@ -27,10 +27,26 @@ def test_fooling_rate_curves_lines_values_and_auc() -> None:
     assert y[np.searchsorted(x, 0.5)] == 0.25 and y[np.searchsorted(x, 0.5) - 1] == 0.0
     assert y[-1] == 0.75 and x[-1] == 3.0 and y[np.searchsorted(x, 1.5)] == 0.5
     assert lines[3].get_data()[1].max() == 0.0  # never broken within eps_max
-    only_original = P.fooling_rate_curves({"bim_a": stars}, 3.0)
+    only_original = P.fooling_rate_curves({"bim_a": stars}, 3.0, n_boot=0)
     assert len(only_original.axes[0].get_lines()) == 1
     with pytest.raises(ValueError, match="eps_max"):
         P.fooling_rate_curves({"bim_a": stars}, 0.0)
+
+
+def test_fooling_rate_curves_show_bootstrap_bands_and_auc_intervals() -> None:
+    stars = np.array([0.5, 1.0, math.inf, 2.0, 0.25, 1.5, 2.5, 0.75])
+    fig = P.fooling_rate_curves({"bim_a": stars}, 3.0, {"bim_a": stars * 2}, n_boot=200)
+    (ax,) = fig.axes
+    assert len(ax.collections) == 2  # one band per curve
+    label = ax.get_lines()[0].get_label()
+    low, high = (float(v) for v in label.split("[")[1].rstrip("])").split(", "))
+    auc = float(np.mean(np.clip(3.0 - stars, 0, None)) / 3.0)
+    assert low <= auc <= high and low < high
+    eps = np.linspace(0, 3, 31)
+    lo, hi = P.fooling_rate_band(stars, eps, n_boot=200)
+    fr = (stars[None, :] <= eps[:, None]).mean(axis=1)
+    assert (lo <= fr + 1e-12).all() and (fr <= hi + 1e-12).all() and (hi - lo).max() > 0
+    assert np.array_equal(*P.fooling_rate_band(np.full(5, 1.0), eps, n_boot=50))  # no spread, no band
 
 
 def test_confusion_matrices_annotated_with_class_names() -> None:
@@ -80,5 +96,10 @@ def test_epsilon_ratio_heatmap_annotations() -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == ["gm / stft_db_small", "gm / cwt_tonnetz_small"]
     norm = ax.images[0].norm
     assert norm.vcenter == 1.0 and norm.vmax == pytest.approx(2.0) and norm.vmin == pytest.approx(0.0)
+    low = pd.DataFrame([[1.5, math.nan], [0.6, 0.9]], index=index, columns=values.columns)
+    high = pd.DataFrame([[2.6, math.nan], [0.95, 1.4]], index=index, columns=values.columns)
+    with_ci = P.epsilon_ratio_heatmap(values, low=low, high=high)
+    assert sorted(t.get_text() for t in with_ci.axes[0].texts) == [
+        "0.80 ↓\n[0.60, 0.95]", "1.20 ≈\n[0.90, 1.40]", "2.00 ↑\n[1.50, 2.60]"]
     empty = P.epsilon_ratio_heatmap(values * math.nan)
     assert len(empty.axes) == 1 and not empty.axes[0].texts

@@ -99,7 +99,10 @@ def data(store: str) -> R.ReportData:
 
 
 def _cell(table: pd.DataFrame, rep: str, victim: str) -> str:
-    return table.set_index(R.ROWS).at[(DS, rep), victim]
+    """Table I's cell, or a Table II/III cell of the one attack group these runs form (no norm tags: "all")."""
+    if "attacks" not in table:
+        return table.set_index(R.ROWS[:2]).at[(DS, rep), victim]
+    return table.set_index(R.ROWS).at[(DS, rep, "all"), victim]
 
 
 def test_collect_reads_one_row_per_run(data: R.ReportData) -> None:
@@ -141,18 +144,19 @@ def test_table_2_mean_auc_over_attacks(data: R.ReportData) -> None:
     assert _cell(orig, STFT, "resnet18") == "90.00"
     assert _cell(orig, CWT, "resnet18") == "72.50"
     assert _cell(orig, CWT, "alexnet") == ""
-    only_bim = R.table_2_values(data, "fgsm_mix", attacks=["bim_a"])
-    assert only_bim.at[(DS, STFT), "alexnet"] == pytest.approx(40.0)
+    only_bim = R.table_2_values(data, "fgsm_mix", attacks=["bim_a"]).set_index([*R.ROWS, "victim"])
+    assert only_bim.at[(DS, STFT, "all", "alexnet"), "value"] == pytest.approx(40.0)
 
 
 def test_table_3_eps_r_mean_and_partial_mark(data: R.ReportData) -> None:
-    values, partial = R.table_3_values(data, "fgsm_mix")
-    assert values.at[(DS, STFT), "alexnet"] == pytest.approx((1.0 + 3.0) / 2)
-    assert values.at[(DS, STFT), "resnet18"] == pytest.approx((1.5 + 2.5) / 2)
+    found = R.table_3_matrices(data, "fgsm_mix")
+    values, partial = found["value"], found["partial"]
+    assert values.at[(DS, STFT, "all"), "alexnet"] == pytest.approx((1.0 + 3.0) / 2)
+    assert values.at[(DS, STFT, "all"), "resnet18"] == pytest.approx((1.5 + 2.5) / 2)
     t3 = R.table_3(data, "fgsm_mix")
     assert _cell(t3, STFT, "alexnet") == "2.000"
     assert _cell(t3, CWT, "resnet18") == "1.200*"
-    assert bool(partial.at[(DS, CWT), "resnet18"]) and not bool(partial.at[(DS, STFT), "resnet18"])
+    assert bool(partial.at[(DS, CWT, "all"), "resnet18"]) and not bool(partial.at[(DS, STFT, "all"), "resnet18"])
     assert _cell(t3, CWT, "alexnet") == ""                # no original model to compare with
 
 
@@ -177,11 +181,12 @@ def test_write_tables_csv_and_markdown(data: R.ReportData, tmp_path: Path) -> No
     assert csv.equals(R.table_1(data, "fgsm_mix"))
     md = (tmp_path / "tables" / "table_3_fgsm_mix.md").read_text().splitlines()
     assert md[0].startswith("**Table III")
-    assert [c.strip() for c in md[2].split("|")[1:-1]] == ["dataset", "representation", "alexnet", "resnet18"]
-    assert [c.strip() for c in md[4].split("|")[1:-1]] == [DS, CWT, "", "1.200*"]
+    assert [c.strip() for c in md[2].split("|")[1:-1]] == ["dataset", "representation", "attacks", "alexnet",
+                                                           "resnet18"]
+    assert [c.strip() for c in md[4].split("|")[1:-1]] == [DS, CWT, "all", "", "1.200*"]
     assert len({len(line) for line in md[2:]}) == 1  # aligned columns
     text = R.format_tables(data)
-    assert "Table I:" in text and "Table II:" in text and "Table III:" in text and "ε_max = 3" in text
+    assert "Table I:" in text and "Table II:" in text and "Table III:" in text and "ε_max: all 3" in text
 
 
 def test_collect_unknown_experiment_is_one_line(store: str) -> None:

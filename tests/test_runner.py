@@ -1,6 +1,7 @@
 """The experiment grid end to end on a tiny grid: MLflow runs, ε_r, sanity checks, and resume after a kill."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,14 @@ grid:
   defense: [none, fgsm_mix]
   attack: [fgsm, deepfool_l2]
 attack_overrides:
+  fgsm: {domain: representation, norm: l2}
   deepfool_l2: {steps: 20}
 evaluation:
   n_examples: 6
-  eps_max: 3.0
+  eps_max: {representation: {l2: 3.0}}
+  search_eps_max: {representation: {l2: 12.0}}
   n_budgets: 3
-  n_bisect: 1
+  n_boot: 200
   batch_size: 8
   unbounded_steps: 5
 overrides:
@@ -79,9 +82,13 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     assert len(attacks) == 4 and first_attack_runs <= {r.info.run_id for r in attacks}
     defended = [r for r in attacks if r.data.tags["advaudio.defense"] == "fgsm_mix"]
     for run in defended:
-        assert {"eps_r", "eps090_ratio", "fooling_auc", "sanity.monotone_success"} <= set(run.data.metrics)
+        assert {"eps_r", "eps090_ratio", "fooling_auc", "sanity.monotone_success", "eps_r_ci_low", "eps_r_ci_high",
+                "eps_r_p", "fooling_auc_ci_low", "eps_star_resolution"} <= set(run.data.metrics)
+        assert run.data.tags["advaudio.norm"] == "l2" and run.data.tags["advaudio.seed"] == "0"
+        low, high = run.data.metrics["eps_r_ci_low"], run.data.metrics["eps_r_ci_high"]
+        assert low <= run.data.metrics["eps_r"] <= high or math.isnan(run.data.metrics["eps_r"])
     model = next(r for r in trains if r.data.tags["advaudio.defense"] == "fgsm_mix")
-    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "test_accuracy", "sanity.gradients_representation_ce", "sanity.gradients_representation_margin"} <= set(
+    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "eps_r_ci_low.fgsm", "eps_r_p.deepfool_l2", "test_accuracy", "sanity.gradients_representation_ce", "sanity.gradients_representation_margin"} <= set(
         model.data.metrics)
     assert all(r.data.tags.get("mlflow.parentRunId") for r in attacks)
 
@@ -90,13 +97,31 @@ def test_grid_errors_are_one_line(grid_file: Path) -> None:
     with pytest.raises(ConfigError, match="grid.defense must include 'none'"):
         load_grid(grid_file, {"grid.defense": ["fgsm_mix"]})
     with pytest.raises(ConfigError, match="unknown attack option 'pgd_linff'"):
-        load_grid(grid_file, {"grid.attack": ["deepfool_l2", "pgd_linff"]})
+        load_grid(grid_file, {"grid.attack": ["deepfool_l2", "pgd_linff"], "attack_overrides": {}})
     with pytest.raises(ConfigError, match="unknown key 'evaluation.n_example'"):
         load_grid(grid_file, {"evaluation.n_example": 3})
     with pytest.raises(ConfigError, match="unknown key 'train.epoch'"):
         load_grid(grid_file, {"train.epoch": 3})
     with pytest.raises(ConfigError, match="not in grid.attack"):
         load_grid(grid_file, {"grid.attack": ["fgsm"]})
+    # issue 7 item 1: budgets belong to a norm; an L0 or waveform attack needs its own eps_max
+    with pytest.raises(ConfigError, match=r"no evaluation.eps_max.representation.l0 \(attack 'jsma'\)"):
+        load_grid(grid_file, {"grid.attack": ["jsma"], "attack_overrides": {}})
+    with pytest.raises(ConfigError, match="search_eps_max.representation.l2 = 1.0 must be >= eps_max 3.0"):
+        load_grid(grid_file, {"evaluation.search_eps_max.representation.l2": 1.0})
+    with pytest.raises(ConfigError, match="table_attacks must list attacks of grid.attack"):
+        load_grid(grid_file, {"table_attacks": ["bim_a"]})
+    with pytest.raises(ConfigError, match="seeds must be"):
+        load_grid(grid_file, {"seeds": [0, 0]})
+
+
+def test_grid_attack_metadata_and_seeds(grid_file: Path) -> None:
+    grid = load_grid(grid_file, {"seeds": [0, 1], "evaluation.eps_max.representation.l0": 200})
+    assert grid.attack_info["fgsm"].family == "single_step" and not grid.attack_info["fgsm"].in_tables
+    assert grid.attack_info["deepfool_l2"].in_tables and grid.attack_info["deepfool_l2"].norm == "l2"
+    assert [m[3] for m in grid.models()] == [0, 1] and grid.size == 2 * 2 * 2
+    assert grid.cell_config("gm_instruments", "stft_db_small", "resnet56", "none", 1)["train"]["seed"] == 1
+    assert grid.evaluation.budgets("representation", "l0") == (200.0, 200.0)
 
 
 @pytest.mark.slow
