@@ -11,6 +11,15 @@ soon as it is adversarial. Minimum-norm: the found perturbation's norm is the re
 Untargeted (the paper): ``src`` is the true class and the candidates are the ``candidates`` most
 likely other classes at the clean input. Targeted (an extension): the only candidate is the target
 and ``src`` is the currently most likely other class.
+
+Contract. Every quantity is computed per example (row-wise norms, argmin and steps; the summed
+backward only adds independent rows), so given the same model outputs and gradients for an example
+the batched result equals the per-example one bit for bit. The model's own round-off may depend on
+the batch size (BLAS sums a 6-row ``nn.Linear`` in another order than a 1-row one: an ulp in
+float64), and the iteration amplifies it geometrically while an example is far from converging
+(4e-15 → 1e-3 over 29 steps on the tests' tiny victim): a long or unconverged path is reproducible
+only up to that amplified round-off. An example still not adversarial after ``steps`` iterations
+returns its last iterate with ``iterations == steps``; the base then reports it unsuccessful.
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ class DeepFool(Attack):
         domain, targeted: see :class:`~attacks.base.Attack`.
     """
 
+    family = "minimum_norm"
     fixed_budget = False
 
     def __init__(self, norm: str = "l2", steps: int = 100, overshoot: float = 0.02, candidates: int = 10,

@@ -5,6 +5,13 @@
 - ``pgd_at``: Madry et al. 2018, training on PGD examples (random start, projected steps).
 - ``fast_fgsm``: Wong, Rice & Kolter 2020, FGSM from a random start with step 1.25·ε.
 
+Attack passes (crafting the training example, and :meth:`robust_logits` for validation) run in eval
+mode: running statistics, no dropout, no BatchNorm update, gradients w.r.t. the input only. Only the
+passes whose loss is trained on run in the victim's (training) mode. Madry et al.'s 2018 reference
+code crafted with the training graph (batch statistics, its attack forwards also updating the moving
+averages); MadryLab's ``robustness`` library (Engstrom et al. 2019) and TRADES (Zhang et al. 2019)
+craft in eval mode, which keeps each PGD step's several forwards from moving the running statistics.
+
 Each works in the ``representation`` domain (the front-end runs once without gradient and the
 normalised representation is attacked, as in seed 004) or the ``waveform`` domain (end to end).
 Adversarial inputs stay inside ``victim.bounds(domain)``; ``eps`` is in the domain's units (for the
@@ -13,11 +20,12 @@ or ``l2`` (step along the L2-normalised gradient).
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from training.objective import OBJECTIVES, Backward, StepOutput
 from victims.bounds import Bounds
@@ -46,6 +54,27 @@ def domain_inputs(victim: Victim, wave: Tensor, domain: str) -> tuple[Tensor, Ca
             x = victim.represent(wave)
         return x.detach(), victim.classify, victim.bounds("representation")
     return wave.detach(), victim.forward, victim.bounds("waveform")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for the block, then restore its mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, labels: Tensor, eps: float, norm: str,
+         bounds: Bounds) -> tuple[Tensor, Tensor]:
+    """One-shot FGSM ``clip(x + ε·dir(∇ₓJ))`` (Goodfellow et al. 2015) and the clean logits, both
+    detached; only the input gets a gradient."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), x)
+    return bounds.clip(x.detach() + eps * steepest(grad, norm)), logits.detach()
 
 
 def steepest(grad: Tensor, norm: str) -> Tensor:
@@ -81,12 +110,12 @@ def random_start(x: Tensor, eps: float, norm: str) -> Tensor:
 class FGSMMix:
     """J' = α·J(x, y) + (1−α)·J(x', y), x' = clip(x + ε·dir(∇ₓJ(x, y))) (seed 004 Eq. 14).
 
-    One clean forward/backward with the input requiring gradient yields both ∇ₓJ (for x') and the
-    clean loss's parameter gradient; one adversarial forward/backward adds the rest: two passes.
-    The clean backward runs on α·J, whose input gradient has the direction of ∇ₓJ (sign and
-    L2-normalisation ignore positive scales, including a GradScaler's). For α = 0 the clean backward
-    runs on J itself and its parameter gradients are then dropped (``p.grad = None``): this relies on
-    the trainer zeroing gradients before each step. For α = 1 the adversarial pass is skipped.
+    For α > 0, one clean training forward/backward with the input requiring gradient yields both ∇ₓJ
+    (for x') and the clean loss's parameter gradient; one adversarial forward/backward adds the rest:
+    two passes. The clean backward runs on α·J, whose input gradient has the direction of ∇ₓJ (sign
+    and L2-normalisation ignore positive scales, including a GradScaler's). For α = 0 there is no clean
+    term to train on: x' is crafted by an eval-mode pass (input gradient only), still two passes. For
+    α = 1 the adversarial pass is skipped.
 
     Args:
         alpha: weight α of the clean loss in [0, 1].
@@ -103,13 +132,16 @@ class FGSMMix:
 
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
         x, model, bounds = domain_inputs(victim, wave, self.domain)
+        if self.alpha == 0:
+            with eval_mode(victim):
+                x_adv, logits = fgsm(model, x, labels, self.eps, self.norm, bounds)
+            adv = F.cross_entropy(model(x_adv), labels)
+            backward(adv)
+            return StepOutput(adv.detach(), logits)
         x.requires_grad_(True)
         logits = model(x)
         clean = F.cross_entropy(logits, labels)
-        backward(clean * (self.alpha if self.alpha > 0 else 1.0))
-        if self.alpha == 0:
-            for p in victim.parameters():
-                p.grad = None
+        backward(clean * self.alpha)
         if self.alpha == 1:
             return StepOutput(clean.detach(), logits.detach())
         x_adv = bounds.clip(x.detach() + self.eps * steepest(x.grad, self.norm))
@@ -118,14 +150,23 @@ class FGSMMix:
         loss = self.alpha * clean.detach() + (1 - self.alpha) * adv.detach()
         return StepOutput(loss, logits.detach())
 
+    def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
+        """Logits (detached, eval mode) of the FGSM examples this objective trains on."""
+        with eval_mode(victim):
+            x, model, bounds = domain_inputs(victim, wave, self.domain)
+            x_adv, _ = fgsm(model, x, labels, self.eps, self.norm, bounds)
+            with torch.no_grad():
+                return model(x_adv)
+
 
 @OBJECTIVES.register("pgd_at")
 class PGDTraining:
     """Train on PGD examples (Madry et al. 2018): J(x', y), x' from ``steps`` projected steps.
 
     The inner maximisation uses ``torch.autograd.grad`` on the summed loss (no parameter gradients,
-    per-example gradients independent of the batch size) in the victim's current (training) mode.
-    The clean logits reported for the training accuracy come from one extra forward without gradient.
+    per-example gradients independent of the batch size) in eval mode (see the module docstring).
+    The clean logits reported for the training accuracy come from one extra eval-mode forward without
+    gradient; the training forward on x' is the step's only one in training mode.
 
     Args:
         eps: radius of the ε-ball in the domain's units.
@@ -161,12 +202,22 @@ class PGDTraining:
 
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
         x, model, bounds = domain_inputs(victim, wave, self.domain)
-        x_adv = self.perturb(model, x, labels, bounds)
+        with eval_mode(victim):
+            x_adv = self.perturb(model, x, labels, bounds)
+            with torch.no_grad():
+                logits = model(x)
         loss = F.cross_entropy(model(x_adv), labels)
         backward(loss)
-        with torch.no_grad():
-            logits = model(x)
-        return StepOutput(loss.detach(), logits.detach())
+        return StepOutput(loss.detach(), logits)
+
+    def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
+        """Logits (detached, eval mode) of the examples this objective trains on (PGD; FGSM-RS for
+        :class:`FastFGSM`)."""
+        with eval_mode(victim):
+            x, model, bounds = domain_inputs(victim, wave, self.domain)
+            x_adv = self.perturb(model, x, labels, bounds)
+            with torch.no_grad():
+                return model(x_adv)
 
 
 @OBJECTIVES.register("fast_fgsm")

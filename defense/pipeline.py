@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+from statistics import NormalDist
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
 from training.data.base import Splits
 from training.objective import OBJECTIVES
-from training.trainer import TrainConfig, TrainResult, train
+from training.trainer import TrainConfig, TrainResult, selection_criterion, train
 from victims.config import to_dataclass
+from victims.registry import ConfigError
 from victims.victim import build_victim
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,14 @@ def run_key(cfg: dict[str, Any]) -> str:
 
 
 def build_objective(cfg: dict[str, Any]) -> Any:
-    """The training objective named by the ``defense`` config group."""
+    """The training objective named by the ``defense`` config group.
+
+    Raises:
+        ConfigError: for ``eps: auto``, which only a grid can resolve (it measures the original model).
+    """
+    if cfg.get("eps") == "auto":
+        raise ConfigError("defense eps: auto is measured on the original model of a grid; run it with "
+                          "`advaudio experiment`, or set defense.eps=<number>")
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
     return OBJECTIVES.create(cfg.get("name", "clean"), **kwargs)
 
@@ -70,6 +80,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
     """
     tcfg = to_dataclass(TrainConfig, cfg["train"], "train")
     objective = build_objective(cfg.get("defense") or {"name": "clean"})
+    criterion = selection_criterion(tcfg.select_on, objective)
     exp_id = setup_tracking(experiment, tracking_uri, outputs)
     key = run_key(cfg)
     ckpt_dir = outputs / "checkpoints"
@@ -89,10 +100,13 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
             mlflow.log_dict(cfg, "config.yaml")
             mlflow.log_params({"data.train_size": len(splits.train), "data.val_size": len(splits.val),
                                "data.test_size": len(splits.test)})
+        mlflow.log_param("best_epoch_criterion", criterion)  # idempotent on a resumed run (same key → same value)
         result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
                        checkpoint_path=ckpt_dir / f"{key}.train.pt", on_epoch=EpochLogger())
         save_atomic(victim_state(result.victim), final_path)
-        mlflow.log_metrics({"test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+        low, high = wilson_interval(result.test_accuracy, len(splits.test))
+        mlflow.log_metrics({"test_accuracy": result.test_accuracy, "test_accuracy_ci_low": low,
+                            "test_accuracy_ci_high": high, "test_loss": result.test_loss,
                             "best_epoch": float(result.best_epoch)})
         mlflow.log_artifact(str(final_path), "model")
         norm = result.victim.normalizer
@@ -100,6 +114,17 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
                         "model/normalizer.json")
         mlflow.set_tag("advaudio.status", "finished")
         return TrainedVictim(result, run.info.run_id, final_path, key)
+
+
+def wilson_interval(rate: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927): the test accuracy's uncertainty from
+    the size of the test split alone; ``nan`` for an empty split."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = float(NormalDist().inv_cdf((1 + level) / 2))
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _run_name(cfg: dict[str, Any]) -> str:

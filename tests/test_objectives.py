@@ -1,15 +1,17 @@
 """Adversarial-training objectives against naive two-graph computations, pass counts and configs."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from defense import objectives as O
-from tiny import make_victim, tones, trained_victim
+from tiny import CLASS_NAMES, NUM_SAMPLES, TinyLogSpec, make_victim, tones, trained_victim
 from training.objective import OBJECTIVES
 from victims.config import load_option, options
 from victims.registry import ConfigError
@@ -118,6 +120,80 @@ def test_adversarial_examples_stay_in_ball_and_bounds(norm: str) -> None:
     assert fast.steps == 1 and fast.step_size == pytest.approx(1.0) and fast.random_start
 
 
+class BNDropNet(nn.Module):
+    """Conv → BatchNorm → ReLU → dropout → pool → linear: a backbone whose train mode has side effects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.drop, self.pool, self.fc = nn.Dropout(0.5), nn.AdaptiveAvgPool2d((4, 1)), nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.drop(F.relu(self.bn(self.conv(x))))).flatten(1))
+
+
+def _bn_victim() -> Victim:
+    torch.manual_seed(0)
+    victim = Victim(TinyLogSpec(), BNDropNet(), CLASS_NAMES, NUM_SAMPLES)
+    victim.normalizer.fit([victim.features(tones(20)[0])])
+    with torch.no_grad():
+        victim.train()(tones(4, seed=9)[0])  # running statistics away from their initial values
+    return victim
+
+
+def _bn_state(victim: Victim) -> list[Tensor]:
+    bn = victim.backbone.bn
+    return [bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()]
+
+
+PGD, FAST, FGSM_ONLY = O.PGDTraining(eps=0.5, steps=3), O.FastFGSM(eps=0.5), O.FGSMMix(alpha=0.0, eps=0.5)
+Craft = Callable[[Victim, Tensor, Tensor], Tensor]
+CRAFTS: dict[str, tuple[O.FGSMMix | O.PGDTraining, Craft]] = {  # objective, its attack written out
+    "pgd_at": (PGD, lambda v, x, y: PGD.perturb(v.classify, x, y, v.bounds("representation"))),
+    "fast_fgsm": (FAST, lambda v, x, y: FAST.perturb(v.classify, x, y, v.bounds("representation"))),
+    "fgsm_only": (FGSM_ONLY, lambda v, x, y: O.fgsm(v.classify, x, y, 0.5, "l2", v.bounds("representation"))[0]),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTS))
+def test_attack_and_bookkeeping_passes_have_no_batchnorm_or_dropout_side_effects(name: str) -> None:
+    """One step = x' crafted in eval mode, then exactly one training forward on x'; the reported
+    clean logits are the eval-mode ones (deterministic)."""
+    objective, craft = CRAFTS[name]
+    victim = _bn_victim()
+    waves, labels = tones(3, seed=5)
+    before = copy.deepcopy(victim).eval()
+    torch.manual_seed(1)
+    out = objective(victim, waves, labels, lambda loss: loss.backward())
+    assert victim.training
+    reference = copy.deepcopy(before)
+    torch.manual_seed(1)
+    x = reference.represent(waves)
+    x_adv = craft(reference, x, labels)
+    reference.train().classify(x_adv)  # the step's one training forward
+    for got, want in zip(_bn_state(victim), _bn_state(reference)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(out.logits, before.classify(x))
+
+
+@pytest.mark.parametrize("name", list(CRAFTS))
+def test_robust_logits_are_eval_mode_and_leave_no_trace(name: str) -> None:
+    objective, craft = CRAFTS[name]
+    victim = _bn_victim()
+    waves, labels = tones(3, seed=5)
+    state = _bn_state(victim)
+    torch.manual_seed(2)
+    logits = objective.robust_logits(victim, waves, labels)
+    assert victim.training and not logits.requires_grad
+    assert all(p.grad is None for p in victim.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(_bn_state(victim), state))
+    torch.manual_seed(2)
+    x_adv = craft(victim.eval(), victim.represent(waves), labels)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, victim.classify(x_adv))
+
+
 def test_l2_random_start_lies_in_the_ball() -> None:
     x = torch.zeros(500, 1, 2, 1)
     r = O.random_start(x, 2.0, "l2").flatten(1).norm(dim=1)
@@ -130,6 +206,9 @@ def test_defense_configs_build_registered_objectives() -> None:
     assert {"none", "fgsm_mix", "fgsm_only", "pgd_at", "fast_fgsm"} <= set(names)
     for option in names:
         cfg = load_option("defense", option, CONFIGS)
+        if cfg.get("eps") == "auto":  # resolved by the grid runner from the original model
+            cfg.update(eps=1.0)
+            del cfg["eps_fraction"]
         objective = OBJECTIVES.create(cfg.pop("name"), **cfg)
         assert callable(objective)
     fgsm_only = load_option("defense", "fgsm_only", CONFIGS)
@@ -156,3 +235,16 @@ def test_fgsm_mix_on_cuda_with_amp_matches_cpu() -> None:
     got = torch.cat([p.grad.flatten() for p in victim.parameters()]).float().cpu() / scaler.get_scale()
     want = torch.cat([g.flatten() for g in expected])
     assert torch.isfinite(got).all() and F.cosine_similarity(got, want, dim=0) > 0.99
+
+
+def test_wilson_interval_matches_the_closed_form_and_auto_eps_needs_a_grid() -> None:
+    import math
+
+    from defense.pipeline import build_objective, wilson_interval
+    from victims.registry import ConfigError
+
+    low, high = wilson_interval(0.8, 100)  # z = 1.959964: centre 0.7879, half-width 0.0784 (hand-computed)
+    assert low == pytest.approx(0.7112, abs=1e-4) and high == pytest.approx(0.8666, abs=1e-4)
+    assert wilson_interval(1.0, 10)[1] == 1.0 and all(math.isnan(v) for v in wilson_interval(0.5, 0))
+    with pytest.raises(ConfigError, match="eps: auto is measured on the original model"):
+        build_objective({"name": "fgsm_mix", "eps": "auto"})

@@ -3,12 +3,14 @@
 The trainer zeroes gradients, calls the objective, and steps the optimiser; the objective runs
 the forward pass(es) and calls ``backward`` itself. That lets an adversarial objective reuse the
 clean backward pass for the input gradient (see ``defense/objectives.py``). Objectives are
-registered in :data:`OBJECTIVES` ("defense" configs name them).
+registered in :data:`OBJECTIVES` ("defense" configs name them). An adversarial objective also
+crafts its own attack on validation batches (:class:`AdversarialObjective`), so the trainer can
+select epochs on robust validation accuracy.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,6 +39,16 @@ class Objective(Protocol):
     """Computes the loss of one batch and calls ``backward`` on it (possibly in parts)."""
 
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        ...
+
+
+@runtime_checkable
+class AdversarialObjective(Objective, Protocol):
+    """An objective that trains on adversarial examples and can craft them for evaluation."""
+
+    def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
+        """Detached logits of the objective's adversarial examples for ``wave``, crafted in eval mode
+        with gradients w.r.t. the input only (no parameter gradients, no BatchNorm update)."""
         ...
 
 

@@ -5,6 +5,11 @@ batches, zeroes gradients, calls the objective (which runs forward and backward)
 optimiser. Each epoch ends with validation, an optional metrics callback (MLflow in the CLI), and
 an atomic checkpoint holding everything needed to resume with at most one epoch lost. On CPU with a
 fixed seed, a run killed and resumed ends with the same weights and metrics as an uninterrupted one.
+
+The best epoch is chosen on clean validation accuracy or, for adversarially trained models, on
+validation accuracy under the training objective's own attack, as Rice, Wong & Kolter (2020,
+"Overfitting in adversarially robust deep learning") early-stop: robust accuracy can peak at another
+epoch than clean accuracy, and clean selection then keeps a less robust model.
 """
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ from torch import Tensor
 
 from training.checkpoints import load_checkpoint, load_state_into, save_atomic
 from training.data.base import ClipSet
-from training.objective import CleanObjective, Objective
+from training.objective import AdversarialObjective, CleanObjective, Objective
+from victims.registry import ConfigError
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
 MetricsCallback = Callable[[dict[str, float], int], None]
+Criterion = Literal["clean", "robust"]
 
 
 @dataclass
@@ -44,8 +51,11 @@ class TrainConfig:
             [90] with 0.1) or ``cosine`` (to zero over ``epochs``).
         milestones: epochs at which ``step`` decays the learning rate.
         gamma: decay factor of ``step``.
-        patience: stop after this many epochs without a better validation score (``None``: never); the
-            best epoch has the highest validation accuracy, ties broken by the lower validation loss.
+        patience: stop after this many epochs without a better validation score (``None``: never).
+        select_on: the best epoch's score. ``clean``: validation accuracy, ties broken by the lower
+            validation loss. ``robust``: validation accuracy under the objective's own attack
+            (``val_robust_accuracy``), ties broken by clean accuracy, then loss. ``auto``: ``robust``
+            for an adversarial objective, ``clean`` otherwise.
         amp: bfloat16 autocast on CUDA (ignored on CPU).
         seed: seeds initialisation, shuffling and dropout.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:N]``.
@@ -62,6 +72,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     patience: int | None = 5
+    select_on: Literal["auto", "clean", "robust"] = "auto"
     amp: bool = True
     seed: int = 0
     device: str = "auto"
@@ -70,7 +81,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train`: the best weights are loaded into ``victim``."""
+    """Outcome of :func:`train`: the best weights (of ``best_epoch``, chosen on ``criterion``) are loaded
+    into ``victim``."""
 
     victim: Victim
     history: list[dict[str, float]]
@@ -78,6 +90,7 @@ class TrainResult:
     test_accuracy: float
     test_loss: float
     stopped_early: bool
+    criterion: Criterion
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,6 +131,38 @@ def evaluate(victim: Victim, clips: ClipSet, batch_size: int, device: torch.devi
     return correct / n, loss_sum / n
 
 
+def selection_criterion(select_on: str, objective: Objective) -> Criterion:
+    """Resolve ``TrainConfig.select_on`` for ``objective``.
+
+    Raises:
+        ConfigError: ``robust`` for an objective without an attack.
+    """
+    adversarial = isinstance(objective, AdversarialObjective)
+    if select_on == "robust" and not adversarial:
+        raise ConfigError(f"train.select_on=robust needs an adversarial defense; {type(objective).__name__} has no attack")
+    if select_on == "auto":
+        return "robust" if adversarial else "clean"
+    return "robust" if select_on == "robust" else "clean"
+
+
+def evaluate_robust(victim: Victim, objective: AdversarialObjective, clips: ClipSet, batch_size: int,
+                    device: torch.device, seed: int) -> float:
+    """Accuracy on ``objective``'s adversarial examples of ``clips``, with the random starts drawn from
+    ``seed`` (the same every epoch) in a forked RNG, so training randomness is untouched."""
+    correct = 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for w, y in batches(clips, batch_size):
+            w, y = w.to(device), y.to(device)
+            correct += (objective.robust_logits(victim, w, y).argmax(1) == y).sum().item()
+    return correct / max(len(clips), 1)
+
+
+def _score(metrics: dict[str, float], criterion: Criterion) -> tuple[float, ...]:
+    clean = (metrics["val_accuracy"], -metrics["val_loss"])
+    return (metrics["val_robust_accuracy"], *clean) if criterion == "robust" else clean
+
+
 def _optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -154,19 +199,27 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
 
     Returns:
         :class:`TrainResult` with the best weights loaded into ``victim``.
+
+    Raises:
+        ConfigError: ``select_on=robust`` for an objective without an attack, or a checkpoint that
+            selects epochs on another criterion.
     """
     objective = objective or CleanObjective()
+    criterion = selection_criterion(cfg.select_on, objective)
+    attacked = objective if criterion == "robust" and isinstance(objective, AdversarialObjective) else None
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     victim.to(device)
     opt = _optimizer(cfg, [p for p in victim.parameters() if p.requires_grad])
     sched = _scheduler(cfg, opt)
-    state: dict[str, Any] = {"epoch": 0, "best_accuracy": -math.inf, "best_loss": math.inf, "best_epoch": 0,
-                             "history": [],
-                             "since_best": 0, "best_model": None}
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "history": [], "since_best": 0, "best_model": None,
+                             "criterion": criterion}
     ckpt_path = Path(checkpoint_path) if checkpoint_path else None
     if ckpt_path is not None and ckpt_path.is_file():
         state = _resume(ckpt_path, victim, opt, sched, device)
+        if state["criterion"] != criterion:
+            raise ConfigError(f"checkpoint {ckpt_path} selects epochs on {state['criterion']} accuracy, this run on "
+                              f"{criterion}: set train.select_on={state['criterion']} or use another checkpoint")
         log.info("resumed from %s after epoch %d", ckpt_path, state["epoch"])
     else:
         fit_normalizer(victim, train_set, cfg.eval_batch_size, device)
@@ -200,12 +253,16 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         val_acc, val_loss = evaluate(victim, val_set, cfg.eval_batch_size, device)
         metrics = {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                    "val_loss": val_loss, "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]}
+        if attacked is not None:
+            metrics["val_robust_accuracy"] = evaluate_robust(victim, attacked, val_set, cfg.eval_batch_size,
+                                                             device, cfg.seed)
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(f"non-finite metrics at epoch {epoch}: {metrics}")
+        best = state["best_epoch"]
         state["history"].append(metrics)
         state["epoch"] = epoch
-        if (val_acc, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
-            state.update(best_accuracy=val_acc, best_loss=val_loss, best_epoch=epoch, since_best=0,
+        if best == 0 or _score(metrics, criterion) > _score(state["history"][best - 1], criterion):
+            state.update(best_epoch=epoch, since_best=0,
                          best_model=copy.deepcopy({k: v.detach().cpu() for k, v in victim.state_dict().items()}))
         else:
             state["since_best"] += 1
@@ -218,15 +275,15 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
     if state["best_model"] is not None:
         victim.load_state_dict(state["best_model"])
     test_acc, test_loss = evaluate(victim, test_set, cfg.eval_batch_size, device)
-    return TrainResult(victim.eval(), state["history"], state["best_epoch"], test_acc, test_loss, stopped_early)
+    return TrainResult(victim.eval(), state["history"], state["best_epoch"], test_acc, test_loss, stopped_early,
+                       criterion)
 
 
 def _training_state(victim: Victim, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> dict[str, Any]:
     return {"spec": victim.spec, "model": victim.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            **{k: state[k] for k in ("epoch", "best_accuracy", "best_loss", "best_epoch", "history", "since_best",
-                                     "best_model")}}
+            **{k: state[k] for k in ("epoch", "best_epoch", "history", "since_best", "best_model", "criterion")}}
 
 
 def _resume(path: Path, victim: Victim, opt: torch.optim.Optimizer, sched: Any,
@@ -239,10 +296,9 @@ def _resume(path: Path, victim: Victim, opt: torch.optim.Optimizer, sched: Any,
     if ckpt["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
     best = ckpt["best_model"]
-    return {"epoch": ckpt["epoch"], "best_accuracy": ckpt["best_accuracy"], "best_loss": ckpt["best_loss"],
-            "best_epoch": ckpt["best_epoch"],
-            "history": list(ckpt["history"]), "since_best": ckpt["since_best"],
-            "best_model": {k: v.cpu() for k, v in best.items()} if best is not None else None}
+    return {"epoch": ckpt["epoch"], "best_epoch": ckpt["best_epoch"], "history": list(ckpt["history"]),
+            "since_best": ckpt["since_best"], "best_model": {k: v.cpu() for k, v in best.items()} if best is not None
+            else None, "criterion": ckpt.get("criterion", "clean")}
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
