@@ -111,6 +111,8 @@ class Attack(ABC):
             noise); ``False`` for minimum-norm attacks (DeepFool, C&W, L-BFGS, JSMA).
         family: one of :data:`FAMILIES`; tables put baselines and single-step attacks in their own
             rows and the sanity checks compare families (iterative ≥ single-step, white ≥ black ≥ noise).
+        per_example_budgets: :meth:`run` accepts ``eps`` as an ``(N,)`` tensor, one budget per example
+            (the evaluation harness then refines every example's ε* in one call per step).
 
     Args:
         domain: ``"representation"`` (perturb the backbone's input, seed 004) or
@@ -122,6 +124,7 @@ class Attack(ABC):
     norm: ClassVar[str] = "l2"
     fixed_budget: ClassVar[bool] = True
     family: ClassVar[str] = "iterative"
+    per_example_budgets: ClassVar[bool] = False
 
     def __init__(self, domain: Domain = "representation", targeted: bool = False,
                  eps: float | None = None) -> None:
@@ -144,13 +147,17 @@ class Attack(ABC):
             labels: ``(N,)`` true labels.
             targets: ``(N,)`` target labels when targeted, else ``None``.
             bounds: box the adversarial input must stay in.
-            eps: the budget for a fixed-budget attack, ``None`` for minimum-norm attacks.
+            eps: the budget for a fixed-budget attack (a float, or an ``(N,)`` tensor when the class sets
+                ``per_example_budgets``), ``None`` for minimum-norm attacks.
         """
 
     @final
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, *, targets: Tensor | None = None,
                  epsilons: Sequence[float] | Tensor | None = None) -> AttackResult:
         """Attack waveforms ``(N, 1, T)`` of ``victim`` with each budget in ``epsilons``.
+
+        ``epsilons`` is a list of ``K`` budgets shared by the examples, or, for a fixed-budget attack with
+        ``per_example_budgets``, a ``(K, N)`` tensor of one budget per example and row.
 
         Raises:
             ValueError: if a targeted attack gets no targets, or a fixed-budget attack no budget.
@@ -165,7 +172,8 @@ class Attack(ABC):
             bounds = victim.bounds(self.domain)
             model = victim.logits_fn(self.domain)
             if self.fixed_budget:
-                outs = [self.run(model, x, labels, targets, bounds, float(e)) for e in eps_list]
+                outs = [self.run(model, x, labels, targets, bounds,
+                                 e.to(x.device, x.dtype) if isinstance(e, Tensor) else float(e)) for e in eps_list]
             else:
                 outs = [self.run(model, x, labels, targets, bounds, None)]
             adv = torch.stack([o.adversarial.detach() for o in outs])
@@ -176,7 +184,8 @@ class Attack(ABC):
             iters = torch.stack([o.iterations.to(torch.int64) for o in outs])
             queries = torch.stack([(o.queries if o.queries is not None else o.iterations).to(torch.int64)
                                    for o in outs])
-            eps_t = None if epsilons is None else torch.as_tensor(eps_list, dtype=norms.dtype, device=norms.device)
+            eps_t = None if epsilons is None else torch.stack(
+                [torch.as_tensor(e, dtype=norms.dtype, device=norms.device) for e in eps_list])
             if not self.fixed_budget and eps_t is not None:
                 success = success & (norms <= eps_t[:, None])
                 adv, norms, iters, queries, logits = (t.expand(len(eps_list), *t.shape[1:])
@@ -185,7 +194,13 @@ class Attack(ABC):
         finally:
             victim.train(was_training)
 
-    def _budgets(self, epsilons: Sequence[float] | Tensor | None) -> list[float]:
+    def _budgets(self, epsilons: Sequence[float] | Tensor | None) -> list[float] | list[Tensor]:
+        if isinstance(epsilons, Tensor) and epsilons.dim() == 2:
+            if not (self.fixed_budget and self.per_example_budgets):
+                raise ValueError(f"{type(self).__name__} takes no per-example budgets")
+            if epsilons.numel() == 0 or bool((epsilons < 0).any()):
+                raise ValueError("per-example budgets must be a non-empty (K, N) tensor of non-negative numbers")
+            return list(epsilons.double())
         if epsilons is not None:
             eps = [float(e) for e in (epsilons.tolist() if isinstance(epsilons, Tensor) else epsilons)]
             if not eps or min(eps) < 0:

@@ -24,6 +24,10 @@ from victims.victim import Domain
 _TINY = 1e-12
 
 
+Budget = float | Tensor
+"""A budget shared by the batch, or per example shaped to broadcast (``(N, 1, ..., 1)``, see :func:`per_example`)."""
+
+
 class LinfBall:
     """L∞ threat model: sign of the gradient, element-wise clipping to ``[-eps, eps]``."""
 
@@ -32,11 +36,13 @@ class LinfBall:
     def normalize(self, grad: Tensor) -> Tensor:
         return grad.sign()
 
-    def project(self, delta: Tensor, eps: float) -> Tensor:
+    def project(self, delta: Tensor, eps: Budget) -> Tensor:
+        if isinstance(eps, Tensor):
+            return torch.minimum(torch.maximum(delta, -eps), eps)
         return delta.clamp(-eps, eps)
 
-    def random_start(self, like: Tensor, eps: float) -> Tensor:
-        return torch.empty_like(like).uniform_(-eps, eps)
+    def random_start(self, like: Tensor, eps: Budget) -> Tensor:
+        return torch.empty_like(like).uniform_(-1.0, 1.0) * eps
 
 
 class L2Ball:
@@ -47,15 +53,24 @@ class L2Ball:
     def normalize(self, grad: Tensor) -> Tensor:
         return grad / _norms(grad).clamp_min(_TINY)
 
-    def project(self, delta: Tensor, eps: float) -> Tensor:
+    def project(self, delta: Tensor, eps: Budget) -> Tensor:
         return delta * (eps / _norms(delta).clamp_min(_TINY)).clamp(max=1.0)
 
-    def random_start(self, like: Tensor, eps: float) -> Tensor:
+    def random_start(self, like: Tensor, eps: Budget) -> Tensor:
         """Uniform in the L2 ball: Gaussian direction, radius ``eps · u^(1/d)``."""
         direction = torch.randn_like(like)
         dim = like[0].numel()
-        radius = eps * torch.rand(like.shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dim)
-        return direction / _norms(direction).clamp_min(_TINY) * radius.view(-1, *([1] * (like.dim() - 1)))
+        u = torch.rand(like.shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dim)
+        return direction / _norms(direction).clamp_min(_TINY) * (u.view(-1, *([1] * (like.dim() - 1))) * eps)
+
+
+def per_example(eps: float | Tensor, like: Tensor, idx: Tensor | None = None) -> Budget:
+    """``eps`` unchanged if a float, else its entries ``idx`` (all by default) shaped to broadcast
+    against ``like`` (one budget per example)."""
+    if not isinstance(eps, Tensor):
+        return eps
+    chosen = eps if idx is None else eps[idx]
+    return chosen.view(-1, *([1] * (like.dim() - 1)))
 
 
 BALLS = {"linf": LinfBall(), "l2": L2Ball()}
@@ -113,6 +128,7 @@ class GradientAttack(Attack):
     """
 
     fixed_budget = True
+    per_example_budgets = True
 
     def __init__(self, norm: str = "linf", steps: int = 10, rel_stepsize: float = 0.2,
                  abs_stepsize: float | None = None, random_start: bool = False, early_stop: bool = False,
@@ -132,21 +148,23 @@ class GradientAttack(Attack):
         self.early_stop = early_stop
         self.confidence = confidence
 
-    def stepsize(self, eps: float) -> float:
+    def stepsize(self, eps: Budget) -> Budget:
         return float(self.abs_stepsize) if self.abs_stepsize is not None else self.rel_stepsize * eps
 
     def init_state(self, x: Tensor) -> dict[str, Tensor]:
         """Per-example optimiser state (none for plain steepest ascent)."""
         return {}
 
-    def update(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor, step: int, eps: float) -> Tensor:
-        """The change of ``delta`` for the examples ``idx`` given the ascent gradient ``grad``."""
+    def update(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor, step: int, eps: Budget) -> Tensor:
+        """The change of ``delta`` for the examples ``idx`` given the ascent gradient ``grad`` (``eps``:
+        their budgets)."""
         return self.stepsize(eps) * self.ball.normalize(grad)
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
-            bounds: Bounds, eps: float | None) -> RunOutput:
+            bounds: Bounds, eps: float | Tensor | None) -> RunOutput:
         assert eps is not None
-        delta = self.ball.random_start(x, eps) if self.random_start and eps > 0 else torch.zeros_like(x)
+        start = self.random_start and bool((torch.as_tensor(eps) > 0).any())
+        delta = self.ball.random_start(x, per_example(eps, x)) if start else torch.zeros_like(x)
         delta = bounds.clip(x + delta) - x
         state = self.init_state(x)
         iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
@@ -161,7 +179,8 @@ class GradientAttack(Attack):
                 idx, grad = idx[keep], grad[keep]
                 if len(idx) == 0:
                     break
-            moved = self.ball.project(delta[idx] + self.update(grad, state, idx, step, eps), eps)
+            e = per_example(eps, x, idx)
+            moved = self.ball.project(delta[idx] + self.update(grad, state, idx, step, e), e)
             delta[idx] = bounds.clip(x[idx] + moved) - x[idx]
             iterations[idx] += 1
         return RunOutput(adversarial=(x + delta).detach(), iterations=iterations)
@@ -240,7 +259,7 @@ class PGDn(GradientAttack):
     def init_state(self, x: Tensor) -> dict[str, Tensor]:
         return {"m": torch.zeros_like(x), "v": torch.zeros_like(x)}
 
-    def update(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor, step: int, eps: float) -> Tensor:
+    def update(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor, step: int, eps: Budget) -> Tensor:
         """One Adam ascent step on ``sign(grad)``; examples still running share the step count."""
         b1, b2 = self.betas
         sign = grad.sign()

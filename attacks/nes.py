@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
+from attacks.gradient import BALLS, Budget, per_example
 from victims.bounds import Bounds
 from victims.victim import Domain
 
@@ -73,6 +74,7 @@ class NES(Attack):
 
     family = "black_box"
     fixed_budget = True
+    per_example_budgets = True
 
     def __init__(self, domain: Domain = "representation", targeted: bool = False, eps: float | None = None,
                  norm: str = "linf", sigma: float = 0.001, n_samples: int = 50, learning_rate: float = 0.01,
@@ -142,22 +144,20 @@ class NES(Attack):
         diff = (losses[:, 0] - losses[:, 1]).view(point.shape[0], half, *([1] * (point.dim() - 1)))
         return (diff * noise).sum(dim=1) / (self.n_samples * self.sigma)
 
-    def _step(self, delta: Tensor, grad: Tensor, lr: Tensor, eps: float) -> Tensor:
-        """Ascent step of size ``lr`` (per example) projected onto the ``eps`` ball."""
-        shape = (-1, *([1] * (delta.dim() - 1)))
-        if self.norm == "linf":
-            return (delta + lr.view(shape) * grad.sign()).clamp(-eps, eps)
-        unit = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
-        delta = delta + lr.view(shape) * unit
-        return delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0).view(shape)
+    def _step(self, delta: Tensor, grad: Tensor, lr: Tensor, eps: Budget) -> Tensor:
+        """Ascent step of size ``lr`` (per example) projected onto the ``eps`` ball (a float, or one
+        budget per example shaped to broadcast)."""
+        ball = BALLS[self.norm]
+        return ball.project(delta + lr.view(-1, *([1] * (delta.dim() - 1))) * ball.normalize(grad), eps)
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
-            bounds: Bounds, eps: float | None) -> RunOutput:
+            bounds: Bounds, eps: float | Tensor | None) -> RunOutput:
+        assert eps is not None
         with torch.no_grad():
-            return self._run(model, x, labels, targets, bounds, float(eps))
+            return self._run(model, x, labels, targets, bounds, eps)
 
     def _run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None, bounds: Bounds,
-             eps: float) -> RunOutput:
+             eps: float | Tensor) -> RunOutput:
         n = x.shape[0]
         cls = targets if self.targeted else labels
         adv = x.clone()
@@ -177,7 +177,7 @@ class NES(Attack):
             g = self._estimate(model, adv[idx], cls[idx], bounds)
             g = self.momentum * grad[idx] + (1 - self.momentum) * g
             grad[idx] = g
-            delta = self._step(adv[idx] - x[idx], g, lr[idx], eps)
+            delta = self._step(adv[idx] - x[idx], g, lr[idx], per_example(eps, x, idx))
             adv[idx] = bounds.clip(x[idx] + delta)
             vis = self._query(model, adv[idx])
             queries[idx] += cost

@@ -32,6 +32,7 @@ class WhiteNoise(Attack):
     family = "baseline"
     norm = "l2"
     fixed_budget = True
+    per_example_budgets = True
 
     def __init__(self, snr_db: float | None = None, domain: Domain = "waveform", targeted: bool = False,
                  eps: float | None = None) -> None:
@@ -41,11 +42,11 @@ class WhiteNoise(Attack):
         self.snr_db = snr_db
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
-            bounds: Bounds, eps: float | None) -> RunOutput:
+            bounds: Bounds, eps: float | Tensor | None) -> RunOutput:
         assert eps is not None
         noise = torch.randn_like(x)
         unit = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        scale = torch.full((len(x),), eps, dtype=x.dtype, device=x.device)
+        scale = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(len(x)).clone()
         if self.snr_db is not None:
             scale = torch.minimum(scale, x.flatten(1).norm(dim=1) * 10 ** (-self.snr_db / 20))
         adversarial = bounds.clip(x + unit * scale.view(-1, *([1] * (x.dim() - 1))))

@@ -26,7 +26,8 @@ How ε* is found for a fixed-budget attack (a cascade over still-unbroken exampl
    the floor ``eps_floor`` (default ε₀/1024) is reached; ε* on the floor is reported, counted
    (``eps_floor_share``) and warned about when it exceeds 10 % of the broken examples. ε* is the upper
    end, so the attack succeeds at ε* and failed just below it. Examples with the same bracket share a
-   call, so brackets stay on one lattice and calls stay batched.
+   call, so brackets stay on one lattice and calls stay batched; an attack that takes one budget per
+   example (``Attack.per_example_budgets``) refines every example in one call per step.
 
 A minimum-norm attack runs once per mini-batch; its ε* is exact (resolution 0).
 Stochastic attacks (NES, noise, PGD's random start) draw fresh noise in every call, so their ε* is the
@@ -405,7 +406,7 @@ class _Runner:
         else:
             self._min_norm(idx)
 
-    def _call(self, idx: Tensor, epsilons: list[float]) -> AttackResult:
+    def _call(self, idx: Tensor, epsilons: list[float] | Tensor) -> AttackResult:
         ev = self.ev
         wave = self.waves[idx.to(self.waves.device)].to(self.device)
         targets = ev.targets[idx].to(self.device) if ev.targets is not None else None
@@ -479,14 +480,23 @@ class _Runner:
                 break
             lo, hi = ev.eps_lower[todo], ev.eps_star[todo]
             mids = torch.where(lo > 0, (lo * hi).sqrt(), (hi / 2).clamp_min(ev.eps_floor))
-            for mid in mids.unique().tolist():
-                sub = todo[mids == mid]
-                res = self._call(sub, [mid])
-                hit = res.success[0].cpu()
-                keep = torch.zeros(int(hit.sum()), dtype=torch.long)
-                self._store(sub[hit], _select(res, hit.to(res.success.device)), keep)
-                ev.eps_star[sub[hit]] = mid
-                ev.eps_lower[sub[~hit]] = mid
+            if self.attack.per_example_budgets:
+                self._probe(todo, mids)
+            else:
+                for mid in mids.unique():
+                    self._probe(todo[mids == mid], mid.view(1))
+
+    def _probe(self, sub: Tensor, mids: Tensor) -> None:
+        """Attack the examples ``sub`` at their budgets ``mids`` (one per example, or one shared) and
+        narrow their brackets: success lowers ε*, failure raises the lower end."""
+        ev = self.ev
+        budgets = mids.expand(sub.numel())
+        res = self._call(sub, budgets.view(1, -1) if mids.numel() > 1 else [float(mids)])
+        hit = res.success[0].cpu()
+        keep = torch.zeros(int(hit.sum()), dtype=torch.long)
+        self._store(sub[hit], _select(res, hit.to(res.success.device)), keep)
+        ev.eps_star[sub[hit]] = budgets[hit]
+        ev.eps_lower[sub[~hit]] = budgets[~hit]
 
 
 def _select(res: AttackResult, mask: Tensor) -> AttackResult:

@@ -247,3 +247,36 @@ def test_gradient_attacks_survive_a_saturated_softmax() -> None:
     assert (torch.autograd.grad(ce, rep)[0].flatten(1).abs().amax(1) == 0).any(), "no example saturates"
     result = create_attack("pgd", norm="l2", eps=1e3, steps=40, rel_stepsize=0.1)(victim, waves, labels)
     assert result.success.float().mean() == 1.0
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("bim_a", {"norm": "l2", "steps": 5}), ("bim_b", {"norm": "linf", "steps": 4}),
+    ("pgd", {"norm": "l2", "steps": 3}), ("pgd", {"norm": "linf", "steps": 3}),
+    ("nes", {"norm": "l2", "max_iterations": 3, "n_samples": 4}), ("noise", {"domain": "representation"}),
+])
+def test_per_example_budgets_equal_one_call_per_budget(name: str, kwargs: dict) -> None:
+    """A (1, N) tensor of budgets gives each example what a call at its own float budget gives it (the
+    harness refines every example's ε* in one call per step instead of one call per distinct budget)."""
+    victim = trained_victim()
+    waves, labels = tones(2, seed=3)
+    waves, labels = waves[:6], labels[:6]
+    budgets = torch.tensor([0.05, 0.2, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    attack = ATTACKS.create(name, **kwargs)
+    assert attack.per_example_budgets
+    torch.manual_seed(0)
+    together = attack(victim, waves, labels, epsilons=budgets.view(1, -1))
+    for i, eps in enumerate(budgets.tolist()):
+        torch.manual_seed(0)  # the same random draws as the batched call's row i
+        alone = attack(victim, waves, labels, epsilons=[eps])
+        assert together.success[0, i] == alone.success[0, i]
+        assert torch.allclose(together.adversarial[0, i], alone.adversarial[0, i], atol=1e-5, rtol=1e-5)
+        assert together.norms[0, i] <= eps * (1 + 1e-5) + 1e-6
+    assert together.epsilons.shape == (1, 6)
+
+
+def test_per_example_budgets_are_refused_where_unsupported() -> None:
+    attack = ATTACKS.create("deepfool", steps=5)
+    victim = trained_victim()
+    waves, labels = tones(1, seed=3)
+    with pytest.raises(ValueError, match="takes no per-example budgets"):
+        attack(victim, waves[:2], labels[:2], epsilons=torch.ones(1, 2))

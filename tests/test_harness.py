@@ -299,3 +299,18 @@ def test_record_round_trip_keeps_what_resume_needs() -> None:
     assert back.summary == ev.summary and back.eps_max == 1.0 and back.search_eps_max == 2.0
     assert torch.allclose(back.eps_clip(), ev.eps_clip(), equal_nan=True)
     assert back.adversarial is None
+
+
+def test_per_example_refinement_matches_grouped_calls_with_fewer_calls() -> None:
+    from attacks.gradient import FGSM
+
+    class GroupedFGSM(FGSM):
+        per_example_budgets = False
+
+    victim = trained_victim()
+    waves, labels = tones(4, seed=7)
+    kw = dict(eps_max=3.0, search_eps_max=20.0, n_budgets=5, name="fgsm")
+    fast = evaluate_attack(victim, FGSM(norm="l2"), waves, labels, **kw)
+    slow = evaluate_attack(victim, GroupedFGSM(norm="l2"), waves, labels, **kw)
+    assert torch.equal(fast.eps_star, slow.eps_star) and torch.equal(fast.eps_lower, slow.eps_lower)
+    assert fast.attack_calls < slow.attack_calls and fast.summary["eps_star_resolution"] <= 0.05
