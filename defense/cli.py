@@ -28,9 +28,15 @@ def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> Non
 
 
 def _compose(args: argparse.Namespace) -> dict:
-    from victims.config import compose, parse_overrides
+    """The single-run config; a grid experiment is a one-line error naming the command that runs it."""
+    from victims.config import compose, load_option, parse_overrides, read_yaml
 
-    return compose(args.experiment, parse_overrides(args.overrides))
+    path = Path(str(args.experiment))
+    raw = read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", str(args.experiment))
+    if "grid" in raw:
+        raise ConfigError(f"experiment '{args.experiment}' is a grid: run it with `advaudio experiment "
+                          f"{args.experiment}`")
+    return compose(raw, parse_overrides(args.overrides))
 
 
 def _experiment_first(args: argparse.Namespace) -> None:
@@ -110,13 +116,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
-    from evaluation.report import collect, format_tables, write_tables
+    from evaluation.report import collect, format_tables, verdict_counts, write_tables
     from evaluation.tracking import setup_tracking
 
     setup_tracking(experiment, tracking_uri, outputs)
     data = collect(experiment, tracking_uri)
     paths = write_tables(data, outputs / "reports" / experiment)
     print(format_tables(data))
+    for defense in data.defenses:
+        counts = verdict_counts(data, defense)
+        print(f"Table III verdicts ({defense}): " + ", ".join(f"{v} {n}" for v, n in counts.items()))
     print(f"tables written to {paths[0].parent}")
     return 0
 
@@ -193,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advaudio`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:  # key=value typed after an option (`advaudio experiment demo --outputs d train.seed=1`)
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     _experiment_first(args)

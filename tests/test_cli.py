@@ -39,6 +39,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     (["train", "victim=resnet19"], "unknown victim option 'resnet19' (did you mean 'resnet18'?)"),
     (["train", "train.optimizer=rmsprop"], "bad value for 'train.optimizer'"),
     (["experiment", "demo", "evaluation.n_example=3"], "unknown key 'evaluation.n_example'"),
+    (["train", "-e", "demo"], "experiment 'demo' is a grid: run it with `advaudio experiment demo`"),
     (["train", "--tracking-uri", "http://127.0.0.1:9", "train.epochs=1"] + TINY_TRAIN,
      "MLflow server at http://127.0.0.1:9 is not reachable"),
 ])
@@ -77,3 +78,11 @@ def test_train_then_attack_one_file(env: Path, capsys: pytest.CaptureFixture[str
     assert "before:" in printed and "after:" in printed and "SNR:" in printed
     wave, rate = sf.read(adv)
     assert rate == 8000 and wave.shape == (test.num_samples,) and np.abs(wave).max() <= 1.0
+
+
+def test_overrides_are_accepted_after_options(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 8: `advaudio experiment demo --outputs DIR train.seed=1` reaches the config, not argparse."""
+    assert main(["experiment", "demo", "--outputs", str(env / "out"), "evaluation.n_exampl=3"]) == 2
+    assert "unknown key 'evaluation.n_exampl'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", "demo", "train.seed=1"])  # report takes no overrides: argparse's usage error
