@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from defense.objectives import FGSMMix, steepest
+from attacks.gradient import ball
+from defense.objectives import FGSMMix
 from training.objective import CleanObjective
 from victims.frontends import FrontEnd
 from victims.victim import Victim
@@ -63,7 +64,7 @@ def naive_fgsm_mix(victim: Victim, wave: Tensor, labels: Tensor, backward: Calla
         x = victim.represent(wave)
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(victim.classify(xg), labels), xg)
-    x_adv = victim.bounds("representation").clip(x + EPS * steepest(grad, "l2"))
+    x_adv = victim.bounds("representation").clip(x + EPS * ball("l2").normalize(grad))
     clean, adv = F.cross_entropy(victim.classify(x), labels), F.cross_entropy(victim.classify(x_adv), labels)
     loss = ALPHA * clean + (1 - ALPHA) * adv
     backward(loss)

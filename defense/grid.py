@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from victims.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted, to_dataclass
+from evaluation.tracking import ORIGINAL
 from victims.registry import ConfigError
 
 CELL_GROUPS = ("dataset", "frontend", "victim", "defense")
 GRID_AXES = (*CELL_GROUPS, "attack")
-ORIGINAL = "none"
 
 
 @dataclass

@@ -16,7 +16,8 @@ Each works in the ``representation`` domain (the front-end runs once without gra
 normalised representation is attacked, as in seed 004) or the ``waveform`` domain (end to end).
 Adversarial inputs stay inside ``victim.bounds(domain)``; ``eps`` is in the domain's units (for the
 representation: normalised units, i.e. per-band standard deviations). Norms: ``linf`` (sign step)
-or ``l2`` (step along the L2-normalised gradient).
+or ``l2`` (step along the L2-normalised gradient); the steepest direction, projection and random start
+are the attack suite's threat models (:mod:`attacks.gradient`), so training and evaluation share them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks.gradient import ball
 from training.objective import OBJECTIVES, Backward, StepOutput
 from victims.bounds import Bounds
 from victims.registry import ConfigError
@@ -74,36 +76,7 @@ def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, labels: Tensor, eps: floa
     x = x.detach().requires_grad_(True)
     logits = model(x)
     (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), x)
-    return bounds.clip(x.detach() + eps * steepest(grad, norm)), logits.detach()
-
-
-def steepest(grad: Tensor, norm: str) -> Tensor:
-    """Unit steepest-ascent direction: ``sign(g)`` for linf, ``g/‖g‖₂`` per example for l2.
-
-    Invariant to a positive scale of ``grad`` (a GradScaler's factor or the loss weight α).
-    """
-    if norm == "linf":
-        return grad.sign()
-    size = grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
-    return grad / size.view(-1, *([1] * (grad.dim() - 1)))
-
-
-def project(delta: Tensor, eps: float, norm: str) -> Tensor:
-    """Project perturbations onto the ε-ball of ``norm`` (per example)."""
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    size = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
-    return delta * (eps / size).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
-
-
-def random_start(x: Tensor, eps: float, norm: str) -> Tensor:
-    """Uniform sample of the ε-ball: a cube for linf; for l2 a Gaussian direction with radius ε·U^(1/d)."""
-    if norm == "linf":
-        return torch.empty_like(x).uniform_(-eps, eps)
-    direction = steepest(torch.randn_like(x), "l2")
-    d = x[0].numel()
-    radius = eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / d)
-    return direction * radius.view(-1, *([1] * (x.dim() - 1)))
+    return bounds.clip(x.detach() + eps * ball(norm).normalize(grad)), logits.detach()
 
 
 @OBJECTIVES.register("fgsm_mix")
@@ -144,7 +117,7 @@ class FGSMMix:
         backward(clean * self.alpha)
         if self.alpha == 1:
             return StepOutput(clean.detach(), logits.detach())
-        x_adv = bounds.clip(x.detach() + self.eps * steepest(x.grad, self.norm))
+        x_adv = bounds.clip(x.detach() + self.eps * ball(self.norm).normalize(x.grad))
         adv = F.cross_entropy(model(x_adv), labels)
         backward((1 - self.alpha) * adv)
         loss = self.alpha * clean.detach() + (1 - self.alpha) * adv.detach()
@@ -190,14 +163,15 @@ class PGDTraining:
 
     def perturb(self, model: Callable[[Tensor], Tensor], x: Tensor, labels: Tensor, bounds: Bounds) -> Tensor:
         """The adversarial input (detached) after ``steps`` projected ascent steps from ``x``."""
-        delta = random_start(x, self.eps, self.norm) if self.random_start else torch.zeros_like(x)
+        threat = ball(self.norm)
+        delta = threat.random_start(x, self.eps) if self.random_start else torch.zeros_like(x)
         x_adv = bounds.clip(x + delta)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             loss = F.cross_entropy(model(x_adv), labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)
-            step = x_adv.detach() + self.step_size * steepest(grad, self.norm)
-            x_adv = bounds.clip(x + project(step - x, self.eps, self.norm))
+            step = x_adv.detach() + self.step_size * threat.normalize(grad)
+            x_adv = bounds.clip(x + threat.project(step - x, self.eps))
         return x_adv.detach()
 
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:

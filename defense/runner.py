@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 
 from attacks import create_attack
-from defense.grid import ORIGINAL, EvalConfig, Grid
+from defense.grid import EvalConfig, Grid
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import plots, report, sanity
 from evaluation.audio_out import to_waveforms, write_adversarial_wavs
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate_attack, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
-from evaluation.tracking import OUTPUTS, find_run, flatten, setup_tracking
+from evaluation.tracking import ORIGINAL, OUTPUTS, find_run, flatten, setup_tracking
 from training.data import load_splits
 from training.data.base import ClipSet
 from victims.victim import Victim

@@ -142,13 +142,6 @@ def label_confidences(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return prob.amax(dim=-1), prob.gather(1, labels.view(-1, 1)).squeeze(1)
 
 
-def accuracy(logits: Tensor, labels: Tensor) -> float:
-    """Share of examples whose arg-max prediction equals the label (``nan`` if empty)."""
-    if labels.numel() == 0:
-        return math.nan
-    return float((logits.argmax(dim=-1) == labels).double().mean())
-
-
 def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
     """``(C, C)`` int64 counts, rows = true label, columns = prediction (sklearn's convention)."""
     index = labels.long() * num_classes + predictions.long()

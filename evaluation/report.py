@@ -49,12 +49,11 @@ from evaluation import stats
 from evaluation.harness import AttackEvaluation, from_record
 from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
-from evaluation.tracking import check_server, default_tracking_uri, iter_runs
+from evaluation.tracking import ORIGINAL, check_server, default_tracking_uri, iter_runs
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
 
-ORIGINAL = "none"
 TAG_PREFIX = "advaudio."
 COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed")
 ATTACK_TAGS = ("norm", "domain", "in_tables")

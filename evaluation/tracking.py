@@ -19,7 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from victims.registry import ConfigError
 
+ORIGINAL = "none"
+"""The defense name of the original (undefended) model that every ε_r compares with."""
 OUTPUTS = Path(os.environ.get("ADVAUDIO_OUTPUTS", "outputs"))
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reports read one small record per run
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 """The user's ``$MLFLOW_TRACKING_URI`` as the process started: ``mlflow.set_tracking_uri`` rewrites the
 variable, so reading it later would send a second store's runs to the first one."""

@@ -112,7 +112,7 @@ def test_adversarial_examples_stay_in_ball_and_bounds(norm: str) -> None:
     bounds = victim.bounds("representation")
     for objective in (O.FastFGSM(eps=0.8, norm=norm), O.PGDTraining(eps=0.8, steps=4, norm=norm)):
         adv = objective.perturb(victim.classify, x, labels, bounds)
-        size = O.project(adv - x, 1e9, norm).flatten(1)
+        size = (adv - x).flatten(1)
         size = size.abs().amax(dim=1) if norm == "linf" else size.norm(dim=1)
         assert (size <= 0.8 + 1e-5).all() and bounds.contains(adv).all()
         assert not torch.equal(adv, x)
@@ -192,13 +192,6 @@ def test_robust_logits_are_eval_mode_and_leave_no_trace(name: str) -> None:
     x_adv = craft(victim.eval(), victim.represent(waves), labels)
     with torch.no_grad():
         torch.testing.assert_close(logits, victim.classify(x_adv))
-
-
-def test_l2_random_start_lies_in_the_ball() -> None:
-    x = torch.zeros(500, 1, 2, 1)
-    r = O.random_start(x, 2.0, "l2").flatten(1).norm(dim=1)
-    assert (r <= 2.0 + 1e-6).all()
-    assert float((r <= 2.0 / 2 ** 0.5).double().mean()) == pytest.approx(0.5, abs=0.08)  # area ∝ r² in 2-D
 
 
 def test_defense_configs_build_registered_objectives() -> None:

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
@@ -299,8 +299,3 @@ def _resume(path: Path, victim: Victim, opt: torch.optim.Optimizer, sched: Any,
     return {"epoch": ckpt["epoch"], "best_epoch": ckpt["best_epoch"], "history": list(ckpt["history"]),
             "since_best": ckpt["since_best"], "best_model": {k: v.cpu() for k, v in best.items()} if best is not None
             else None, "criterion": ckpt.get("criterion", "clean")}
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as a plain dict (for logging)."""
-    return asdict(cfg)
