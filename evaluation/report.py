@@ -494,7 +494,8 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
                    f"models, {across} ({budget})", table_2(data, defense, attacks=attacks))
             yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15) averaged over each row's "
                    f"attacks where both models reach FR 0.9, {across}; ↑ interval above 1, ↓ below, ≈ contains 1 "
-                   "(* = no attack reaches 0.9: a mean of lower bounds)", table_3(data, defense, attacks))
+                   "(* = no attack reaches 0.9: a mean of lower bounds; no interval = undetermined, more than 5 % of the "
+                   "draws undefined, too few broken clips)", table_3(data, defense, attacks))
             if len(seeds) > 1:
                 for seed in seeds:
                     yield (f"table_3_{name}_seed{seed}", f"Table III, training seed {seed}: ε_r [{level} paired "

@@ -57,14 +57,19 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
 
 def percentile_interval(draws: np.ndarray, value: float, level: float = 0.95,
                         partial: np.ndarray | None = None) -> Interval:
-    """Percentile interval of the non-``nan`` ``draws`` (``inf`` allowed) around ``value``."""
+    """Percentile interval of the non-``nan`` ``draws`` (``inf`` allowed) around ``value``.
+
+    When more than ``1 − level`` of the draws are undefined, the defined ones cannot bound the statistic
+    at ``level`` (they are a biased subset, e.g. draws that happened to include a broken clip): the
+    bounds are then ``nan`` ("undetermined") and ``undefined_share`` says why.
+    """
     draws = np.asarray(draws, dtype=np.float64)
     defined = ~np.isnan(draws)
     undefined = float(np.mean(~defined)) if draws.size else 1.0
     partial_share = 0.0
     if partial is not None and draws.size:
         partial_share = float(np.mean(np.asarray(partial, dtype=bool) & defined))
-    if not defined.any():
+    if not defined.any() or undefined > 1 - level:
         return Interval(float(value), math.nan, math.nan, undefined, partial_share)
     ordered = np.sort(draws[defined])
     low, high = (_order_statistic(ordered, q) for q in ((1 - level) / 2, (1 + level) / 2))

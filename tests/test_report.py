@@ -233,3 +233,47 @@ def test_markdown_escapes_and_aligns() -> None:
     md = R.to_markdown(pd.DataFrame({"a": ["x|y", ""], "long name": [1.5, math.nan]}))
     assert md.splitlines() == ["| a    | long name |", "|------|-----------|", "| x\\|y | 1.5       |",
                                "|      |           |"]
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> R.ReportData:
+    """Runs as the grid runner tags them: two seeds, an L2 and an L0 table attack, and a baseline."""
+    root = tmp_path_factory.mktemp("tagged")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("seeds", artifact_location=(root / "artifacts").as_uri())
+    clock = iter(range(10, 10_000))
+    attacks = {"bim_a": ("l2", "true"), "jsma": ("l0", "true"), "noise": ("l2", "false")}
+    eps_r = {("bim_a", "0"): 1.2, ("bim_a", "1"): 1.6, ("jsma", "0"): 0.5, ("jsma", "1"): 0.7,
+             ("noise", "0"): 1.0, ("noise", "1"): 1.1}
+    for seed in ("0", "1"):
+        for defense in ("none", "fgsm_mix"):
+            tags = dict(kind="train", dataset=DS, frontend=STFT, victim="alexnet", defense=defense, seed=seed)
+            _run(client, exp, tags, {"test_accuracy": 0.8 if seed == "0" else 0.9}, start=next(clock))
+            for attack, (norm, in_tables) in attacks.items():
+                tags = dict(kind="attack", dataset=DS, frontend=STFT, victim="alexnet", defense=defense, seed=seed,
+                            attack=attack, norm=norm, domain="representation", in_tables=in_tables)
+                metrics = {"fooling_auc": 0.5, "eps_max": 3.0 if norm == "l2" else 100.0}
+                if defense == "fgsm_mix":
+                    metrics.update(eps_r=eps_r[attack, seed], eps_r_partial=0.0)
+                _run(client, exp, tags, metrics, start=next(clock))
+    return R.collect("seeds", uri)
+
+
+def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: R.ReportData) -> None:
+    """Issue 7: L0 and L2 never share a row, baselines sit in rows of their own, and repeated training seeds
+    give the mean with the Student-t interval across seeds."""
+    assert list(tagged.table_rows()) == [(DS, STFT, "l0"), (DS, STFT, "l2"), (DS, STFT, "noise (l2)")]
+    t3 = R.table_3(tagged, "fgsm_mix").set_index(R.ROWS)
+    # mean 1.4, s = 0.2828, t(0.975, 1) = 12.706: 1.4 ± 2.541
+    assert t3.at[(DS, STFT, "l2"), "alexnet"] == "1.400 [-1.141, 3.941] ≈ (n=2)"
+    assert t3.at[(DS, STFT, "l0"), "alexnet"].startswith("0.600 [")
+    per_seed = R.table_3(tagged, "fgsm_mix", seed="1").set_index(R.ROWS)
+    assert per_seed.at[(DS, STFT, "l2"), "alexnet"] == "1.600"  # no per-clip record: no bootstrap interval
+    t1 = R.table_1(tagged, "fgsm_mix").set_index(R.ROWS[:2])
+    assert t1.at[(DS, STFT), "alexnet"].startswith("85.00 [") and t1.at[(DS, STFT), "alexnet"].endswith(
+        "(n=2), (0.00)")
+    assert R.verdict_counts(tagged, "fgsm_mix") == {"↑": 0, "↓": 0, "≈": 3}
+    stems = [stem for stem, _, _ in R._sections(tagged, None)]
+    assert "table_3_fgsm_mix_seed0" in stems and "table_3_fgsm_mix_seed1" in stems
+    assert "ε_max: l0 100; l2 3; noise (l2) 3" in R.format_tables(tagged)

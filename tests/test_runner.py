@@ -91,6 +91,12 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     assert {"eps_r.fgsm", "eps_r.deepfool_l2", "eps_r_ci_low.fgsm", "eps_r_p.deepfool_l2", "test_accuracy", "sanity.gradients_representation_ce", "sanity.gradients_representation_margin"} <= set(
         model.data.metrics)
     assert all(r.data.tags.get("mlflow.parentRunId") for r in attacks)
+    # the report reads back every attack run's per-clip record (the source of its bootstrap intervals)
+    from evaluation.report import collect
+
+    data = collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200)
+    assert sorted(data.records) == sorted(r.info.run_id for r in attacks)
+    assert len({ev.labels.numel() for ev in data.records.values()}) == 1  # the same clips for every model
 
 
 def test_grid_errors_are_one_line(grid_file: Path) -> None:
@@ -131,7 +137,7 @@ def test_grid_runs_on_a_local_ray_cluster(grid_file: Path, tmp_path: Path) -> No
     finished: list[str] = []
     rows = run_grid(load_grid(grid_file, {"grid.attack": ["fgsm"], "attack_overrides": {}}), outputs=outputs,
                     executor="ray", progress=finished.append)
-    assert finished == ["finished column stft_db_small/resnet56"]
+    assert finished == ["finished column stft_db_small/resnet56/seed0"]
     assert {(r["defense"], r["attack"]) for r in rows} == {("none", "fgsm"), ("fgsm_mix", "fgsm")}
     assert "eps_r" in next(r for r in rows if r["defense"] == "fgsm_mix")
     assert len(_runs(outputs, "train")) == 2 and len(_runs(outputs, "attack")) == 2

@@ -66,11 +66,14 @@ def test_percentile_interval_order_statistics_nan_inf_and_partial() -> None:
     draws = np.arange(1.0, 1001.0)[::-1].copy()
     # Efron & Tibshirani's percentile interval: the B·α-th and B·(1−α)-th ordered draws, 25 and 975 of 1000.
     assert S.percentile_interval(draws, 500.0) == S.Interval(500.0, 25.0, 975.0, 0.0, 0.0)
-    draws[:100] = NAN  # 1000..901 undefined: the interval runs over 1..900
+    draws[:40] = NAN  # 1000..961 undefined: the interval runs over 1..960
     partial = np.zeros(1000, dtype=bool)
-    partial[:150] = True  # 100 of them undefined, 50 defined
+    partial[:90] = True  # 40 of them undefined, 50 defined
     iv = S.percentile_interval(draws, 1.0, partial=partial)
-    assert (iv.low, iv.high, iv.undefined_share, iv.partial_share) == (23.0, 878.0, 0.1, 0.05)
+    assert (iv.low, iv.high, iv.undefined_share, iv.partial_share) == (24.0, 936.0, 0.04, 0.05)
+    draws[:100] = NAN  # 10 % undefined > 5 %: the defined draws cannot bound a 95 % interval
+    iv = S.percentile_interval(draws, 1.0, partial=partial)
+    assert math.isnan(iv.low) and math.isnan(iv.high) and iv.undefined_share == 0.1
     with_inf = np.array([1.0, 2.0, INF, INF])
     assert S.percentile_interval(with_inf, 2.0, level=0.5) == S.Interval(2.0, 1.0, INF, 0.0)
     none = S.percentile_interval(np.full(10, NAN), NAN)
