@@ -76,3 +76,7 @@ def test_checkpoint_roundtrip_and_errors(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "torn.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_victim(tmp_path / "missing.pt")
+    torch.save({"spec": {}, "model": {}, "optimizer": torch.optim.SGD}, tmp_path / "foreign.pt")  # pickles a class
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "foreign.pt")
+    assert "not an advaudio checkpoint" in str(err.value) and "weights_only=False" not in str(err.value)

@@ -52,7 +52,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if first.startswith("Weights only load failed"):  # torch's advice to unpickle arbitrary code: not ours
+            first = "it holds Python objects, not an advaudio checkpoint's tensors (refusing to unpickle code)"
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or "spec" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a victim checkpoint (no 'spec'/'model' entries)")
     return ckpt
