@@ -220,7 +220,8 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         clean_pred = _predict(victim, waves, batch_size, device)
         labels = labels.cpu().long()
         ev = _start(victim, attack, labels, clean_pred, targets, name)
-        ev.eps_max, ev.search_eps_max, ev.rtol, ev.eps_floor, ev.epsilons = float(eps_max), search, rtol, floor, epsilons
+        ev.eps_max, ev.search_eps_max, ev.rtol, ev.eps_floor = float(eps_max), search, rtol, floor
+        ev.epsilons = epsilons
         ev.sweep_success = torch.full((epsilons.numel(), ev.eps_star.numel()), -1, dtype=torch.int8)
         runner = _Runner(victim, attack, ev, waves[ev.base_index.to(waves.device)], device, sweep_chunk, n_bisect)
         todo = torch.arange(ev.eps_star.numel())

@@ -294,11 +294,11 @@ def _cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] |
         if metric == "fooling_auc":
             value, low, high, partial = _auc_cell(data, group)
         else:
-            pairs = [(r, orig.loc[(*key, r["attack"])]) for _, r in group.iterrows() if (*key, r["attack"]) in orig.index]
+            pairs = [(r, orig.loc[(*key, r["attack"])]) for _, r in group.iterrows()
+                     if (*key, r["attack"]) in orig.index]
             value, low, high, partial = _ratio_cell(data, pairs)
         if math.isfinite(value):
-            rows.append(dict(zip(ROWS[:2] + ROWS[2:] + ["victim", "seed"], key), value=value, low=low, high=high,
-                             partial=partial))
+            rows.append(dict(zip([*ROWS, "victim", "seed"], key), value=value, low=low, high=high, partial=partial))
     return pd.DataFrame(rows, columns=[*ROWS, "victim", "seed", "value", "low", "high", "partial"])
 
 
@@ -315,7 +315,8 @@ def _auc_cell(data: ReportData, group: pd.DataFrame) -> tuple[float, float, floa
         found = stats.percentile_interval(100 * draws, value, data.level)
         return value, found.low, found.high, False
     if len(group) == 1 and "fooling_auc_ci_low" in group:
-        return value, 100 * float(group["fooling_auc_ci_low"].iloc[0]), 100 * float(group["fooling_auc_ci_high"].iloc[0]), False
+        one = group.iloc[0]
+        return value, 100 * float(one["fooling_auc_ci_low"]), 100 * float(one["fooling_auc_ci_high"]), False
     return value, math.nan, math.nan, False
 
 
@@ -337,7 +338,8 @@ def _ratio_cell(data: ReportData, pairs: list[tuple[pd.Series, pd.Series]]) -> t
         found = mean_ratio_interval(records, n_boot=data.n_boot, level=data.level)  # type: ignore[arg-type]
         return value, found.low, found.high, partial
     if len(used) == 1:
-        return value, float(used[0][2].get("eps_r_ci_low", math.nan)), float(used[0][2].get("eps_r_ci_high", math.nan)), partial
+        logged = used[0][2]
+        return value, logged.get("eps_r_ci_low", math.nan), logged.get("eps_r_ci_high", math.nan), partial
     return value, math.nan, math.nan, partial
 
 
@@ -494,8 +496,8 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
                    f"models, {across} ({budget})", table_2(data, defense, attacks=attacks))
             yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15) averaged over each row's "
                    f"attacks where both models reach FR 0.9, {across}; ↑ interval above 1, ↓ below, ≈ contains 1 "
-                   "(* = no attack reaches 0.9: a mean of lower bounds; no interval = undetermined, more than 5 % of the "
-                   "draws undefined, too few broken clips)", table_3(data, defense, attacks))
+                   "(* = no attack reaches 0.9: a mean of lower bounds; no interval = undetermined, more than "
+                   "5 % of the draws undefined, too few broken clips)", table_3(data, defense, attacks))
             if len(seeds) > 1:
                 for seed in seeds:
                     yield (f"table_3_{name}_seed{seed}", f"Table III, training seed {seed}: ε_r [{level} paired "
