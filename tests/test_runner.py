@@ -135,7 +135,8 @@ def test_grid_runs_on_a_local_ray_cluster(grid_file: Path, tmp_path: Path) -> No
     """The same grid with one Ray task per model column (a local Ray instance started by the runner)."""
     outputs = tmp_path / "out"
     finished: list[str] = []
-    rows = run_grid(load_grid(grid_file, {"grid.attack": ["fgsm"], "attack_overrides": {}}), outputs=outputs,
+    only_fgsm = {"grid.attack": ["fgsm"], "attack_overrides": {"fgsm": {"domain": "representation", "norm": "l2"}}}
+    rows = run_grid(load_grid(grid_file, only_fgsm), outputs=outputs,
                     executor="ray", progress=finished.append)
     assert finished == ["finished column stft_db_small/resnet56/seed0"]
     assert {(r["defense"], r["attack"]) for r in rows} == {("none", "fgsm"), ("fgsm_mix", "fgsm")}
