@@ -28,18 +28,18 @@ from torch import Tensor
 from attacks import create_attack
 from defense.grid import EvalConfig, Grid
 from defense.pipeline import TrainedVictim, train_from_config
+from evaluation import metrics as M
 from evaluation import plots, report, sanity
 from evaluation.audio_out import to_waveforms, write_adversarial_wavs
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate_attack, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
-from evaluation.tracking import ORIGINAL, OUTPUTS, find_run, flatten, setup_tracking
+from evaluation.tracking import ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, load_record, setup_tracking
 from training.data import load_splits
 from training.data.base import ClipSet
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-RECORD_ARTIFACT = "evaluation.json"
 
 
 @dataclass
@@ -106,7 +106,7 @@ def auto_defense_eps(defense_cfg: dict[str, Any], original: Victim, val: ClipSet
     ev = evaluate_attack(original, create_attack("fgsm", domain=domain, norm=norm), waves, labels, eps_max=eps_max,
                          search_eps_max=search, n_budgets=ev_cfg.n_budgets, rtol=ev_cfg.eps_rtol,
                          batch_size=ev_cfg.batch_size, seed=ev_cfg.seed, name="fgsm")
-    median = float(ev.eps_star.quantile(0.5)) if ev.eps_star.numel() else math.inf
+    median = M.median(ev.eps_star)  # nan for an empty base set
     base_eps = median if math.isfinite(median) else search
     cfg["eps"] = round(fraction * base_eps, 6)
     log.info("defense eps auto: %g x median FGSM eps* %.4g on %d validation clips = %g", fraction, median,
@@ -173,7 +173,10 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     done = find_run(exp_id, "advaudio.cell_key", key)
     if done is not None and done.data.tags.get("advaudio.status") == "finished":
-        record = mlflow.artifacts.load_dict(f"runs:/{done.info.run_id}/{RECORD_ARTIFACT}")
+        record = load_record(done.info.run_id)
+        if record is None:
+            raise ValueError(f"finished attack run {done.info.run_id} has no {RECORD_ARTIFACT}: it comes from an "
+                             "older advaudio; delete it or use a new --outputs")
         return done.info.run_id, from_record(record)
     victim: Victim = tv.result.victim
     kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}

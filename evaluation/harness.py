@@ -219,10 +219,7 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
             torch.manual_seed(seed)
         clean_pred = _predict(victim, waves, batch_size, device)
         labels = labels.cpu().long()
-        ev = _start(victim, attack, labels, clean_pred, targets, name)
-        ev.eps_max, ev.search_eps_max, ev.rtol, ev.eps_floor = float(eps_max), search, rtol, floor
-        ev.epsilons = epsilons
-        ev.sweep_success = torch.full((epsilons.numel(), ev.eps_star.numel()), -1, dtype=torch.int8)
+        ev = _start(victim, attack, labels, clean_pred, targets, name, float(eps_max), search, rtol, floor, epsilons)
         runner = _Runner(victim, attack, ev, waves[ev.base_index.to(waves.device)], device, sweep_chunk, n_bisect)
         todo = torch.arange(ev.eps_star.numel())
         for start in range(0, todo.numel(), batch_size):
@@ -374,7 +371,8 @@ def _predict(victim: Victim, waves: Tensor, batch_size: int, device: torch.devic
 
 
 def _start(victim: Victim, attack: Attack, labels: Tensor, clean_pred: Tensor, targets: Tensor | None,
-           name: str | None) -> AttackEvaluation:
+           name: str | None, eps_max: float, search_eps_max: float, rtol: float, eps_floor: float,
+           epsilons: Tensor) -> AttackEvaluation:
     base = clean_pred == labels
     n = int(base.sum())
     tgt = None
@@ -384,11 +382,12 @@ def _start(victim: Victim, attack: Attack, labels: Tensor, clean_pred: Tensor, t
             raise ValueError("a target equals the true label of a correctly classified example")
     return AttackEvaluation(
         attack=name or type(attack).__name__, domain=attack.domain, norm=attack.norm, targeted=attack.targeted,
-        fixed_budget=attack.fixed_budget, eps_max=math.nan, search_eps_max=math.nan, rtol=math.nan,
-        eps_floor=math.nan, epsilons=torch.zeros(0, dtype=torch.float64), num_classes=victim.num_classes,
+        fixed_budget=attack.fixed_budget, eps_max=eps_max, search_eps_max=search_eps_max, rtol=rtol,
+        eps_floor=eps_floor, epsilons=epsilons, num_classes=victim.num_classes,
         labels=labels, clean_pred=clean_pred, base=base, targets=tgt,
         eps_star=torch.full((n,), math.inf, dtype=torch.float64), eps_lower=torch.zeros(n, dtype=torch.float64),
-        sweep_success=torch.zeros(0, n, dtype=torch.int8), total_queries=torch.zeros(n, dtype=torch.int64))
+        sweep_success=torch.full((epsilons.numel(), n), -1, dtype=torch.int8),
+        total_queries=torch.zeros(n, dtype=torch.int64))
 
 
 class _Runner:

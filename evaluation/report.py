@@ -31,7 +31,6 @@ their intervals on the defended model's runs. Both carry the coordinate tags ``a
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -49,7 +48,7 @@ from evaluation import stats
 from evaluation.harness import AttackEvaluation, from_record
 from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
-from evaluation.tracking import ORIGINAL, check_server, default_tracking_uri, iter_runs
+from evaluation.tracking import ORIGINAL, check_server, default_tracking_uri, iter_runs, load_record
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,6 @@ SUMMARY = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star_within_eps0
            "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "median_iterations", "eps_max",
            "fooling_auc_ci_low", "fooling_auc_ci_high")
 RATIO = ("eps_r", "eps090_ratio", "eps_r_partial", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")
-RECORD_ARTIFACT = "evaluation.json"
 Model = Literal["defended", "original"]
 
 
@@ -177,10 +175,9 @@ def _records(client: MlflowClient, runs: pd.DataFrame) -> dict[str, AttackEvalua
     """Per-clip records of the attack runs that logged one."""
     out = {}
     for run_id in runs.loc[runs["kind"] == "attack", "run_id"] if not runs.empty else []:
-        names = {a.path for a in client.list_artifacts(run_id)}
-        if RECORD_ARTIFACT in names:
-            path = client.download_artifacts(run_id, RECORD_ARTIFACT)
-            out[run_id] = from_record(json.loads(Path(path).read_text()))
+        record = load_record(run_id, client)
+        if record is not None:
+            out[run_id] = from_record(record)
     return out
 
 

@@ -91,6 +91,19 @@ def find_run(experiment_id: str, key: str, value: str) -> Run | None:
     return runs[0] if runs else None
 
 
+RECORD_ARTIFACT = "evaluation.json"
+"""Per-clip record of an attack run (:func:`evaluation.harness.to_record`): intervals, curves, pairwise
+sanity checks and reports are rebuilt from it."""
+
+
+def load_record(run_id: str, client: MlflowClient | None = None) -> dict[str, Any] | None:
+    """The per-clip record of an attack run as a dict, or ``None`` if the run logged none."""
+    client = client or MlflowClient()
+    if RECORD_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    return json.loads(Path(client.download_artifacts(run_id, RECORD_ARTIFACT)).read_text())
+
+
 def iter_runs(experiment_id: str, filter_string: str = "", client: MlflowClient | None = None) -> Iterator[Run]:
     """All runs of an experiment matching ``filter_string`` (pages through the store).
 
