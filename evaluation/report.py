@@ -262,8 +262,8 @@ def table_1_values(data: ReportData, defense: str | None) -> pd.DataFrame:
 
 
 def table_1(data: ReportData, defense: str | None = None) -> pd.DataFrame:
-    """Seed 004's Table I: ``"acc_orig, (drop)"`` in percent, drop = original − defended accuracy; with
-    several seeds the means over seeds and the original's interval across seeds."""
+    """Seed 004's Table I: ``"acc_orig [low, high], (drop)"`` in percent, drop = original − defended
+    accuracy; the interval is the logged Wilson interval of one seed, or the t-interval across seeds."""
     defense = data.resolve(defense)
     long = table_1_values(data, defense).set_index([*CELL, "defense"])
 
@@ -272,9 +272,7 @@ def table_1(data: ReportData, defense: str | None = None) -> pd.DataFrame:
         if orig not in long.index:
             return ""
         o = long.loc[orig]
-        text = f"{o['value']:.2f}"
-        if o["n"] > 1:
-            text += f" [{o['low']:.2f}, {o['high']:.2f}] (n={int(o['n'])})"
+        text = _with_interval(o["value"], o["low"], o["high"], 2, int(o["n"]))
         return text if adv not in long.index else f"{text}, ({o['value'] - long.loc[adv, 'value']:.2f})"
 
     return _render(data.rows, data.victims, cell)

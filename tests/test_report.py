@@ -217,6 +217,13 @@ def test_defense_resolution_errors() -> None:
     assert R.table_1(data, "pgd_at").iloc[0]["v"] == "50.00, (0.00)"
 
 
+def test_table_1_shows_the_logged_wilson_interval_of_one_seed() -> None:
+    data = R.ReportData("x", pd.DataFrame([dict(run_id="1", kind="train", dataset="d", frontend="f", victim="v",
+                                                defense="none", test_accuracy=0.8, test_accuracy_ci_low=0.7112,
+                                                test_accuracy_ci_high=0.8666)]))
+    assert R.table_1(data).iloc[0]["v"] == "80.00 [71.12, 86.66]"
+
+
 def test_only_original_models_and_empty_data(tmp_path: Path) -> None:
     data = _frame([dict(run_id="1", kind="train", dataset="d", frontend="f", victim="v", defense="none",
                         attack="", test_accuracy=0.25)])
