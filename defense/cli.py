@@ -103,6 +103,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from defense.runner import count_steps, run_grid
     from victims.config import parse_overrides
 
+    raw = _read_experiment(str(args.experiment))
+    if "study" in raw:
+        return _run_study(raw, args)
     grid = load_grid(args.experiment, parse_overrides(args.overrides))
     total = count_steps(grid) if args.executor == "local" else len(list(grid.models()))
     with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress) as bar:
@@ -115,11 +118,45 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return _report(grid.name, args.tracking_uri, _outputs(args))
 
 
+def _read_experiment(name: str) -> dict:
+    """The raw experiment YAML named by option or path."""
+    from victims.config import load_option, read_yaml
+
+    path = Path(name)
+    return read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", name)
+
+
+def _run_study(raw: dict, args: argparse.Namespace) -> int:
+    """Run a seed 000/001/003 study (``study:`` key) and print its tables."""
+    from tqdm import tqdm
+
+    from experiments import study_module
+    from victims.config import parse_overrides
+
+    module = study_module(str(raw["study"]))
+    with tqdm(desc=str(raw.get("name", raw["study"])), unit="step", disable=args.no_progress) as bar:
+        def tick(message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(1)
+
+        name = module.run(raw, parse_overrides(args.overrides), tracking_uri=args.tracking_uri,
+                          outputs=_outputs(args), progress=tick)
+    print(module.report(name, args.tracking_uri, _outputs(args)))
+    return 0
+
+
 def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
+    import mlflow
+
     from evaluation.report import collect, format_tables, verdict_counts, write_tables
     from evaluation.tracking import setup_tracking
+    from experiments import STUDY_TAG, study_module
 
-    setup_tracking(experiment, tracking_uri, outputs)
+    exp_id = setup_tracking(experiment, tracking_uri, outputs)
+    study = mlflow.get_experiment(exp_id).tags.get(STUDY_TAG)
+    if study:
+        print(study_module(study).report(experiment, tracking_uri, outputs))
+        return 0
     data = collect(experiment, tracking_uri)
     paths = write_tables(data, outputs / "reports" / experiment)
     print(format_tables(data))
