@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal, Sequence, final
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from attacks.threat import perturbation_norm
 from victims.bounds import Bounds
 from victims.registry import Registry
 from victims.victim import DOMAINS, Domain, Victim
@@ -71,29 +71,6 @@ class AttackResult:
     epsilons: Tensor | None
     domain: str
     norm: str
-
-
-def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-example norm of ``delta`` (leading dim = examples) in ``linf``, ``l2`` or ``l0``."""
-    flat = delta.flatten(1)
-    if norm == "linf":
-        return flat.abs().amax(dim=1)
-    if norm == "l2":
-        return flat.norm(p=2, dim=1)
-    if norm == "l0":
-        return (flat != 0).sum(dim=1).to(delta.dtype)
-    raise ValueError(f"unknown norm '{norm}'; known: linf, l2, l0")
-
-
-def log_odds(logits: Tensor, cls: Tensor) -> Tensor:
-    """``log p_cls − log(1 − p_cls) = Z_cls − logsumexp_{i≠cls} Z_i`` per example.
-
-    Its input gradient is that of ``log p_cls`` divided by ``1 − p_cls``: the same direction as the
-    cross-entropy's, but it does not vanish when the softmax saturates (``p_cls`` rounds to 1 in
-    float32 once a logit margin passes ~17, and then the cross-entropy gradient is exactly zero).
-    """
-    others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf"))
-    return logits.gather(1, cls[:, None]).squeeze(1) - torch.logsumexp(others, dim=1)
 
 
 def is_adversarial(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:

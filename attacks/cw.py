@@ -24,16 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial, log_odds
+from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial
+from attacks.losses import class_margin, log_odds
+from attacks.threat import batch_view
 from victims.bounds import Bounds
 from victims.victim import Domain
 
 SEED000_FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
-
-
-def _per_example(mask: Tensor, like: Tensor) -> Tensor:
-    """View an ``(N,)`` tensor so it broadcasts over the trailing dims of ``like``."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 class BatchAdam:
@@ -59,11 +56,11 @@ class BatchAdam:
     def step(self, param: Tensor, grad: Tensor, active: Tensor) -> Tensor:
         """Return ``param`` after one Adam step on the ``active`` examples (``(N,)`` bool)."""
         b1, b2 = self.betas
-        act = _per_example(active, param)
+        act = batch_view(active, param)
         self.t = self.t + active.to(self.t.dtype)
         self.m = torch.where(act, b1 * self.m + (1 - b1) * grad, self.m)
         self.v = torch.where(act, b2 * self.v + (1 - b2) * grad * grad, self.v)
-        t = _per_example(self.t.clamp_min(1), param)
+        t = batch_view(self.t.clamp_min(1), param)
         m_hat = self.m / (1 - b1 ** t)
         v_hat = self.v / (1 - b2 ** t)
         return torch.where(act, param - self.lr * m_hat / (v_hat.sqrt() + self.eps), param)
@@ -94,13 +91,6 @@ def update_consts(const: Tensor, lower: Tensor, upper: Tensor, found: Tensor) ->
     lower = torch.where(found, lower, torch.maximum(lower, const))
     const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
     return const, lower, upper
-
-
-def class_margin(logits: Tensor, cls: Tensor) -> Tensor:
-    """``Z_cls − max_{i≠cls} Z_i`` per example."""
-    real = logits.gather(1, cls[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
-    return real - other
 
 
 @ATTACKS.register("cw_l2")
@@ -173,7 +163,7 @@ class CarliniWagnerL2(Attack):
                     found |= hit
                     better = hit & (l2 < best_l2)
                     best_l2 = torch.where(better, l2, best_l2)
-                    best_adv = torch.where(_per_example(better, x), adv, best_adv)
+                    best_adv = torch.where(batch_view(better, x), adv, best_adv)
                     iterations += active.to(torch.int64)
                     if self.abort_early and it % check_every == 0:
                         active &= ~(loss > prev * 0.9999)

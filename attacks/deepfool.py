@@ -27,12 +27,9 @@ import torch
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
+from attacks.threat import batch_view
 from victims.bounds import Bounds
 from victims.victim import Domain
-
-
-def _view(t: Tensor, like: Tensor) -> Tensor:
-    return t.view(-1, *([1] * (like.dim() - 1)))
 
 
 @ATTACKS.register("deepfool")
@@ -118,5 +115,5 @@ class DeepFool(Attack):
         f_best, w_best, d_best = f[rows, best], w[rows, best], dual[rows, best]
         size = (f_best.abs() + 1e-4) / d_best
         if self.norm == "l2":
-            return _view(size / d_best, w_best) * w_best
-        return _view(size, w_best) * w_best.sign()
+            return batch_view(size / d_best, w_best) * w_best
+        return batch_view(size, w_best) * w_best.sign()

@@ -1,7 +1,7 @@
 """FGSM, BIM-a, BIM-b, PGD and seed 000's PGDn: one optimisation loop, several step and stop rules.
 
-The loop follows foolbox's ``gradient_descent_base.py``: a threat model (:class:`LinfBall`,
-:class:`L2Ball`) supplies ``normalize`` (steepest-ascent direction), ``project`` (back into the
+The loop follows foolbox's ``gradient_descent_base.py``: a threat model (:mod:`attacks.threat`,
+its balls) supplies ``normalize`` (steepest-ascent direction), ``project`` (back into the
 ε-ball) and ``random_start``; an attack picks the step size, the number of steps, whether to start
 at random and whether each example stops at its first success.
 
@@ -17,88 +17,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, log_odds
+from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
+from attacks.losses import attack_loss
+from attacks.threat import Budget, ball, per_example
 from victims.bounds import Bounds
 from victims.victim import Domain
-
-_TINY = 1e-12
-
-
-Budget = float | Tensor
-"""A budget shared by the batch, or per example shaped to broadcast (``(N, 1, ..., 1)``, see :func:`per_example`)."""
-
-
-class LinfBall:
-    """L∞ threat model: sign of the gradient, element-wise clipping to ``[-eps, eps]``."""
-
-    name = "linf"
-
-    def normalize(self, grad: Tensor) -> Tensor:
-        return grad.sign()
-
-    def project(self, delta: Tensor, eps: Budget) -> Tensor:
-        if isinstance(eps, Tensor):
-            return torch.minimum(torch.maximum(delta, -eps), eps)
-        return delta.clamp(-eps, eps)
-
-    def random_start(self, like: Tensor, eps: Budget) -> Tensor:
-        return torch.empty_like(like).uniform_(-1.0, 1.0) * eps
-
-
-class L2Ball:
-    """L2 threat model: unit-norm gradient, rescaling onto the ball, uniform start inside it."""
-
-    name = "l2"
-
-    def normalize(self, grad: Tensor) -> Tensor:
-        return grad / _norms(grad).clamp_min(_TINY)
-
-    def project(self, delta: Tensor, eps: Budget) -> Tensor:
-        return delta * (eps / _norms(delta).clamp_min(_TINY)).clamp(max=1.0)
-
-    def random_start(self, like: Tensor, eps: Budget) -> Tensor:
-        """Uniform in the L2 ball: Gaussian direction, radius ``eps · u^(1/d)``."""
-        direction = torch.randn_like(like)
-        dim = like[0].numel()
-        u = torch.rand(like.shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dim)
-        return direction / _norms(direction).clamp_min(_TINY) * (u.view(-1, *([1] * (like.dim() - 1))) * eps)
-
-
-def per_example(eps: float | Tensor, like: Tensor, idx: Tensor | None = None) -> Budget:
-    """``eps`` unchanged if a float, else its entries ``idx`` (all by default) shaped to broadcast
-    against ``like`` (one budget per example)."""
-    if not isinstance(eps, Tensor):
-        return eps
-    chosen = eps if idx is None else eps[idx]
-    return chosen.view(-1, *([1] * (like.dim() - 1)))
-
-
-BALLS = {"linf": LinfBall(), "l2": L2Ball()}
-
-
-def _norms(t: Tensor) -> Tensor:
-    """Per-example L2 norm shaped to broadcast against ``t``."""
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
-
-
-def ball(norm: str) -> LinfBall | L2Ball:
-    """The threat model named ``norm``; a one-line ValueError for anything else."""
-    if norm not in BALLS:
-        raise ValueError(f"unknown norm '{norm}' for a gradient attack; known: {', '.join(BALLS)}")
-    return BALLS[norm]
-
-
-def attack_loss(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
-    """Summed loss the attacker ascends: minus the log-odds of ``labels``, or the log-odds of ``targets``.
-
-    Per example its input gradient is the cross-entropy's (``CE(labels)``, or ``−CE(targets)``) scaled by
-    ``1/(1 − p)``, so sign and normalised steps equal the usual CE steps, but they do not vanish on a
-    saturated softmax (see :func:`attacks.base.log_odds`).
-    """
-    if targets is None:
-        return -log_odds(logits, labels).sum()
-    return log_odds(logits, targets).sum()
-
 
 def reached(logits: Tensor, labels: Tensor, targets: Tensor | None, confidence: float | None) -> Tensor:
     """Per-example stop flag: adversarial, and (if set) the adversarial class's probability

@@ -25,6 +25,8 @@ from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial
 from attacks.cw import tanh_box, to_tanh_space, update_consts
+from attacks.losses import log_complement
+from attacks.threat import batch_view
 from victims.bounds import Bounds
 from victims.victim import Domain
 
@@ -106,12 +108,6 @@ def batched_lbfgs(fun: Objective, w0: Tensor, max_iter: int, history: int, max_b
     return w.view_as(w0), iterations, evaluations
 
 
-def untargeted_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """``−log(1 − p_y)`` per example, computed stably as ``logsumexp(Z) − logsumexp(Z_{i≠y})``."""
-    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
-    return torch.logsumexp(logits, dim=1) - torch.logsumexp(others, dim=1)
-
-
 @ATTACKS.register("lbfgs")
 class LBFGSAttack(Attack):
     """Szegedy et al.'s L-BFGS attack, box-constrained through tanh, binary search over ``c``.
@@ -145,7 +141,7 @@ class LBFGSAttack(Attack):
     def _class_loss(self, logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
         if self.targeted:
             return F.cross_entropy(logits, targets, reduction="none")
-        return untargeted_loss(logits, labels)
+        return log_complement(logits, labels)
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
             bounds: Bounds, eps: float | None) -> RunOutput:
@@ -179,6 +175,6 @@ class LBFGSAttack(Attack):
                 l2 = (adv - x).flatten(1).pow(2).sum(dim=1)
                 better = found & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)
-                best_adv = torch.where(better.view(-1, *([1] * (x.dim() - 1))), adv, best_adv)
+                best_adv = torch.where(batch_view(better, x), adv, best_adv)
             const, lower, upper = update_consts(const, lower, upper, found)
         return RunOutput(best_adv, iterations, queries)

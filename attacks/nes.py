@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
-from attacks.gradient import BALLS, Budget, per_example
+from attacks.threat import BALLS, Budget, batch_view, per_example
 from victims.bounds import Bounds
 from victims.victim import Domain
 
@@ -148,7 +148,7 @@ class NES(Attack):
         """Ascent step of size ``lr`` (per example) projected onto the ``eps`` ball (a float, or one
         budget per example shaped to broadcast)."""
         ball = BALLS[self.norm]
-        return ball.project(delta + lr.view(-1, *([1] * (delta.dim() - 1))) * ball.normalize(grad), eps)
+        return ball.project(delta + batch_view(lr, delta) * ball.normalize(grad), eps)
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
             bounds: Bounds, eps: float | Tensor | None) -> RunOutput:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
+from attacks.threat import batch_view, norms
 from victims.bounds import Bounds
 from victims.victim import Domain
 
@@ -45,10 +46,10 @@ class WhiteNoise(Attack):
             bounds: Bounds, eps: float | Tensor | None) -> RunOutput:
         assert eps is not None
         noise = torch.randn_like(x)
-        unit = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        unit = noise / norms(noise).clamp_min(1e-12)
         scale = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(len(x)).clone()
         if self.snr_db is not None:
             scale = torch.minimum(scale, x.flatten(1).norm(dim=1) * 10 ** (-self.snr_db / 20))
-        adversarial = bounds.clip(x + unit * scale.view(-1, *([1] * (x.dim() - 1))))
+        adversarial = bounds.clip(x + unit * batch_view(scale, x))
         ones = torch.ones(len(x), dtype=torch.int64, device=x.device)
         return RunOutput(adversarial=adversarial, iterations=ones, queries=ones)

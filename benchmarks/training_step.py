@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.gradient import ball
+from attacks.threat import ball
 from defense.objectives import FGSMMix
 from training.objective import CleanObjective
 from victims.frontends import FrontEnd

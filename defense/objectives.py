@@ -17,7 +17,7 @@ normalised representation is attacked, as in seed 004) or the ``waveform`` domai
 Adversarial inputs stay inside ``victim.bounds(domain)``; ``eps`` is in the domain's units (for the
 representation: normalised units, i.e. per-band standard deviations). Norms: ``linf`` (sign step)
 or ``l2`` (step along the L2-normalised gradient); the steepest direction, projection and random start
-are the attack suite's threat models (:mod:`attacks.gradient`), so training and evaluation share them.
+are the attack suite's threat models (:mod:`attacks.threat`), so training and evaluation share them.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.gradient import ball
+from attacks.threat import ball
 from training.objective import OBJECTIVES, Backward, StepOutput
 from victims.bounds import Bounds
 from victims.registry import ConfigError

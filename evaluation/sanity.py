@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import Attack
+from attacks.losses import class_margin
 from evaluation import metrics as M
 from evaluation.harness import AttackEvaluation, victim_device
 from victims.victim import Domain, Victim
@@ -149,13 +150,6 @@ def check_attack_ordering(white_box: AttackEvaluation, black_box: AttackEvaluati
     return _record("white_ge_black_ge_noise", ok, "; ".join(d for _, d in results))
 
 
-def margin_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Summed ``max_{j≠y} z_j − z_y``: unlike cross-entropy its gradient survives a saturated softmax."""
-    true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
-    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
-    return (other - true).sum()
-
-
 def check_gradients(victim: Victim, waves: Tensor, labels: Tensor, domain: Domain = "representation",
                     loss: Literal["ce", "margin"] = "ce", atol: float = 1e-10) -> SanityRecord:
     """Input gradients of the loss are finite and not zero (AutoAttack's zero-gradient check: an
@@ -170,7 +164,7 @@ def check_gradients(victim: Victim, waves: Tensor, labels: Tensor, domain: Domai
     try:
         x = victim.to_domain(waves.to(victim_device(victim)), domain).requires_grad_(True)
         logits, y = victim.logits_fn(domain)(x), labels.to(x.device)
-        value = F.cross_entropy(logits, y, reduction="sum") if loss == "ce" else margin_loss(logits, y)
+        value = F.cross_entropy(logits, y, reduction="sum") if loss == "ce" else -class_margin(logits, y).sum()
         (grad,) = torch.autograd.grad(value, x)
     finally:
         victim.train(was_training)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import create_attack
-from attacks.base import log_odds
+from attacks.losses import log_odds
 from attacks.cw import BatchAdam, MultiScaleSpectralLoss, update_consts
 from tiny import trained_victim, tones
 from victims.victim import Victim

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import ATTACKS
-from attacks.gradient import L2Ball
+from attacks.threat import L2Ball
 from tiny import trained_victim, tones
 from victims.bounds import Bounds
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import create_attack
-from attacks.cw import class_margin
+from attacks.losses import class_margin
 from tiny import trained_victim, tones
 from victims.bounds import Bounds
 

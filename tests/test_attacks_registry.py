@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from attacks import ATTACKS
-from attacks.base import FAMILIES, Attack, log_odds
+from attacks.base import FAMILIES, Attack
+from attacks.losses import log_odds
 from tiny import trained_victim, tones
 from victims.config import CONFIG_ROOT, read_yaml
 

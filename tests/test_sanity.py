@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.base import Attack, RunOutput
+from attacks.losses import class_margin
 from evaluation import sanity as S
 from evaluation.harness import evaluate_attack
 from test_harness import Threshold, line_victim, waves_with_thresholds
@@ -64,7 +65,7 @@ class PGD2(Attack):
         adv = x.clone()
         for _ in range(20):
             adv.requires_grad_(True)
-            (g,) = torch.autograd.grad(S.margin_loss(model(adv), labels), adv)
+            (g,) = torch.autograd.grad(-class_margin(model(adv), labels).sum(), adv)
             g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             d = adv.detach() + eps / 4 * g - x
             d = d * (eps / d.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(-1, 1, 1, 1)
