@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from victims.config import load_option
+from defense.config import load_option
 from victims.frontends import FRONTENDS
 
 RATE = 22050

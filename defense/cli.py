@@ -1,6 +1,6 @@
 """``advaudio``: the command line. Each step has ``--help``; errors are one line on stderr.
 
-Configs are composed from ``configs/`` (see ``victims/config.py``); trailing ``key=value``
+Configs are composed from ``configs/`` (see ``defense/config.py``); trailing ``key=value``
 arguments override them, e.g. ``advaudio train victim=resnet34 train.epochs=5``.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> Non
 
 def _compose(args: argparse.Namespace) -> dict:
     """The single-run config; a grid experiment is a one-line error naming the command that runs it."""
-    from victims.config import compose, load_option, parse_overrides, read_yaml
+    from defense.config import compose, load_option, parse_overrides, read_yaml
 
     path = Path(str(args.experiment))
     raw = read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", str(args.experiment))
@@ -82,7 +82,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     """Craft an adversarial WAV from a WAV and a checkpoint, printing the prediction before and after and
     the SNR. Trailing key=value arguments override the attack's config (e.g. eps=0.01 steps=200)."""
     from defense.craft import craft_file
-    from victims.config import load_option, parse_overrides, set_dotted
+    from defense.config import load_option, parse_overrides, set_dotted
 
     cfg = load_option("attack", args.attack)
     for key, value in parse_overrides(args.overrides).items():
@@ -101,7 +101,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     from defense.grid import load_grid
     from defense.runner import count_steps, run_grid
-    from victims.config import parse_overrides
+    from defense.config import parse_overrides
 
     raw = _read_experiment(str(args.experiment))
     if "study" in raw:
@@ -120,7 +120,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def _read_experiment(name: str) -> dict:
     """The raw experiment YAML named by option or path."""
-    from victims.config import load_option, read_yaml
+    from defense.config import load_option, read_yaml
 
     path = Path(name)
     return read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", name)
@@ -131,7 +131,7 @@ def _run_study(raw: dict, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from experiments import study_module
-    from victims.config import parse_overrides
+    from defense.config import parse_overrides
 
     module = study_module(str(raw["study"]))
     with tqdm(desc=str(raw.get("name", raw["study"])), unit="step", disable=args.no_progress) as bar:

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from victims.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted, to_dataclass
+from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
+from victims.registry import to_dataclass
 from evaluation.tracking import ORIGINAL
 from victims.registry import ConfigError
 

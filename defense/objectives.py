@@ -1,4 +1,6 @@
-"""Adversarial-training objectives, registered in :data:`training.objective.OBJECTIVES`.
+"""Training objectives a ``defense`` config names, registered in :data:`OBJECTIVES`.
+
+- ``clean``: standard training (:class:`training.objective.CleanObjective`, the trainer's default).
 
 - ``fgsm_mix``: seed 004's Eq. 14 (after Goodfellow et al. 2015), J' = α·J(x, y) + (1−α)·J(x', y)
   with x' the one-shot FGSM example; α = 0 is FGSM-only training.
@@ -29,12 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.threat import ball
-from training.objective import OBJECTIVES, Backward, StepOutput
+from training.objective import Backward, CleanObjective, StepOutput
 from victims.bounds import Bounds
-from victims.registry import ConfigError
+from victims.registry import ConfigError, Registry
 from victims.victim import DOMAINS, Victim
 
 NORMS = ("linf", "l2")
+OBJECTIVES: Registry = Registry("defense")
+OBJECTIVES.register("clean")(CleanObjective)
 
 
 def _check(eps: float, norm: str, domain: str) -> None:

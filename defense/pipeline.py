@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-from statistics import NormalDist
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +15,14 @@ from typing import Any
 import mlflow
 import torch
 
-import defense.objectives  # noqa: F401  (registers the adversarial objectives)
+from defense.objectives import OBJECTIVES
+from evaluation.stats import wilson_interval
 from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, setup_tracking
 from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
 from training.data.base import Splits
-from training.objective import OBJECTIVES
 from training.trainer import TrainConfig, TrainResult, selection_criterion, train
-from victims.config import to_dataclass
+from victims.registry import to_dataclass
 from victims.registry import ConfigError
 from victims.victim import build_victim
 
@@ -114,17 +112,6 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
                         "model/normalizer.json")
         mlflow.set_tag("advaudio.status", "finished")
         return TrainedVictim(result, run.info.run_id, final_path, key)
-
-
-def wilson_interval(rate: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (Wilson 1927): the test accuracy's uncertainty from
-    the size of the test split alone; ``nan`` for an empty split."""
-    if n <= 0:
-        return math.nan, math.nan
-    z = float(NormalDist().inv_cdf((1 + level) / 2))
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _run_name(cfg: dict[str, Any]) -> str:

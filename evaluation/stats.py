@@ -212,6 +212,17 @@ def wilcoxon_paired(defended_clip: np.ndarray, original_clip: np.ndarray) -> tup
     return float(stats.wilcoxon(diff, zero_method="wilcox").pvalue), int(diff.size)
 
 
+def wilson_interval(rate: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927): a rate's uncertainty from the number of
+    examples alone (a test accuracy, a success rate); ``nan`` for an empty split."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = float(stats.norm.ppf((1 + level) / 2))
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def seed_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean across training seeds with the Student-t interval ``mean ± t_{(1+level)/2, n−1}·s/√n``.
 

@@ -19,7 +19,7 @@ from attacks import ATTACKS
 from attacks.base import FAMILIES, Attack
 from attacks.losses import log_odds
 from tiny import trained_victim, tones
-from victims.config import CONFIG_ROOT, read_yaml
+from defense.config import CONFIG_ROOT, read_yaml
 
 CONFIGS = sorted((CONFIG_ROOT / "attack").glob("*.yaml"))
 DOMAINS = ("representation", "waveform")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from victims.backbones import BACKBONES, MinSize
-from victims.config import CONFIG_ROOT, options, read_yaml
+from defense.config import CONFIG_ROOT, options, read_yaml
 from victims.registry import ConfigError, check_kwargs
 from victims.seed_models import AbdoliCNN1d, erb_space, gammatone_filters
 

@@ -65,7 +65,7 @@ def test_train_then_attack_one_file(env: Path, capsys: pytest.CaptureFixture[str
         "model/normalizer.json", f"model/{checkpoint.name}"}
 
     from training.data import load_splits
-    from victims.config import compose, parse_overrides
+    from defense.config import compose, parse_overrides
 
     test = load_splits(compose("train", parse_overrides(TINY_TRAIN))["dataset"]).test
     source = env / "clip.wav"

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from victims.config import CONFIG_ROOT, compose, parse_overrides, read_yaml, set_dotted, to_dataclass
+from defense.config import CONFIG_ROOT, compose, parse_overrides, read_yaml, set_dotted
+from victims.registry import to_dataclass
 from victims.registry import ConfigError, Registry
 from training.trainer import TrainConfig
 

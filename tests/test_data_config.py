@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from training.data import load_clips, parse_config
-from victims.config import CONFIG_ROOT, compose, options
+from defense.config import CONFIG_ROOT, compose, options
 from victims.registry import ConfigError
 
 DATASET_OPTIONS = options("dataset")

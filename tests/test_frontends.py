@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from victims.config import load_option, options
+from defense.config import load_option, options
 from victims.frontends import FRONTENDS
 from victims.frontends.tonnetz import resample_frames
 from victims.registry import ConfigError

@@ -254,3 +254,10 @@ def test_seed_interval_is_the_student_t_interval() -> None:
     (NAN, NAN, "≈"), (NAN, 0.5, "≈"), (1.5, INF, "↑")])
 def test_verdict(low: float, high: float, want: str) -> None:
     assert S.verdict(low, high) == want
+
+
+def test_wilson_interval_matches_the_closed_form() -> None:
+    low, high = S.wilson_interval(0.8, 100)  # z = 1.959964: centre 0.7879, half-width 0.0784 (hand-computed)
+    assert low == pytest.approx(0.7112, abs=1e-4) and high == pytest.approx(0.8666, abs=1e-4)
+    assert S.wilson_interval(1.0, 10)[1] == pytest.approx(1.0, abs=1e-12)  # exactly 1 up to double round-off
+    assert all(math.isnan(v) for v in S.wilson_interval(0.5, 0))

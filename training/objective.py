@@ -2,10 +2,11 @@
 
 The trainer zeroes gradients, calls the objective, and steps the optimiser; the objective runs
 the forward pass(es) and calls ``backward`` itself. That lets an adversarial objective reuse the
-clean backward pass for the input gradient (see ``defense/objectives.py``). Objectives are
-registered in :data:`OBJECTIVES` ("defense" configs name them). An adversarial objective also
-crafts its own attack on validation batches (:class:`AdversarialObjective`), so the trainer can
-select epochs on robust validation accuracy.
+clean backward pass for the input gradient. This module holds only what the trainer calls: the
+protocols and the default clean objective; the defenses and their registry live in
+``defense/objectives.py`` ("defense" configs name them). An adversarial objective also crafts its
+own attack on validation batches (:class:`AdversarialObjective`), so the trainer can select epochs
+on robust validation accuracy.
 """
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ from typing import Callable, Protocol, runtime_checkable
 import torch.nn.functional as F
 from torch import Tensor
 
-from victims.registry import Registry
 from victims.victim import Victim
 
-OBJECTIVES: Registry = Registry("defense")
 Backward = Callable[[Tensor], None]
 
 
@@ -52,7 +51,6 @@ class AdversarialObjective(Objective, Protocol):
         ...
 
 
-@OBJECTIVES.register("clean")
 class CleanObjective:
     """Standard empirical risk: cross-entropy on clean inputs."""
 

@@ -192,7 +192,7 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         val_set: validation clips (early stopping and best-epoch selection).
         test_set: held-out clips, evaluated once with the best weights.
         cfg: hyper-parameters.
-        objective: how a batch becomes gradients (``training.objective.OBJECTIVES``).
+        objective: how a batch becomes gradients (``defense.objectives.OBJECTIVES`` names them).
         checkpoint_path: written atomically after every epoch; an existing file is resumed.
         on_epoch: called with the epoch's metrics and the epoch number.
         stop_after: end the call after this many epochs in total (simulates a kill; for tests).

@@ -6,11 +6,15 @@ A typo in a name or a keyword is a one-line :class:`ConfigError` that lists what
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
-from typing import Any, Callable, Generic, TypeVar
+import types
+import typing
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
+D = TypeVar("D")
 
 
 class ConfigError(ValueError):
@@ -91,3 +95,46 @@ def check_kwargs(ctor: Callable[..., Any], kwargs: dict[str, Any], what: str) ->
             raise ConfigError(
                 f"unknown key '{key}' for {what}{_suggest(key, accepted)}; accepted: {', '.join(accepted)}"
             )
+
+
+def to_dataclass(cls: type[D], data: Mapping[str, Any], where: str) -> D:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and values of the wrong type.
+
+    Raises:
+        ConfigError: one line naming ``where``, the key and what was expected.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, list(fields))}; accepted: {', '.join(fields)}")
+        if not _matches(hints[key], value):
+            raise ConfigError(f"bad value for '{where}.{key}': {value!r} is not {_type_name(hints[key])}")
+    return cls(**data)
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(h, value) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))

@@ -30,7 +30,7 @@ from training.data.cache import default_cache_dir
 from training.data.errors import AudioError, DataError
 from training.data.source import Decoded, DecodeSpec
 from training.data.splits import SplitOptions, check_disjoint, split_clips
-from victims.config import to_dataclass
+from victims.registry import to_dataclass
 from victims.registry import ConfigError, _suggest
 
 __all__ = ["AudioError", "ClipOptions", "ClipSet", "DATASETS", "DataError", "DatasetConfig", "Splits", "load_clips",

@@ -10,17 +10,15 @@ Layout: ``configs/<group>/<option>.yaml``, one file per option. An experiment fi
 
 Command-line overrides use the same syntax: ``frontend=mel_db`` swaps a group option and
 ``train.epochs=3`` sets one key. A key that does not exist, or a value of the wrong type, is a
-one-line :class:`~victims.registry.ConfigError` naming it.
+one-line :class:`~victims.registry.ConfigError` naming it. Typed sections (a training config,
+a data set) are checked by :func:`victims.registry.to_dataclass`.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-import types
-import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -28,8 +26,6 @@ from victims.registry import ConfigError, _suggest
 
 CONFIG_ROOT = Path(os.environ.get("ADVAUDIO_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
 GROUPS = ("dataset", "frontend", "victim", "train", "attack", "defense")
-
-D = TypeVar("D")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -139,46 +135,3 @@ def _same_kind(old: Any, new: Any) -> bool:
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
         return True
     return type(old) is type(new)
-
-
-def to_dataclass(cls: type[D], data: Mapping[str, Any], where: str) -> D:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and values of the wrong type.
-
-    Raises:
-        ConfigError: one line naming ``where``, the key and what was expected.
-    """
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, list(fields))}; accepted: {', '.join(fields)}")
-        if not _matches(hints[key], value):
-            raise ConfigError(f"bad value for '{where}.{key}': {value!r} is not {_type_name(hints[key])}")
-    return cls(**data)
-
-
-def _matches(hint: Any, value: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(h, value) for h in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    return getattr(hint, "__name__", str(hint))
