@@ -26,12 +26,13 @@ import torch
 from torch import Tensor
 
 from attacks import create_attack
-from defense.grid import EvalConfig, Grid
+from defense.grid import Grid
+from evaluation.config import EvalConfig
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
 from evaluation import plots, report, sanity
 from evaluation.audio_out import to_waveforms, write_adversarial_wavs
-from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate_attack, from_record, to_record
+from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
 from evaluation.tracking import ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, load_record, setup_tracking
 from training.data import load_splits
@@ -101,11 +102,9 @@ def auto_defense_eps(defense_cfg: dict[str, Any], original: Victim, val: ClipSet
     if cfg.get("eps") != "auto":
         return cfg, {}
     domain, norm = cfg.get("domain", "representation"), cfg.get("norm", "l2")
-    eps_max, search = ev_cfg.budgets(domain, norm, "fgsm (defense eps: auto)")
+    search = ev_cfg.budgets(domain, norm, "fgsm (defense eps: auto)")[1]
     waves, labels = select_examples(val, ev_cfg.n_examples, ev_cfg.seed)
-    ev = evaluate_attack(original, create_attack("fgsm", domain=domain, norm=norm), waves, labels, eps_max=eps_max,
-                         search_eps_max=search, n_budgets=ev_cfg.n_budgets, rtol=ev_cfg.eps_rtol,
-                         batch_size=ev_cfg.batch_size, seed=ev_cfg.seed, name="fgsm")
+    ev = evaluate(original, create_attack("fgsm", domain=domain, norm=norm), waves, labels, ev_cfg, name="fgsm")
     median = M.median(ev.eps_star)  # nan for an empty base set
     base_eps = median if math.isfinite(median) else search
     cfg["eps"] = round(fraction * base_eps, 6)
@@ -182,11 +181,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
     attack = create_attack(attack_cfg["name"], **kwargs)
     targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
-    eps_max, search = ev_cfg.budgets(attack.domain, attack.norm, option)
-    ev = evaluate_attack(victim, attack, waves, labels, eps_max=eps_max, search_eps_max=search,
-                         n_budgets=ev_cfg.n_budgets, rtol=ev_cfg.eps_rtol, batch_size=ev_cfg.batch_size,
-                         targets=targets, sweep_chunk=ev_cfg.sweep_chunk, snr_trim=ev_cfg.snr_trim, name=option,
-                         seed=ev_cfg.seed)
+    ev = evaluate(victim, attack, waves, labels, ev_cfg, targets=targets, name=option)
     tags = {**column.tags(defense), "advaudio.kind": "attack", "advaudio.attack": option,
             "advaudio.domain": info.domain, "advaudio.norm": info.norm, "advaudio.family": info.family,
             "advaudio.targeted": str(info.targeted).lower(), "advaudio.in_tables": str(info.in_tables).lower(),

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from attacks.base import Attack, AttackResult
 from evaluation import metrics as M
+from evaluation.config import EvalConfig
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,21 @@ METRIC_BUDGETS = {
     "mean_eps_star_within_eps090": "search_eps_max", "adv_accuracy_at_search_eps_max": "search_eps_max",
 }
 """The budget each summary metric is measured at (logged beside the metrics)."""
+
+
+def evaluate(victim: Victim, attack: Attack, waves: Tensor, labels: Tensor, config: EvalConfig, *,
+             targets: Tensor | None = None, name: str | None = None) -> AttackEvaluation:
+    """:func:`evaluate_attack` with an experiment's whole ``evaluation:`` settings: the budgets of the
+    attack's own domain and norm (``config.budgets``), resolution, batching, SNR trim and seed.
+
+    Raises:
+        ConfigError: when ``config`` has no budget for the attack's domain and norm.
+    """
+    eps_max, search = config.budgets(attack.domain, attack.norm, name or "")
+    return evaluate_attack(victim, attack, waves, labels, eps_max=eps_max, search_eps_max=search,
+                           n_budgets=config.n_budgets, rtol=config.eps_rtol, batch_size=config.batch_size,
+                           targets=targets, sweep_chunk=config.sweep_chunk, snr_trim=config.snr_trim, name=name,
+                           seed=config.seed)
 
 
 def summarize(ev: AttackEvaluation) -> dict[str, float]:

@@ -314,3 +314,21 @@ def test_per_example_refinement_matches_grouped_calls_with_fewer_calls() -> None
     slow = evaluate_attack(victim, GroupedFGSM(norm="l2"), waves, labels, **kw)
     assert torch.equal(fast.eps_star, slow.eps_star) and torch.equal(fast.eps_lower, slow.eps_lower)
     assert fast.attack_calls < slow.attack_calls and fast.summary["eps_star_resolution"] <= 0.05
+
+
+def test_evaluate_takes_the_experiment_settings_whole_and_the_budgets_of_the_attacks_norm() -> None:
+    from evaluation.config import EvalConfig
+    from evaluation.harness import evaluate
+    from victims.registry import ConfigError
+
+    waves = waves_with_thresholds([0.5, 1.5, 3.0, 7.0])
+    labels = torch.zeros(4, dtype=torch.long)
+    cfg = EvalConfig(eps_max={"waveform": {"l2": 2.0}, "representation": {"l2": 99.0}},
+                     search_eps_max={"waveform": {"l2": 8.0}}, n_budgets=4, eps_rtol=0.01, batch_size=4, seed=3)
+    ev = evaluate(line_victim(), Threshold(), waves, labels, cfg, name="thr")
+    direct = evaluate_attack(line_victim(), Threshold(), waves, labels, eps_max=2.0, search_eps_max=8.0, n_budgets=4,
+                             rtol=0.01, batch_size=4, seed=3, name="thr")
+    assert ev.summary["eps_max"] == 2.0 and ev.summary == direct.summary
+    assert torch.equal(ev.eps_star, direct.eps_star)
+    with pytest.raises(ConfigError, match="no evaluation.eps_max.waveform.l2 \\(attack 'thr'\\)"):
+        evaluate(line_victim(), Threshold(), waves, labels, EvalConfig(eps_max={"waveform": {"linf": 1.0}}), name="thr")
