@@ -94,7 +94,8 @@ class ARTAttack(Attack):
             if key not in accepted:
                 raise ConfigError(f"unknown key '{key}' for ART attack {attack}; accepted: "
                                   f"{', '.join(k for k in accepted if k not in ('self', 'estimator', 'classifier'))}")
-        if targeted and "targeted" not in accepted and not y_is_target:
+        self.targetable = "targeted" in accepted or y_is_target  # type: ignore[misc]  (depends on the ART class)
+        if targeted and not self.targetable:
             raise ValueError(f"ART attack {attack} cannot be targeted (no 'targeted' switch; set y_is_target "
                              f"if it reads y as targets)")
         self._accepted = set(accepted)

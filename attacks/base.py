@@ -90,6 +90,8 @@ class Attack(ABC):
             rows and the sanity checks compare families (iterative ≥ single-step, white ≥ black ≥ noise).
         per_example_budgets: :meth:`run` accepts ``eps`` as an ``(N,)`` tensor, one budget per example
             (the evaluation harness then refines every example's ε* in one call per step).
+        domains: the domains the attack works in (a spectral distance needs waveforms).
+        targetable: the attack can aim at target classes (noise cannot).
 
     Args:
         domain: ``"representation"`` (perturb the backbone's input, seed 004) or
@@ -102,11 +104,18 @@ class Attack(ABC):
     fixed_budget: ClassVar[bool] = True
     family: ClassVar[str] = "iterative"
     per_example_budgets: ClassVar[bool] = False
+    domains: ClassVar[tuple[str, ...]] = DOMAINS
+    targetable: ClassVar[bool] = True
 
     def __init__(self, domain: Domain = "representation", targeted: bool = False,
                  eps: float | None = None) -> None:
         if domain not in DOMAINS:
             raise ValueError(f"unknown domain '{domain}'; known: {', '.join(DOMAINS)}")
+        if domain not in self.domains:
+            raise ValueError(f"{type(self).__name__} works in the {' or '.join(self.domains)} domain only, "
+                             f"not '{domain}'")
+        if targeted and not self.targetable:
+            raise ValueError(f"{type(self).__name__} cannot be targeted")
         if eps is not None and eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.domain: Domain = domain

@@ -307,17 +307,13 @@ class CarliniWagnerMultiScale(_SignAdamCW):
         learning_rate: Adam step size.
         max_iterations: steps before giving up on an example.
         fft_sizes: FFT sizes of the spectral distance (hop = size / 4).
-
-    Raises:
-        ValueError: for the representation domain.
     """
+
+    domains = ("waveform",)
 
     def __init__(self, domain: Domain = "waveform", targeted: bool = False, alpha: float = 15.0,
                  clip_eps: float = 0.01, learning_rate: float = 5e-5, max_iterations: int = 500,
                  fft_sizes: tuple[int, ...] | list[int] = SEED000_FFT_SIZES) -> None:
-        if domain != "waveform":
-            raise ValueError(f"cw_multiscale measures a spectral distance between waveforms; domain must be "
-                             f"'waveform', got '{domain}'")
         super().__init__(domain, targeted, alpha, clip_eps, learning_rate, max_iterations)
         self.fft_sizes = tuple(int(n) for n in fft_sizes)
 

@@ -34,12 +34,11 @@ class WhiteNoise(Attack):
     norm = "l2"
     fixed_budget = True
     per_example_budgets = True
+    targetable = False
 
     def __init__(self, snr_db: float | None = None, domain: Domain = "waveform", targeted: bool = False,
                  eps: float | None = None) -> None:
-        if targeted:
-            raise ValueError("the white-noise attack cannot be targeted")
-        super().__init__(domain=domain, targeted=False, eps=eps)
+        super().__init__(domain=domain, targeted=targeted, eps=eps)
         self.snr_db = snr_db
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,

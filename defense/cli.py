@@ -1,4 +1,5 @@
-"""``advaudio``: the command line. Each step has ``--help``; errors are one line on stderr.
+"""``advaudio``: the command line. Each step has ``--help``; errors in a config, data set, audio file or
+checkpoint are one line on stderr (``-v`` adds the traceback); any other error shows its traceback.
 
 Configs are composed from ``configs/`` (see ``defense/config.py``); trailing ``key=value``
 arguments override them, e.g. ``advaudio train victim=resnet34 train.epochs=5``.
@@ -15,7 +16,16 @@ from victims.registry import ConfigError
 
 log = logging.getLogger("advaudio")
 Handler = Callable[[argparse.Namespace], int]
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ValueError, FileNotFoundError)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors in what the user gave (config, data set and audio, checkpoint): one line on stderr, exit 2.
+    Anything else is a bug or an environment failure and shows its traceback (``-v`` shows it always).
+    Imported here, not at the top, so ``advaudio --help`` does not load torch."""
+    from training.checkpoints import CheckpointError
+    from training.data.errors import DataError
+
+    return ConfigError, DataError, CheckpointError
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> None:
@@ -190,7 +200,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advaudio", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress at INFO level and show the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="decode/render and cache a data set", description=cmd_prepare.__doc__)
@@ -251,7 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except USER_ERRORS as err:
+    except Exception as err:
+        if args.verbose or not isinstance(err, user_errors()):
+            raise
         print(f"advaudio {args.command}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
               file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from attacks import create_attack
-from evaluation.audio_out import to_waveforms
+from evaluation.audio_out import check_audible, to_waveforms
 from evaluation.metrics import snr_db
 from training.checkpoints import load_victim
 from training.data.audio import fix_length, read_audio
@@ -52,8 +52,8 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
     """Attack one audio file and write the adversarial waveform as a WAV at the victim's rate.
 
     Raises:
-        ConfigError: unknown target class.
-        ValueError: a representation-domain attack on a representation with no inverse.
+        ConfigError: unknown target class, or a representation-domain attack on a representation with no
+            inverse (checked before attacking).
         AudioError, CheckpointError: unreadable input file or checkpoint.
     """
     victim = load_victim(checkpoint, map_location=device)
@@ -65,6 +65,7 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
     if target is not None:
         kwargs["targeted"] = True
     attack = create_attack(attack_cfg["name"], **kwargs)
+    check_audible(victim, attack.domain)
     with torch.no_grad():
         probs = victim(wave).softmax(-1)[0]
     label = int(probs.argmax())

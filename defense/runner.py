@@ -31,12 +31,13 @@ from evaluation.config import EvalConfig
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
 from evaluation import plots, report, sanity
-from evaluation.audio_out import to_waveforms, write_adversarial_wavs
+from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
 from evaluation.tracking import ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, load_record, setup_tracking
 from training.data import load_splits
 from training.data.base import ClipSet
+from victims.registry import ConfigError
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     if done is not None and done.data.tags.get("advaudio.status") == "finished":
         record = load_record(done.info.run_id)
         if record is None:
-            raise ValueError(f"finished attack run {done.info.run_id} has no {RECORD_ARTIFACT}: it comes from an "
+            raise ConfigError(f"finished attack run {done.info.run_id} has no {RECORD_ARTIFACT}: it comes from an "
                              "older advaudio; delete it or use a new --outputs")
         return done.info.run_id, from_record(record)
     victim: Victim = tv.result.victim
@@ -228,11 +229,11 @@ def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, coun
         names = (victim.class_names[int(pred[0])], victim.class_names[int(pred[1])])
         mlflow.log_figure(plots.perturbation_triplet(clean_rep[0, 0].cpu(), adv_rep[0, 0].cpu(), title=stem,
                                                      labels=names, units="normalised"), f"plots/example_{i}.png")
-        try:
-            reference, adv_wave = to_waveforms(victim, wave, adv, ev.domain)
-        except ValueError as err:
-            log.info("no audio for %s: %s", stem, err)
+        reason = why_inaudible(victim, ev.domain)
+        if reason is not None:
+            log.info("no audio for %s: %s", stem, reason)
             continue
+        reference, adv_wave = to_waveforms(victim, wave, adv, ev.domain)
         with tempfile.TemporaryDirectory() as tmp:
             write_adversarial_wavs(Path(tmp), f"example_{i}", reference[0].cpu(), adv_wave[0].cpu(),
                                    victim.sample_rate)
@@ -339,7 +340,7 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
         ValueError: for an unknown executor.
     """
     if executor not in ("local", "ray"):
-        raise ValueError(f"unknown executor '{executor}'; known: local, ray")
+        raise ConfigError(f"unknown executor '{executor}'; known: local, ray")
     exp_id = setup_tracking(grid.name, tracking_uri, outputs)
     uri = mlflow.get_tracking_uri()
     grid_key = _key(grid.source)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from victims.frontends.spectral import MelDb, StftDb
+from victims.registry import ConfigError
 from victims.inverse import clean_phase, istft_db, mel_db_griffinlim
 from victims.victim import Domain, Victim
 
@@ -126,22 +127,42 @@ def to_waveforms(victim: Victim, wave: Tensor, adversarial: Tensor, domain: Doma
     small perturbation can move the phase estimate audibly.
 
     Raises:
-        ValueError: for a representation with no inverse (CWT, tonnetz, appended features).
+        ConfigError: for a representation with no inverse (CWT, tonnetz, appended features).
     """
+    check_audible(victim, domain)
     wave = wave.to(adversarial.device)
     if domain == "waveform":
         return wave, adversarial
-    if domain != "representation":
-        raise ValueError(f"unknown domain '{domain}'; known: waveform, representation")
     frontend = victim.frontend
     rep = victim.normalizer.inverse(adversarial)
     length = wave.shape[-1]
     if isinstance(frontend, StftDb):
         return wave, istft_db(rep, clean_phase(frontend, wave), frontend, length)
-    if isinstance(frontend, MelDb):
-        ref_db = frontend.reference_db(wave)
-        clean_rep = victim.normalizer.inverse(victim.represent(wave))  # the same path as ``rep``
-        return (mel_db_griffinlim(clean_rep, frontend, length, ref_db=ref_db),
-                mel_db_griffinlim(rep, frontend, length, ref_db=ref_db))
-    raise ValueError(f"no waveform inverse for the {type(frontend).__name__} representation; "
-                     "audio is available for waveform attacks and STFT-dB or mel-dB representations")
+    ref_db = frontend.reference_db(wave)  # MelDb: check_audible admits nothing else
+    clean_rep = victim.normalizer.inverse(victim.represent(wave))  # the same path as ``rep``
+    return (mel_db_griffinlim(clean_rep, frontend, length, ref_db=ref_db),
+            mel_db_griffinlim(rep, frontend, length, ref_db=ref_db))
+
+
+def why_inaudible(victim: Victim, domain: Domain) -> str | None:
+    """Why an attack in ``domain`` on ``victim`` cannot be written as audio, or ``None`` if it can:
+    waveform attacks always can; representation attacks need an STFT-dB front-end with hop < n_fft
+    (kept phase) or a mel-dB one (Griffin-Lim)."""
+    frontend = victim.frontend
+    if domain == "waveform":
+        return None
+    if domain != "representation":
+        return f"unknown domain '{domain}'; known: waveform, representation"
+    if isinstance(frontend, StftDb) and frontend.hop >= frontend.n_fft:
+        return f"an STFT with hop {frontend.hop} >= n_fft {frontend.n_fft} has no inverse"
+    if isinstance(frontend, (StftDb, MelDb)):
+        return None
+    return (f"no waveform inverse for the {type(frontend).__name__} representation: a representation attack on it "
+            "cannot be written as audio; attack the waveform (domain=waveform) or use an STFT-dB or mel-dB front-end")
+
+
+def check_audible(victim: Victim, domain: Domain) -> None:
+    """Raise :func:`why_inaudible`'s reason as a one-line ConfigError (check before attacking, not after)."""
+    reason = why_inaudible(victim, domain)
+    if reason is not None:
+        raise ConfigError(reason)

@@ -131,11 +131,11 @@ class ReportData:
         """``defense`` checked against the data; ``None`` picks the only defended one (or none)."""
         if defense is None:
             if len(self.defenses) > 1:
-                raise ValueError(f"several defenses in '{self.experiment}' ({', '.join(self.defenses)}): name one")
+                raise ConfigError(f"several defenses in '{self.experiment}' ({', '.join(self.defenses)}): name one")
             return self.defenses[0] if self.defenses else None
         if defense not in self.defenses:
             known = ", ".join(self.defenses) or "none"
-            raise ValueError(f"defense '{defense}' has no runs in '{self.experiment}'; defended models: {known}")
+            raise ConfigError(f"defense '{defense}' has no runs in '{self.experiment}'; defended models: {known}")
         return defense
 
 

@@ -229,7 +229,7 @@ def test_cw_multiscale_targeted_hits_target_within_clip_and_bounds() -> None:
 
 
 @pytest.mark.parametrize(("name", "kwargs", "message"), [
-    ("cw_multiscale", {"domain": "representation"}, "domain must be 'waveform'"),
+    ("cw_multiscale", {"domain": "representation"}, "works in the waveform domain only"),
     ("cw_seed000", {"clip_eps": 0.0}, "clip_eps"),
     ("cw_l2", {"binary_search_steps": 0}, "binary_search_steps"),
     ("cw_l2", {"initial_const": -1.0}, "initial_const"),

@@ -16,6 +16,7 @@ from evaluation.metrics import snr_db
 from victims.frontends import FrontEnd
 from victims.frontends.spectral import MelDb, StftDb
 from victims.frontends.waveform import Waveform
+from victims.registry import ConfigError
 from victims.victim import Victim
 
 SR, T = 8000, 2048
@@ -116,5 +117,7 @@ def test_waveform_domain_passes_through_and_unknown_inverse_fails() -> None:
     wave, adv = _tone(), _tone()
     ref, out = A.to_waveforms(victim, wave, adv, "waveform")
     assert ref is wave and out is adv
-    with pytest.raises(ValueError, match="no waveform inverse for the Waveform representation"):
+    with pytest.raises(ConfigError, match="no waveform inverse for the Waveform representation"):
         A.to_waveforms(victim, wave, victim.represent(wave), "representation")
+    assert A.why_inaudible(victim, "waveform") is None
+    assert "has no inverse" in A.why_inaudible(_victim(StftDb(SR, n_fft=64, hop=64)), "representation")

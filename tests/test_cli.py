@@ -86,3 +86,54 @@ def test_overrides_are_accepted_after_options(env: Path, capsys: pytest.CaptureF
     assert "unknown key 'evaluation.n_exampl'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["report", "demo", "train.seed=1"])  # report takes no overrides: argparse's usage error
+
+
+def _checkpoint(tmp: Path, frontend: dict, backbone: dict) -> Path:
+    from training.checkpoints import save_atomic, victim_state
+    from victims.victim import build_victim
+
+    victim = build_victim(frontend, backbone, ["a", "b"], 22050, 4410)
+    return save_atomic(victim_state(victim), tmp / "victim.pt")
+
+
+def test_attack_checks_that_its_result_can_be_audio_before_attacking(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 8: a representation attack on a front-end without an inverse fails before the attack runs."""
+    from attacks.base import Attack
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the attack ran before the audio check")
+
+    monkeypatch.setattr(Attack, "__call__", never)
+    ckpt = _checkpoint(env, {"name": "waveform"}, {"backbone": "abdoli_cnn1d"})
+    source = env / "clip.wav"
+    sf.write(source, np.zeros(4410, dtype=np.float32), 22050)
+    code = main(["attack", "--checkpoint", str(ckpt), "--input", str(source), "--output", str(env / "adv.wav"),
+                 "--attack", "fgsm", "domain=representation"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no waveform inverse for the Waveform representation" in err and err.count("\n") == 1
+    assert not (env / "adv.wav").exists()
+
+
+def test_user_errors_are_one_line_and_other_errors_show_their_traceback(
+        env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import defense.cli as cli
+    from training.data.errors import AudioError
+    from victims.registry import ConfigError
+
+    def fails(error: Exception):  # type: ignore[no-untyped-def]
+        def handler(_args: object) -> int:
+            raise error
+        return handler
+
+    monkeypatch.setattr(cli, "cmd_prepare", fails(AudioError("clip.wav is empty")))
+    assert main(["prepare"]) == 2 and capsys.readouterr().err == "advaudio prepare: error: clip.wav is empty\n"
+    with pytest.raises(AudioError):  # -v: the traceback of a user error too
+        main(["-v", "prepare"])
+    monkeypatch.setattr(cli, "cmd_prepare", fails(ValueError("internal shape mismatch")))
+    with pytest.raises(ValueError, match="internal shape mismatch"):  # not a user error: never hidden
+        main(["prepare"])
+    from attacks import ATTACKS
+
+    with pytest.raises(ConfigError, match="attack 'noise': WhiteNoise cannot be targeted"):
+        ATTACKS.create("noise", targeted=True)  # a constructor's ValueError is a config error

@@ -77,11 +77,17 @@ class Registry(Generic[T]):
         """Build the component ``name`` with keyword arguments from a config.
 
         Raises:
-            ConfigError: for an unknown name or a keyword the constructor does not take.
+            ConfigError: for an unknown name, a keyword the constructor does not take, or a value it
+                rejects (its ``ValueError``, prefixed with the component's name).
         """
         ctor = self.get(name)
         check_kwargs(ctor, kwargs, f"{self.kind} '{name}'")
-        return ctor(**kwargs)
+        try:
+            return ctor(**kwargs)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"{self.kind} '{name}': {str(err).splitlines()[0] if str(err) else 'bad value'}") from err
 
 
 def check_kwargs(ctor: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
