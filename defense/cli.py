@@ -119,9 +119,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     grid = load_grid(args.experiment, parse_overrides(args.overrides))
     total = count_steps(grid) if args.executor == "local" else len(list(grid.models()))
     with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress) as bar:
-        def tick(message: str) -> None:
-            bar.set_postfix_str(message, refresh=False)
-            bar.update(1)
+        def tick(message: str, advance: bool = True) -> None:
+            bar.set_postfix_str(message, refresh=not advance)
+            if advance:
+                bar.update(1)
 
         run_grid(grid, tracking_uri=args.tracking_uri, outputs=_outputs(args), executor=args.executor,
                  ray_address=args.ray_address, progress=tick)

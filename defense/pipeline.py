@@ -21,13 +21,15 @@ from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, setup_t
 from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
 from training.data.base import Splits
-from training.trainer import TrainConfig, TrainResult, selection_criterion, train
+from training.trainer import MetricsCallback, TrainConfig, TrainResult, selection_criterion, train
 from victims.registry import to_dataclass
 from victims.registry import ConfigError
 from victims.victim import build_victim
 
 log = logging.getLogger(__name__)
 TRAIN_KEYS = ("dataset", "frontend", "victim", "train", "defense")
+LARGE_MODEL_PARAMETERS = 50_000_000
+"""Above this many parameters :func:`warn_if_large` warns (ResNet-18: 11 M; VGG-16's dense head: ~130 M)."""
 
 
 @dataclass
@@ -61,7 +63,8 @@ def build_objective(cfg: dict[str, Any]) -> Any:
 
 def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", tracking_uri: str | None = None,
                       outputs: Path = OUTPUTS, splits: Splits | None = None,
-                      parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None) -> TrainedVictim:
+                      parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None,
+                      on_epoch: MetricsCallback | None = None) -> TrainedVictim:
     """Train (or resume, or reuse when finished) the victim described by ``cfg`` and log it to MLflow.
 
     Args:
@@ -72,6 +75,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
         splits: already-loaded data (the runner shares it between cells).
         parent_run_id: nest the run under this MLflow run.
         extra_tags: more tags for the run (the grid runner's coordinates).
+        on_epoch: called after each epoch with its metrics and number (after they are logged).
 
     Raises:
         ConfigError: for a wrong key or value anywhere in ``cfg``.
@@ -87,6 +91,8 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
     torch.manual_seed(tcfg.seed)
     victim = build_victim(cfg["frontend"], cfg["victim"], splits.class_names, splits.train.sample_rate,
                           splits.train.num_samples)
+    n_params = sum(p.numel() for p in victim.parameters())
+    warn_if_large(n_params, f"{cfg['victim'].get('backbone')} on {cfg['frontend'].get('name')}")
     previous = find_run(exp_id, "advaudio.run_key", key)
     run_id = previous.info.run_id if previous is not None else None
     tags = {"advaudio.run_key": key, "advaudio.kind": "train", **(extra_tags or {})}
@@ -97,21 +103,35 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
             mlflow.log_params(flatten(cfg))
             mlflow.log_dict(cfg, "config.yaml")
             mlflow.log_params({"data.train_size": len(splits.train), "data.val_size": len(splits.val),
-                               "data.test_size": len(splits.test)})
+                               "data.test_size": len(splits.test), "model.n_parameters": n_params})
         mlflow.log_param("best_epoch_criterion", criterion)  # idempotent on a resumed run (same key → same value)
         result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
-                       checkpoint_path=ckpt_dir / f"{key}.train.pt", on_epoch=EpochLogger())
+                       checkpoint_path=ckpt_dir / f"{key}.train.pt", on_epoch=EpochLogger(on_epoch))
         save_atomic(victim_state(result.victim), final_path)
         low, high = wilson_interval(result.test_accuracy, len(splits.test))
         mlflow.log_metrics({"test_accuracy": result.test_accuracy, "test_accuracy_ci_low": low,
                             "test_accuracy_ci_high": high, "test_loss": result.test_loss,
-                            "best_epoch": float(result.best_epoch)})
+                            "best_epoch": float(result.best_epoch),
+                            "checkpoint_mb": final_path.stat().st_size / 2**20})
         mlflow.log_artifact(str(final_path), "model")
         norm = result.victim.normalizer
         mlflow.log_dict({"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()},
                         "model/normalizer.json")
         mlflow.set_tag("advaudio.status", "finished")
         return TrainedVictim(result, run.info.run_id, final_path, key)
+
+
+def warn_if_large(n_params: int, what: str, limit: int = LARGE_MODEL_PARAMETERS) -> bool:
+    """Log a warning when a model has more than ``limit`` parameters: a dense layer after a convolutional
+    stack grows with the input (seed 003's 2D CNN on 5 s clips: ~150 M parameters), and a training
+    checkpoint written every epoch holds about four float32 copies of them (weights, Adam's two moments,
+    the best weights). Returns whether it warned."""
+    if n_params <= limit:
+        return False
+    log.warning("%s has %.1f M parameters (%.0f MB of float32 weights; a training checkpoint holds ~4 copies): "
+                "its input may be larger than the architecture was designed for (shorter clips or a smaller "
+                "front-end shrink it)", what, n_params / 1e6, n_params * 4 / 2**20)
+    return True
 
 
 def _run_name(cfg: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import mlflow
 import torch
@@ -41,7 +41,18 @@ from victims.registry import ConfigError
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
+
+
+class Progress(Protocol):
+    """Progress of a grid: ``advance=True`` after each trained model and attack evaluation (the steps of
+    :func:`count_steps`), ``advance=False`` for what runs inside one (epochs, the attack under way)."""
+
+    def __call__(self, message: str, advance: bool = True) -> None:
+        ...
+
+
+def _no_progress(message: str, advance: bool = True) -> None:
+    """The default :class:`Progress`: report nothing."""
 
 
 @dataclass
@@ -119,7 +130,7 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
                outputs: Path, progress: Progress | None = None) -> list[dict[str, Any]]:
     """Train and attack one model column; returns one summary row per (defense, attack)."""
     setup_tracking(grid.name, tracking_uri, outputs)
-    tick = progress or (lambda _msg: None)
+    tick = progress or _no_progress
     dataset_cfg = grid.cell_config(column.dataset, column.frontend, column.victim, ORIGINAL)["dataset"]
     splits = load_splits(dataset_cfg)
     ev_cfg = grid.evaluation
@@ -131,9 +142,15 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
         if defense != ORIGINAL:
             cfg["defense"], measured = auto_defense_eps(cfg["defense"], trained[ORIGINAL].result.victim, splits.val,
                                                         ev_cfg)
+        epochs = cfg["train"]["epochs"]
+
+        def epoch_done(metrics: dict[str, float], epoch: int, cell: str = f"{column.label}/{defense}") -> None:
+            tick(f"training {cell}: epoch {epoch}/{epochs}, val acc {metrics['val_accuracy']:.3f}", advance=False)
+
+        tick(f"training {column.label}/{defense}", advance=False)
         trained[defense] = train_from_config(cfg, experiment=grid.name, tracking_uri=tracking_uri, outputs=outputs,
                                              splits=splits, parent_run_id=parent_run_id,
-                                             extra_tags=column.tags(defense))
+                                             extra_tags=column.tags(defense), on_epoch=epoch_done)
         if measured:
             _log_to(trained[defense].run_id, measured)
         tick(f"trained {column.label}/{defense}")
@@ -142,6 +159,7 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
     for option, attack_cfg in grid.attacks.items():
         run_ids: dict[str, str] = {}
         for defense, tv in trained.items():
+            tick(f"attacking {column.label}/{defense} with {option}", advance=False)
             run_ids[defense], evals[defense][option] = _evaluate(grid, column, defense, tv, option, attack_cfg,
                                                                  waves, labels)
             tick(f"attacked {column.label}/{defense} with {option}")

@@ -11,7 +11,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Run
@@ -123,7 +123,12 @@ def iter_runs(experiment_id: str, filter_string: str = "", client: MlflowClient 
 
 
 class EpochLogger:
-    """Trainer callback that logs each epoch's metrics to the active MLflow run."""
+    """Trainer callback that logs each epoch's metrics to the active MLflow run, then calls ``then``."""
+
+    def __init__(self, then: Callable[[dict[str, float], int], None] | None = None) -> None:
+        self.then = then
 
     def __call__(self, metrics: dict[str, float], epoch: int) -> None:
         mlflow.log_metrics(metrics, step=epoch)
+        if self.then is not None:
+            self.then(metrics, epoch)

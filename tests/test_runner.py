@@ -63,9 +63,10 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     grid = load_grid(grid_file)
     assert count_steps(grid) == 2 * (1 + 2)
     ticks: list[str] = []
+    inside: list[str] = []
 
-    def kill_after_three(message: str) -> None:
-        ticks.append(message)
+    def kill_after_three(message: str, advance: bool = True) -> None:
+        (ticks if advance else inside).append(message)
         if len(ticks) == 3:
             raise KeyboardInterrupt  # a kill after both models trained and one evaluation finished
 
@@ -73,9 +74,12 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
         run_grid(grid, outputs=outputs, progress=kill_after_three)
     first_attack_runs = {r.info.run_id for r in _runs(outputs, "attack")}
     assert len(first_attack_runs) == 1
+    epochs = grid.cell_config("gm_instruments", "stft_db_small", "resnet56", "none")["train"]["epochs"]
+    assert f"training stft_db_small/resnet56/seed0/none: epoch {epochs}/{epochs}" in " ".join(inside)
+    assert any(m.startswith("attacking stft_db_small/resnet56/seed0/none with ") for m in inside)
 
     resumed: list[str] = []
-    rows = run_grid(load_grid(grid_file), outputs=outputs, progress=resumed.append)
+    rows = run_grid(load_grid(grid_file), outputs=outputs, progress=lambda m, advance=True: resumed.append(m))
     assert len(rows) == 4
     trains, attacks = _runs(outputs, "train"), _runs(outputs, "attack")
     assert len(trains) == 2, "resume must reuse the two training runs, not start new ones"
@@ -137,7 +141,7 @@ def test_grid_runs_on_a_local_ray_cluster(grid_file: Path, tmp_path: Path) -> No
     finished: list[str] = []
     only_fgsm = {"grid.attack": ["fgsm"], "attack_overrides": {"fgsm": {"domain": "representation", "norm": "l2"}}}
     rows = run_grid(load_grid(grid_file, only_fgsm), outputs=outputs,
-                    executor="ray", progress=finished.append)
+                    executor="ray", progress=lambda m, advance=True: finished.append(m))
     assert finished == ["finished column stft_db_small/resnet56/seed0"]
     assert {(r["defense"], r["attack"]) for r in rows} == {("none", "fgsm"), ("fgsm_mix", "fgsm")}
     assert "eps_r" in next(r for r in rows if r["defense"] == "fgsm_mix")

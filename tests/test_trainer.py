@@ -80,3 +80,58 @@ def test_checkpoint_roundtrip_and_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path / "foreign.pt")
     assert "not an advaudio checkpoint" in str(err.value) and "weights_only=False" not in str(err.value)
+
+
+def test_objectives_backward_runs_outside_autocast() -> None:
+    """Issue 8: forward passes autocast, backward passes do not (PyTorch's AMP recipe)."""
+    from training.trainer import backward_outside_autocast
+
+    seen: list[bool] = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):  # type: ignore[no-untyped-def]
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[no-untyped-def]
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return grad * 2
+
+    x = torch.ones(3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = Probe.apply(x).sum()
+        loss.backward(retain_graph=True)  # plain backward inside the context sees autocast on
+        backward_outside_autocast("cpu")(loss)
+    assert seen == [True, False]
+    assert torch.equal(x.grad, torch.full((3,), 4.0))
+
+
+def test_a_finished_run_keeps_only_what_reuse_needs_and_is_not_trained_again(tmp_path: Path) -> None:
+    """Issue 8: once training ends, the checkpoint holds the best weights and history only (no optimizer
+    state, RNG or second weight copy); reusing it trains nothing and gives the same result."""
+    data = _clips(12, 1), _clips(4, 2), _clips(6, 3)
+    ckpt = tmp_path / "run.pt"
+    train(make_victim(), *data, _cfg(), checkpoint_path=ckpt, stop_after=2)
+    mid = load_checkpoint(ckpt)
+    mid_size = ckpt.stat().st_size
+    first = train(make_victim(), *data, _cfg(), checkpoint_path=ckpt)
+    done = load_checkpoint(ckpt)
+    assert done["finished"] and not {"optimizer", "scheduler", "rng_cpu", "best_model"} & set(done)
+    assert {"optimizer", "best_model"} <= set(mid) and ckpt.stat().st_size < mid_size
+    epochs: list[int] = []
+    again = train(make_victim(seed=5), *data, _cfg(), checkpoint_path=ckpt, on_epoch=lambda _m, e: epochs.append(e))
+    assert epochs == [] and again.history == first.history and again.best_epoch == first.best_epoch
+    assert again.test_accuracy == first.test_accuracy and again.stopped_early == first.stopped_early
+    for (k, a), b in zip(first.victim.state_dict().items(), again.victim.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_a_model_that_explodes_with_its_input_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from defense.pipeline import warn_if_large
+
+    n = sum(p.numel() for p in make_victim().parameters())
+    assert not warn_if_large(n, "tiny")  # far below the default limit
+    with caplog.at_level("WARNING"):
+        assert warn_if_large(n, "tiny on tiny", limit=n - 1)
+    assert f"tiny on tiny has {n / 1e6:.1f} M parameters" in caplog.text

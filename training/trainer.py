@@ -193,7 +193,9 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         test_set: held-out clips, evaluated once with the best weights.
         cfg: hyper-parameters.
         objective: how a batch becomes gradients (``defense.objectives.OBJECTIVES`` names them).
-        checkpoint_path: written atomically after every epoch; an existing file is resumed.
+        checkpoint_path: written atomically after every epoch (weights, optimizer, RNG, best weights) and
+            slimmed to the best weights and history once training ends; an existing file is resumed, a
+            finished one reused without training.
         on_epoch: called with the epoch's metrics and the epoch number.
         stop_after: end the call after this many epochs in total (simulates a kill; for tests).
 
@@ -213,7 +215,7 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
     opt = _optimizer(cfg, [p for p in victim.parameters() if p.requires_grad])
     sched = _scheduler(cfg, opt)
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "history": [], "since_best": 0, "best_model": None,
-                             "criterion": criterion}
+                             "criterion": criterion, "finished": False, "stopped_early": False}
     ckpt_path = Path(checkpoint_path) if checkpoint_path else None
     if ckpt_path is not None and ckpt_path.is_file():
         state = _resume(ckpt_path, victim, opt, sched, device)
@@ -225,12 +227,11 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         fit_normalizer(victim, train_set, cfg.eval_batch_size, device)
     use_amp = cfg.amp and device.type == "cuda"
 
-    def backward(loss: Tensor) -> None:
-        loss.backward()
-
-    stopped_early = False
-    while state["epoch"] < cfg.epochs:
+    backward = backward_outside_autocast(device.type)
+    stopped_early, interrupted = state["stopped_early"], False
+    while not state["finished"] and state["epoch"] < cfg.epochs:
         if stop_after is not None and state["epoch"] >= stop_after:
+            interrupted = True
             break
         if cfg.patience is not None and state["since_best"] >= cfg.patience:
             stopped_early = True
@@ -274,9 +275,22 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
 
     if state["best_model"] is not None:
         victim.load_state_dict(state["best_model"])
+    if ckpt_path is not None and not interrupted and not state["finished"]:
+        save_atomic(_finished_state(victim, state, stopped_early), ckpt_path)
     test_acc, test_loss = evaluate(victim, test_set, cfg.eval_batch_size, device)
     return TrainResult(victim.eval(), state["history"], state["best_epoch"], test_acc, test_loss, stopped_early,
                        criterion)
+
+
+def backward_outside_autocast(device_type: str) -> Callable[[Tensor], None]:
+    """The ``backward`` objectives call: autocast off for the backward pass (PyTorch's AMP recipe: only the
+    forward runs under autocast; backward ops then take the dtypes autocast chose for their forward ops)."""
+
+    def backward(loss: Tensor) -> None:
+        with torch.autocast(device_type, enabled=False):
+            loss.backward()
+
+    return backward
 
 
 def _training_state(victim: Victim, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -286,16 +300,26 @@ def _training_state(victim: Victim, opt: torch.optim.Optimizer, sched: Any, stat
             **{k: state[k] for k in ("epoch", "best_epoch", "history", "since_best", "best_model", "criterion")}}
 
 
+def _finished_state(victim: Victim, state: dict[str, Any], stopped_early: bool) -> dict[str, Any]:
+    """What a finished run keeps: the best weights and the history (no optimizer, RNG or second weight
+    copy), a quarter of an Adam training checkpoint; a rerun reads it instead of training again."""
+    return {"spec": victim.spec, "model": victim.state_dict(), "finished": True, "stopped_early": stopped_early,
+            **{k: state[k] for k in ("epoch", "best_epoch", "history", "since_best", "criterion")}}
+
+
 def _resume(path: Path, victim: Victim, opt: torch.optim.Optimizer, sched: Any,
             device: torch.device) -> dict[str, Any]:
     ckpt = load_checkpoint(path, map_location=device)
     load_state_into(victim, ckpt["model"], path)
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    torch.set_rng_state(ckpt["rng_cpu"].cpu())
-    if ckpt["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
-    best = ckpt["best_model"]
+    finished = bool(ckpt.get("finished", False))
+    if not finished:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng_cpu"].cpu())
+        if ckpt["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
+    best = ckpt.get("best_model")
     return {"epoch": ckpt["epoch"], "best_epoch": ckpt["best_epoch"], "history": list(ckpt["history"]),
             "since_best": ckpt["since_best"], "best_model": {k: v.cpu() for k, v in best.items()} if best is not None
-            else None, "criterion": ckpt.get("criterion", "clean")}
+            else None, "criterion": ckpt.get("criterion", "clean"), "finished": finished,
+            "stopped_early": bool(ckpt.get("stopped_early", False))}
