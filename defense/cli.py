@@ -38,15 +38,12 @@ def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> Non
 
 
 def _compose(args: argparse.Namespace) -> dict:
-    """The single-run config; a grid experiment is a one-line error naming the command that runs it."""
-    from defense.config import compose, load_option, parse_overrides, read_yaml
+    """The training config of the experiment's single model (a grid of several is a one-line error naming
+    the command that runs it)."""
+    from defense.config import parse_overrides
+    from defense.grid import load_grid
 
-    path = Path(str(args.experiment))
-    raw = read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", str(args.experiment))
-    if "grid" in raw:
-        raise ConfigError(f"experiment '{args.experiment}' is a grid: run it with `advaudio experiment "
-                          f"{args.experiment}`")
-    return compose(raw, parse_overrides(args.overrides))
+    return load_grid(str(args.experiment), parse_overrides(args.overrides)).single_cell()
 
 
 def _experiment_first(args: argparse.Namespace) -> None:
@@ -117,6 +114,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if "study" in raw:
         return _run_study(raw, args)
     grid = load_grid(args.experiment, parse_overrides(args.overrides))
+    if not grid.axes["attack"]:
+        raise ConfigError(f"experiment '{grid.name}' has no attacks (grid.attack): train its model with "
+                          f"`advaudio train -e {args.experiment}`")
     total = count_steps(grid) if args.executor == "local" else len(list(grid.models()))
     with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress) as bar:
         def tick(message: str, advance: bool = True) -> None:

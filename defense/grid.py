@@ -19,6 +19,11 @@ A grid file (``configs/experiment/demo.yaml``)::
     overrides:                     # dotted keys applied to every cell, e.g. train.epochs: 5
       train.epochs: 5
 
+A single-model experiment (``configs/experiment/train.yaml``: one option per group, as
+:func:`defense.config.compose` reads it) is the one-cell grid it describes (:func:`one_cell`): one schema,
+one loader. ``advaudio train`` trains the single model of any experiment, so one model of a grid is
+``advaudio train -e demo grid.frontend=[stft_db_128] grid.victim=[resnet18] grid.defense=[none]``.
+
 Command-line overrides use the same dotted keys (``train.epochs=2``, ``evaluation.n_examples=16``,
 ``evaluation.eps_max.representation.l2=3``, ``grid.attack=[fgsm]``, ``seeds=[0,1]``,
 ``attack_overrides.cw_l2.max_iterations=10``).
@@ -61,11 +66,11 @@ class Grid:
     cell_overrides: dict[str, Any]
     attacks: dict[str, dict[str, Any]]
     evaluation: EvalConfig
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int | None] = field(default_factory=lambda: [0])
     attack_info: dict[str, AttackInfo] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
 
-    def models(self) -> Iterator[tuple[str, str, str, int]]:
+    def models(self) -> Iterator[tuple[str, str, str, int | None]]:
         """``(dataset, frontend, victim, seed)`` columns; each trains every defense and runs every attack."""
         yield from itertools.product(self.axes["dataset"], self.axes["frontend"], self.axes["victim"], self.seeds)
 
@@ -78,12 +83,23 @@ class Grid:
             overrides["train.seed"] = int(seed)
         return compose(spec, overrides)
 
-    @property
-    def size(self) -> int:
-        n = len(self.seeds)
-        for axis in GRID_AXES:
-            n *= len(self.axes[axis])
-        return n
+    def cells(self) -> Iterator[tuple[str, str, str, str, int | None]]:
+        """Every trained model: ``(dataset, frontend, victim, defense, seed)``."""
+        for dataset, frontend, victim, seed in self.models():
+            for defense in self.axes["defense"]:
+                yield dataset, frontend, victim, defense, seed
+
+    def single_cell(self) -> dict[str, Any]:
+        """The resolved training config of a grid of one model.
+
+        Raises:
+            ConfigError: when the grid has several models, naming the command that runs them all.
+        """
+        cells = list(self.cells())
+        if len(cells) != 1:
+            raise ConfigError(f"experiment '{self.name}' is a grid of {len(cells)} models: run it with `advaudio "
+                              f"experiment {self.name}`, or narrow it to one model with grid.<axis>=[option] overrides")
+        return self.cell_config(*cells[0])
 
 
 def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -95,13 +111,11 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     """
     path = Path(str(experiment))
     raw = read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", str(experiment), root)
-    if "grid" not in raw:
-        raise ConfigError(f"experiment '{experiment}' has no 'grid:' section (is it a single-run experiment?)")
-    spec = copy.deepcopy(raw)
+    spec = copy.deepcopy(raw) if "grid" in raw else one_cell(raw)
     merged = {**(spec.pop("overrides", None) or {}), **(overrides or {})}
     spec.setdefault("attack_overrides", {})
     spec.setdefault("evaluation", {})
-    spec.setdefault("seeds", [0])
+    spec.setdefault("seeds", [0] if "grid" in raw else [None])
     spec.setdefault("table_attacks", None)
     cell_overrides: dict[str, Any] = {}
     for key, value in merged.items():
@@ -117,7 +131,7 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     if extra:
         raise ConfigError(f"unknown key '{extra[0]}' in experiment '{experiment}'; accepted: {', '.join(sorted(known))}")
     axes = {axis: _as_list(spec["grid"], axis, experiment) for axis in GRID_AXES}
-    if ORIGINAL not in axes["defense"]:
+    if axes["attack"] and ORIGINAL not in axes["defense"]:
         raise ConfigError(f"grid.defense must include '{ORIGINAL}' (the original model ε_r compares with)")
     unknown_attacks = sorted(set(spec["attack_overrides"]) - set(axes["attack"]))
     if unknown_attacks:
@@ -130,15 +144,14 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
         attacks[option] = cfg
     evaluation = to_dataclass(EvalConfig, spec["evaluation"], "evaluation")
     seeds = spec["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(v, int) for v in seeds) \
-            or len(set(seeds)) != len(seeds):
+    if seeds != [None] and (not isinstance(seeds, list) or not seeds or not all(isinstance(v, int) for v in seeds)
+                            or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
     info = _attack_info(attacks, spec["table_attacks"], evaluation)
     grid = Grid(str(spec.get("name") or Path(str(experiment)).stem), axes, spec.get("train", "default"),
                 cell_overrides, attacks, evaluation, list(seeds), info, spec)
-    for dataset, frontend, victim, seed in grid.models():  # resolve every cell now: a typo fails before training
-        for defense in axes["defense"]:
-            grid.cell_config(dataset, frontend, victim, defense, seed)
+    for cell in grid.cells():  # resolve every cell now: a typo fails before training
+        grid.cell_config(*cell)
     return grid
 
 
@@ -177,11 +190,22 @@ def _set_eval(evaluation: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(f"unknown key '{key}'")
 
 
+def one_cell(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A single-model experiment (``dataset: x``, ``frontend: y``, ... one option per group) as the
+    one-cell grid it is: every group option becomes a one-element axis, with no attacks and the
+    configured ``train.seed`` (``seeds: [null]``)."""
+    spec = {k: copy.deepcopy(v) for k, v in raw.items() if k not in CELL_GROUPS}
+    spec["grid"] = {group: [raw.get(group, ORIGINAL if group == "defense" else None)] for group in CELL_GROUPS}
+    spec["grid"]["attack"] = []
+    return spec
+
+
 def _as_list(grid: Mapping[str, Any], axis: str, experiment: str | Path) -> list[str]:
     value = grid.get(axis)
-    if value is None:
+    if value is None or value == [None]:
         raise ConfigError(f"experiment '{experiment}' lacks grid.{axis}")
     items = [value] if isinstance(value, str) else list(value)
-    if not items or not all(isinstance(v, str) for v in items):
-        raise ConfigError(f"grid.{axis} must be a non-empty list of option names, got {value!r}")
+    if (not items and axis != "attack") or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"grid.{axis} must be a {'' if axis == 'attack' else 'non-empty '}list of option names, "
+                          f"got {value!r}")
     return items

@@ -39,7 +39,8 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     (["train", "victim=resnet19"], "unknown victim option 'resnet19' (did you mean 'resnet18'?)"),
     (["train", "train.optimizer=rmsprop"], "bad value for 'train.optimizer'"),
     (["experiment", "demo", "evaluation.n_example=3"], "unknown key 'evaluation.n_example'"),
-    (["train", "-e", "demo"], "experiment 'demo' is a grid: run it with `advaudio experiment demo`"),
+    (["train", "-e", "demo"], "experiment 'demo' is a grid of 8 models: run it with `advaudio experiment demo`"),
+    (["experiment", "train"], "experiment 'train' has no attacks (grid.attack): train its model with"),
     (["train", "--tracking-uri", "http://127.0.0.1:9", "train.epochs=1"] + TINY_TRAIN,
      "MLflow server at http://127.0.0.1:9 is not reachable"),
 ])
@@ -137,3 +138,15 @@ def test_user_errors_are_one_line_and_other_errors_show_their_traceback(
 
     with pytest.raises(ConfigError, match="attack 'noise': WhiteNoise cannot be targeted"):
         ATTACKS.create("noise", targeted=True)  # a constructor's ValueError is a config error
+
+
+def test_one_schema_a_single_model_experiment_is_a_one_cell_grid() -> None:
+    """Issue 8: train.yaml and one model of a grid load through the same loader and compose alike."""
+    from defense.config import compose, parse_overrides
+    from defense.grid import load_grid
+
+    overrides = parse_overrides(["train.epochs=2", "train.seed=3", "frontend=stft_db_small"])
+    assert load_grid("train", overrides).single_cell() == compose("train", overrides)
+    demo = load_grid("demo", parse_overrides(["grid.frontend=[stft_db_128]", "grid.victim=[resnet18]",
+                                              "grid.defense=[none]"]))
+    assert demo.single_cell() == load_grid("demo").cell_config("gm_instruments", "stft_db_128", "resnet18", "none", 0)

@@ -105,15 +105,30 @@ def test_registry_errors_name_the_problem() -> None:
 
 
 @pytest.mark.parametrize("name", [p.stem for p in sorted((CONFIG_ROOT / "experiment").glob("*.yaml"))
-                                  if "grid" in read_yaml(p)])
-def test_every_grid_experiment_loads_with_one_norm_per_table_row(name: str) -> None:
-    """Every grid YAML resolves (cells, attacks, budgets); table attacks of one row share a norm and domain."""
+                                  if "study" not in read_yaml(p)])
+def test_every_experiment_loads_and_every_cell_validates(name: str) -> None:
+    """Every grid or single-model YAML resolves through the one loader (cells, attacks, budgets), and every
+    model's train and dataset sections pass their typed checks."""
     from defense.grid import load_grid
+    from training.data import parse_config
+    from training.trainer import TrainConfig
 
     grid = load_grid(name)
     for option, info in grid.attack_info.items():
         eps_max, search = grid.evaluation.budgets(info.domain, info.norm, option)
         assert 0 < eps_max <= search
+    for cell in grid.cells():
+        cfg = grid.cell_config(*cell)
+        to_dataclass(TrainConfig, cfg["train"], "train")
+        assert parse_config(cfg["dataset"]).name == cfg["dataset"]["name"]
+
+
+@pytest.mark.parametrize("option", [p.stem for p in sorted((CONFIG_ROOT / "train").glob("*.yaml"))])
+def test_every_train_option_validates(option: str) -> None:
+    from defense.config import load_option
+    from training.trainer import TrainConfig
+
+    to_dataclass(TrainConfig, load_option("train", option), "train")
 
 
 def test_paper_004_follows_seed_004() -> None:

@@ -129,7 +129,7 @@ def test_grid_attack_metadata_and_seeds(grid_file: Path) -> None:
     grid = load_grid(grid_file, {"seeds": [0, 1], "evaluation.eps_max.representation.l0": 200})
     assert grid.attack_info["fgsm"].family == "single_step" and not grid.attack_info["fgsm"].in_tables
     assert grid.attack_info["deepfool_l2"].in_tables and grid.attack_info["deepfool_l2"].norm == "l2"
-    assert [m[3] for m in grid.models()] == [0, 1] and grid.size == 2 * 2 * 2
+    assert [m[3] for m in grid.models()] == [0, 1] and len(list(grid.cells())) == 2 * 2
     assert grid.cell_config("gm_instruments", "stft_db_small", "resnet56", "none", 1)["train"]["seed"] == 1
     assert grid.evaluation.budgets("representation", "l0") == (200.0, 200.0)
 
