@@ -17,7 +17,7 @@ import torch
 
 from defense.objectives import OBJECTIVES
 from evaluation.stats import wilson_interval
-from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, setup_tracking
+from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, mark_finished, setup_tracking, tag, tags
 from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
 from training.data.base import Splits
@@ -93,12 +93,12 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
                           splits.train.num_samples)
     n_params = sum(p.numel() for p in victim.parameters())
     warn_if_large(n_params, f"{cfg['victim'].get('backbone')} on {cfg['frontend'].get('name')}")
-    previous = find_run(exp_id, "advaudio.run_key", key)
+    previous = find_run(exp_id, tag("run_key"), key)
     run_id = previous.info.run_id if previous is not None else None
-    tags = {"advaudio.run_key": key, "advaudio.kind": "train", **(extra_tags or {})}
+    run_tags = {**tags(run_key=key, kind="train"), **(extra_tags or {})}
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else _run_name(cfg), tags=tags) as run:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else _run_name(cfg), tags=run_tags) as run:
         if run_id is None:
             mlflow.log_params(flatten(cfg))
             mlflow.log_dict(cfg, "config.yaml")
@@ -117,7 +117,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
         norm = result.victim.normalizer
         mlflow.log_dict({"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()},
                         "model/normalizer.json")
-        mlflow.set_tag("advaudio.status", "finished")
+        mark_finished()
         return TrainedVictim(result, run.info.run_id, final_path, key)
 
 

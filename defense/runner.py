@@ -34,7 +34,8 @@ from evaluation import plots, report, sanity
 from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
-from evaluation.tracking import ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, load_record, setup_tracking
+from evaluation.tracking import (ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, is_finished, load_record,
+                                 mark_finished, setup_tracking, tag, tags)
 from training.data import load_splits
 from training.data.base import ClipSet
 from victims.registry import ConfigError
@@ -65,8 +66,7 @@ class ModelColumn:
     seed: int = 0
 
     def tags(self, defense: str) -> dict[str, str]:
-        return {"advaudio.dataset": self.dataset, "advaudio.frontend": self.frontend,
-                "advaudio.victim": self.victim, "advaudio.defense": defense, "advaudio.seed": str(self.seed)}
+        return tags(dataset=self.dataset, frontend=self.frontend, victim=self.victim, defense=defense, seed=self.seed)
 
     @property
     def label(self) -> str:
@@ -189,8 +189,8 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     info = grid.attack_info[option]
     key = _key(tv.key, option, attack_cfg, asdict(ev_cfg))
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
-    done = find_run(exp_id, "advaudio.cell_key", key)
-    if done is not None and done.data.tags.get("advaudio.status") == "finished":
+    done = find_run(exp_id, tag("cell_key"), key)
+    if done is not None and is_finished(done):
         record = load_record(done.info.run_id)
         if record is None:
             raise ConfigError(f"finished attack run {done.info.run_id} has no {RECORD_ARTIFACT}: it comes from an "
@@ -201,12 +201,11 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     attack = create_attack(attack_cfg["name"], **kwargs)
     targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
     ev = evaluate(victim, attack, waves, labels, ev_cfg, targets=targets, name=option)
-    tags = {**column.tags(defense), "advaudio.kind": "attack", "advaudio.attack": option,
-            "advaudio.domain": info.domain, "advaudio.norm": info.norm, "advaudio.family": info.family,
-            "advaudio.targeted": str(info.targeted).lower(), "advaudio.in_tables": str(info.in_tables).lower(),
-            "advaudio.cell_key": key, "mlflow.parentRunId": tv.run_id}
+    run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
+                                               family=info.family, targeted=info.targeted, in_tables=info.in_tables,
+                                               cell_key=key), "mlflow.parentRunId": tv.run_id}
     run_id = done.info.run_id if done is not None else None
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{defense}/{option}", tags=tags) as run:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{defense}/{option}", tags=run_tags) as run:
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         intervals = summary_intervals(ev, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
         mlflow.log_metrics({**ev.summary, **intervals})
@@ -215,7 +214,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{option}")
-        mlflow.set_tag("advaudio.status", "finished")
+        mark_finished()
         return run.info.run_id, ev
 
 
@@ -362,10 +361,10 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
     exp_id = setup_tracking(grid.name, tracking_uri, outputs)
     uri = mlflow.get_tracking_uri()
     grid_key = _key(grid.source)
-    previous = find_run(exp_id, "advaudio.grid_key", grid_key)
-    tags = {"advaudio.kind": "grid", "advaudio.grid_key": grid_key}
+    previous = find_run(exp_id, tag("grid_key"), grid_key)
     with mlflow.start_run(run_id=previous.info.run_id if previous else None,
-                          run_name=None if previous else f"grid:{grid.name}", tags=tags) as run:
+                          run_name=None if previous else f"grid:{grid.name}",
+                          tags=tags(kind="grid", grid_key=grid_key)) as run:
         parent_id = run.info.run_id
         if previous is None:
             mlflow.log_dict(grid.source, "grid.yaml")
@@ -391,7 +390,7 @@ def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
             mlflow.log_figure(plots.epsilon_ratio_heatmap(found["value"], partial=found["partial"], low=found["low"],
                                                           high=found["high"], title=f"eps_r ({defense})"),
                               f"plots/eps_r_{defense}.png")
-        mlflow.set_tag("advaudio.status", "finished")
+        mark_finished()
 
 
 def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str, outputs: Path,

@@ -48,12 +48,12 @@ from evaluation import stats
 from evaluation.harness import AttackEvaluation, from_record
 from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
-from evaluation.tracking import ORIGINAL, check_server, default_tracking_uri, iter_runs, load_record
+from evaluation.tracking import (ORIGINAL, TAG_PREFIX, check_server, default_tracking_uri, is_finished, iter_runs,
+                                 load_record)
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "advaudio."
 COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed")
 ATTACK_TAGS = ("norm", "domain", "in_tables")
 CELL = ["dataset", "frontend", "victim"]
@@ -190,7 +190,7 @@ def _row(run: Run) -> dict[str, Any]:
     tags = run.data.tags
     row: dict[str, Any] = {"run_id": run.info.run_id, "parent_run_id": tags.get("mlflow.parentRunId", ""),
                            "status": run.info.status, "start_time": run.info.start_time or 0,
-                           "finished_tag": tags.get(TAG_PREFIX + "status") == "finished"}
+                           "finished_tag": is_finished(run)}
     row.update({c: tags.get(TAG_PREFIX + c, "") for c in (*COORDS, *ATTACK_TAGS)})
     row["seed"] = row["seed"] or "0"
     row["attacks"] = _group(row)

@@ -84,6 +84,33 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+TAG_PREFIX = "advaudio."
+"""Every tag advaudio writes: coordinates (``dataset``, ``frontend``, ``victim``, ``defense``, ``seed``,
+``attack``), an attack's ``domain``/``norm``/``family``/``targeted``/``in_tables``, the run ``kind``
+(``train``, ``attack``, ``grid``), resume keys (``run_key``, ``cell_key``, ``grid_key``) and ``status``."""
+FINISHED = "finished"
+
+
+def tag(name: str) -> str:
+    """The MLflow tag ``advaudio.<name>``."""
+    return TAG_PREFIX + name
+
+
+def tags(**values: Any) -> dict[str, str]:
+    """``{advaudio.<name>: str(value)}`` for each keyword (booleans as ``true``/``false``)."""
+    return {tag(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
+
+
+def mark_finished() -> None:
+    """Tag the active run finished: everything it logs is in place, a resume may reuse it."""
+    mlflow.set_tag(tag("status"), FINISHED)
+
+
+def is_finished(run: Run) -> bool:
+    """Whether ``run`` was tagged by :func:`mark_finished` (a run killed half-way was not)."""
+    return run.data.tags.get(tag("status")) == FINISHED
+
+
 def find_run(experiment_id: str, key: str, value: str) -> Run | None:
     """The newest run of the experiment whose tag ``key`` equals ``value`` (for resuming)."""
     runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{key}` = '{value}'",

@@ -16,9 +16,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from evaluation.tracking import tag
 from victims.registry import ConfigError
 
-STUDY_TAG = "advaudio.study"
+STUDY_TAG = tag("study")
 """MLflow experiment tag naming the study that logged it (``advaudio report`` dispatches on it)."""
 STUDIES = ("seed000", "seed001", "seed003")
 
