@@ -21,11 +21,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial
-from attacks.losses import class_margin, log_odds
+from attacks.losses import class_loss, class_margin, log_odds
 from attacks.threat import batch_view
 from victims.bounds import Bounds
 from victims.victim import Domain
@@ -244,11 +243,6 @@ class _SignAdamCW(Attack):
         """Per-example distance ``adv ↦ ‖adv − x‖₂²`` to the clean batch ``x``."""
         return lambda adv: (adv - x).flatten(1).pow(2).sum(dim=1)
 
-    def _class_loss(self, logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
-        if self.targeted:
-            return F.cross_entropy(logits, targets, reduction="none")
-        return log_odds(logits, labels)
-
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
             bounds: Bounds, eps: float | None) -> RunOutput:
         dist = self.distance(x)
@@ -263,8 +257,8 @@ class _SignAdamCW(Attack):
             active &= ~is_adversarial(logits.detach(), labels, targets)
             if it == self.max_iterations or not active.any():
                 break
-            grad, = torch.autograd.grad((dist(adv) + self.alpha * self._class_loss(logits, labels, targets)).sum(),
-                                        delta)
+            cls_loss = class_loss(logits, labels, targets if self.targeted else None, log_odds)
+            grad, = torch.autograd.grad((dist(adv) + self.alpha * cls_loss).sum(), delta)
             with torch.no_grad():
                 delta = adam.step(delta.detach(), grad.sign(), active)
                 delta = bounds.clip(x + delta.clamp(-self.clip_eps, self.clip_eps)) - x

@@ -20,12 +20,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput, is_adversarial
 from attacks.cw import tanh_box, to_tanh_space, update_consts
-from attacks.losses import log_complement
+from attacks.losses import class_loss, log_complement
 from attacks.threat import batch_view
 from victims.bounds import Bounds
 from victims.victim import Domain
@@ -138,11 +137,6 @@ class LBFGSAttack(Attack):
         self.max_iterations = max_iterations
         self.history_size = history_size
 
-    def _class_loss(self, logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
-        if self.targeted:
-            return F.cross_entropy(logits, targets, reduction="none")
-        return log_complement(logits, labels)
-
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
             bounds: Bounds, eps: float | None) -> RunOutput:
         n = x.shape[0]
@@ -162,7 +156,8 @@ class LBFGSAttack(Attack):
                     w = w.detach().requires_grad_(True)
                     adv = mid + half * torch.tanh(w)
                     l2 = (adv - x).flatten(1).pow(2).sum(dim=1)
-                    loss = l2 + const * self._class_loss(model(adv), labels, targets)
+                    aim = targets if self.targeted else None
+                    loss = l2 + const * class_loss(model(adv), labels, aim, log_complement)
                     grad, = torch.autograd.grad(loss.sum(), w)
                 return loss.detach(), grad
 

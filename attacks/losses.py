@@ -6,6 +6,8 @@ float32 once a logit margin passes ~17, and the cross-entropy's gradient is then
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,3 +52,12 @@ def attack_loss(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tenso
     if targets is None:
         return -log_odds(logits, labels).sum()
     return log_odds(logits, targets).sum()
+
+
+def class_loss(logits: Tensor, labels: Tensor, targets: Tensor | None,
+               untargeted: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Per-example class term a minimum-norm attack minimises: the cross-entropy of ``targets`` when
+    targeted (seed 001's C&W and L-BFGS), else ``untargeted(logits, labels)``."""
+    if targets is not None:
+        return F.cross_entropy(logits, targets, reduction="none")
+    return untargeted(logits, labels)
