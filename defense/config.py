@@ -16,6 +16,7 @@ a data set) are checked by :func:`victims.registry.to_dataclass`.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -24,7 +25,21 @@ import yaml
 
 from victims.registry import ConfigError, _suggest
 
-CONFIG_ROOT = Path(os.environ.get("ADVAUDIO_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
+
+
+def _installed_configs() -> Path:
+    """``configs/`` beside the packages (a source checkout or an editable install), else the YAML a wheel
+    installs as the package ``advaudio_configs``."""
+    beside = Path(__file__).resolve().parents[1] / "configs"
+    if beside.is_dir():
+        return beside
+    spec = importlib.util.find_spec("advaudio_configs")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("advaudio's configs/ are not installed: reinstall advaudio or set ADVAUDIO_CONFIGS")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+CONFIG_ROOT = Path(os.environ.get("ADVAUDIO_CONFIGS") or _installed_configs())
 GROUPS = ("dataset", "frontend", "victim", "train", "attack", "defense")
 
 
