@@ -37,6 +37,13 @@ def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> Non
                    help="config overrides, e.g. train.epochs=5 or frontend=mel_db")
 
 
+def _tracking_gone(args: argparse.Namespace) -> str | None:
+    """After an error: why the command's tracking server stopped answering, if it did."""
+    from evaluation.tracking import server_gone
+
+    return server_gone(args.tracking_uri) if hasattr(args, "tracking_uri") else None
+
+
 def _compose(args: argparse.Namespace) -> dict:
     """The training config of the experiment's single model (a grid of several is a one-line error naming
     the command that runs it)."""
@@ -264,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except Exception as err:
+        gone = _tracking_gone(args)
+        if gone is not None and not args.verbose:  # whatever failed, the cause is the store going away
+            print(f"advaudio {args.command}: error: {gone}; finished runs are kept: rerun the same command once "
+                  "the server is back and it resumes", file=sys.stderr)
+            return 2
         if args.verbose or not isinstance(err, user_errors()):
             raise
         print(f"advaudio {args.command}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",

@@ -23,6 +23,10 @@ ORIGINAL = "none"
 """The defense name of the original (undefended) model that every ε_r compares with."""
 OUTPUTS = Path(os.environ.get("ADVAUDIO_OUTPUTS", "outputs"))
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reports read one small record per run
+# A tracking server that goes away: MLflow's default (7 retries, backoff factor 2) waits ~4 minutes per call;
+# 4 retries with factor 1 bound it to ~15 s, then the command stops with one line (defense.cli).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 """The user's ``$MLFLOW_TRACKING_URI`` as the process started: ``mlflow.set_tracking_uri`` rewrites the
 variable, so reading it later would send a second store's runs to the first one."""
@@ -45,6 +49,19 @@ def check_server(uri: str, timeout: float = 3.0) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise ConfigError(f"MLflow server at {uri} is not reachable ({reason})") from None
+
+
+def server_gone(uri: str | None) -> str | None:
+    """Why the tracking server at ``uri`` (an ``http(s)://`` URI, or the user's ``$MLFLOW_TRACKING_URI``) does
+    not answer, or ``None`` when it does or the store is not a server."""
+    uri = uri or USER_TRACKING_URI
+    if not uri or not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        check_server(uri)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTPUTS) -> str:
