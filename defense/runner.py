@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,10 @@ from victims.registry import ConfigError
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
+
+
+RAY_TASK_RETRIES = 3
+"""Retries of a model column whose Ray worker died (a killed process, a lost node)."""
 
 
 class Progress(Protocol):
@@ -395,14 +400,21 @@ def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
 
 def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str, outputs: Path,
                 address: str | None, progress: Progress | None) -> list[dict[str, Any]]:
-    """One Ray task per model column; the tracking URI must be reachable from every worker."""
+    """One Ray task per model column; the tracking URI must be reachable from every worker.
+
+    Workers get the driver's ``ADVAUDIO_*`` and ``MLFLOW_*`` environment (cache, configs, outputs, store).
+    A task whose worker dies is retried (``max_retries``): the retry resumes its training from the last
+    epoch's checkpoint and reuses every finished MLflow run, so nothing is logged twice.
+    """
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        forwarded = {k: v for k, v in os.environ.items() if k.startswith(("ADVAUDIO_", "MLFLOW_"))}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": forwarded} if forwarded else None)
     try:
-        task = ray.remote(run_column)
+        task = ray.remote(max_retries=RAY_TASK_RETRIES)(run_column)
         pending = {task.remote(grid, c, parent_id, uri, outputs.resolve()): c for c in columns}
         rows: list[dict[str, Any]] = []
         while pending:

@@ -1,0 +1,129 @@
+"""A real Ray cluster (issue 10 item 2): a head and a second worker node started with ``ray start`` on this
+machine, a grid sent to it with ``ray_address``, and the worker process running a model column killed
+(SIGKILL) mid-task: the task is retried, the grid completes, no run is duplicated, and the tables equal an
+uninterrupted run on the same cluster."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from secrets import token_hex
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from defense.grid import load_grid
+from defense.runner import run_grid
+from evaluation.report import collect, format_tables
+from mlflow_server import free_port
+from test_runner import TINY
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``ray start ... --block`` in its own session, so the node's processes can be killed as one group."""
+    return subprocess.Popen([RAY, "start", *args, "--num-cpus=1", "--node-ip-address=127.0.0.1", "--block"], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(node: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(node.pid, sig)
+            node.wait(timeout=10)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+def _wait_for_cpus(address: str, env: dict[str, str], cpus: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
+        if f"/{cpus}.0 CPU" in status.stdout:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {cpus} CPUs")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A head and a worker node (1 CPU each), token-authenticated; the driver gets the same token."""
+    secrets = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {k: os.environ.get(k) for k in secrets}
+    os.environ.update(secrets)
+    env = {**os.environ, "ADVAUDIO_CACHE": str(tmp_path_factory.mktemp("cache"))}
+    address = f"127.0.0.1:{free_port()}"
+    nodes = [_start(["--head", f"--port={address.split(':')[1]}", "--include-dashboard=false"], env)]
+    try:
+        _wait_for_cpus(address, env, 1)
+        nodes.append(_start([f"--address={address}"], env))
+        _wait_for_cpus(address, env, 2)
+        yield address
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _column_workers() -> list[int]:
+    """PIDs of Ray workers running a model column (Ray names them ``ray::run_column``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::run_column"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_after_first_epoch(outputs: Path, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the column's worker once it has written a training checkpoint (mid-task)."""
+    while not stop.is_set():
+        workers = _column_workers()
+        if workers and list((outputs / "checkpoints").glob("*.train.pt")):
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            killed.extend(workers)
+            return
+        time.sleep(0.05)
+
+
+def _tables(outputs: Path) -> str:
+    return format_tables(collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200))
+
+
+def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 3"))
+    clean = tmp_path / "clean"
+    run_grid(load_grid(grid_file), outputs=clean, executor="ray", ray_address=cluster)
+
+    crashed = tmp_path / "crashed"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_after_first_epoch, args=(crashed, killed, stop), daemon=True)
+    killer.start()
+    try:
+        rows = run_grid(load_grid(grid_file), outputs=crashed, executor="ray", ray_address=cluster)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no column worker was killed: the test did not exercise a retry"
+    assert len(rows) == 4
+    from evaluation.tracking import iter_runs, setup_tracking
+
+    exp_id = setup_tracking("tiny", None, crashed)
+    keys = [(r.data.tags.get("advaudio.kind"), r.data.tags.get("advaudio.defense"), r.data.tags.get("advaudio.attack"))
+            for r in iter_runs(exp_id)]
+    assert len(keys) == len(set(keys)) == 1 + 2 + 4  # grid, two trained models, four attack runs
+    assert _tables(crashed) == _tables(clean)
