@@ -415,7 +415,8 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
                  runtime_env={"env_vars": forwarded} if forwarded else None)
     try:
         task = ray.remote(max_retries=RAY_TASK_RETRIES)(run_column)
-        pending = {task.remote(grid, c, parent_id, uri, outputs.resolve()): c for c in columns}
+        pending = {task.options(num_gpus=_gpus(grid, c)).remote(grid, c, parent_id, uri, outputs.resolve()): c
+                   for c in columns}
         rows: list[dict[str, Any]] = []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -427,3 +428,11 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
     finally:
         if started:
             ray.shutdown()
+
+
+def _gpus(grid: Grid, column: ModelColumn) -> int:
+    """GPUs a column's Ray task asks for: one if its ``train.device`` names CUDA, or is ``auto`` on a driver
+    that sees a GPU (the cluster is then assumed to have them), else none."""
+    device = str(grid.cell_config(column.dataset, column.frontend, column.victim, ORIGINAL, column.seed)["train"]
+                 .get("device", "auto"))
+    return int(device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()))

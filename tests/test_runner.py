@@ -146,3 +146,11 @@ def test_grid_runs_on_a_local_ray_cluster(grid_file: Path, tmp_path: Path) -> No
     assert {(r["defense"], r["attack"]) for r in rows} == {("none", "fgsm"), ("fgsm_mix", "fgsm")}
     assert "eps_r" in next(r for r in rows if r["defense"] == "fgsm_mix")
     assert len(_runs(outputs, "train")) == 2 and len(_runs(outputs, "attack")) == 2
+
+
+def test_a_ray_task_asks_for_a_gpu_when_its_model_trains_on_one(grid_file: Path) -> None:
+    from defense.runner import ModelColumn, _gpus
+
+    column = ModelColumn("gm_instruments", "stft_db_small", "resnet56", 0)
+    assert _gpus(load_grid(grid_file, {"train.device": "cpu"}), column) == 0
+    assert _gpus(load_grid(grid_file, {"train.device": "cuda:0"}), column) == 1
