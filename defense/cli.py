@@ -191,13 +191,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Open the MLflow UI on 127.0.0.1 over the experiment store (compare eps_r and fooling_auc there)."""
+    """Open the MLflow UI on 127.0.0.1 over the experiment store and print, per experiment, the address of
+    the runs table with every trained model's eps_r, fooling AUC and their intervals as columns."""
     import subprocess
 
-    from evaluation.tracking import default_tracking_uri
+    from mlflow.tracking import MlflowClient
+
+    from evaluation.tracking import default_tracking_uri, iter_runs, tag
+    from evaluation.ui_view import save_runs_view, view_url
 
     uri = args.tracking_uri or default_tracking_uri(_outputs(args))
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store: {uri}); Ctrl-C stops it")
+    base = f"http://127.0.0.1:{args.port}"
+    client = MlflowClient(uri)
+    for exp in client.search_experiments():
+        if next(iter_runs(exp.experiment_id, f"tags.`{tag('kind')}` = 'train'", client), None) is not None:
+            save_runs_view(exp.experiment_id, client)
+            print(f"{exp.name}: {view_url(base, exp.experiment_id)}")
+    print(f"MLflow UI on {base} (store: {uri}); Ctrl-C stops it", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     try:

@@ -37,6 +37,7 @@ from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_
 from evaluation.intervals import ratio_intervals, summary_intervals
 from evaluation.tracking import (ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, is_finished, load_record,
                                  mark_finished, setup_tracking, tag, tags)
+from evaluation.ui_view import save_runs_view
 from training.data import load_splits
 from training.data.base import ClipSet
 from victims.registry import ConfigError
@@ -154,8 +155,8 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
 
         tick(f"training {column.label}/{defense}", advance=False)
         trained[defense] = train_from_config(cfg, experiment=grid.name, tracking_uri=tracking_uri, outputs=outputs,
-                                             splits=splits, parent_run_id=parent_run_id,
-                                             extra_tags=column.tags(defense), on_epoch=epoch_done)
+                                             splits=splits, on_epoch=epoch_done,
+                                             extra_tags={**column.tags(defense), **tags(grid_run=parent_run_id)})
         if measured:
             _log_to(trained[defense].run_id, measured)
         tick(f"trained {column.label}/{defense}")
@@ -385,6 +386,7 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
 def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
     """Tables I-III and the ε_r heat maps as artifacts of the grid's parent run."""
     data = report.collect(grid.name, uri, n_boot=grid.evaluation.n_boot, level=grid.evaluation.confidence)
+    save_runs_view(mlflow.get_run(parent_id).info.experiment_id)
     with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
         report.write_tables(data, Path(tmp))
         mlflow.log_artifacts(tmp, "tables")
@@ -411,7 +413,8 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
     started = not ray.is_initialized()
     if started:
         forwarded = {k: v for k, v in os.environ.items() if k.startswith(("ADVAUDIO_", "MLFLOW_"))}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+        # address None: a fresh local instance ("local"), never whatever cluster this machine started last
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": forwarded} if forwarded else None)
     try:
         task = ray.remote(max_retries=RAY_TASK_RETRIES)(run_column)

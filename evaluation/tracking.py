@@ -84,7 +84,8 @@ def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTP
         location = None
         if uri.startswith("sqlite:"):
             location = (outputs / "mlartifacts").resolve().as_uri()
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location,
+                                          tags={"mlflow.experimentKind": "custom_model_development"})
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

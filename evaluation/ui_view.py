@@ -1,0 +1,53 @@
+"""A saved MLflow UI view that opens the runs table on what a researcher compares: each trained model with
+its ε_r, fooling AUC and their intervals as columns, no clicks needed.
+
+MLflow's experiment page loads a shared view from the experiment tag ``mlflow.sharedViewState.<key>`` (JSON
+of its search facets and UI state) when the URL carries ``?viewStateShareKey=<key>``; the experiment tag
+``mlflow.experimentKind = custom_model_development`` makes MLflow 3 open model-training pages instead of its
+GenAI overview. Both are set here after a grid finishes (and by ``advaudio ui`` for older stores).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from mlflow.tracking import MlflowClient
+
+from evaluation.tracking import iter_runs, tag
+
+VIEW_KEY = "advaudio"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+KIND_TAG = "mlflow.experimentKind"
+COLUMN_METRICS = re.compile(r"^(eps_r|eps_r_ci_low|eps_r_ci_high|eps_r_p|fooling_auc)\.|^test_accuracy(_ci_low|_ci_high)?$")
+"""Metrics of a training run shown as columns: per-attack ε_r (with interval and p-value), fooling AUC, and
+the test accuracy with its Wilson interval."""
+COORDINATES = ("dataset", "frontend", "victim", "defense", "seed")
+
+
+def view_state(metric_keys: list[str]) -> dict[str, object]:
+    """The shared-view JSON: training runs only, newest first, the coordinate tags and ``metric_keys`` as
+    columns. Training runs are top-level runs (a grid links them by the tag ``advaudio.grid_run``, not as
+    children: MLflow keeps nested runs collapsed and does not share their expansion), so they show as rows;
+    each one's attack runs are nested under it."""
+    columns = [f"tags.`{tag(c)}`" for c in COORDINATES] + [f"metrics.`{k}`" for k in metric_keys]
+    return {"searchFilter": f"tags.`{tag('kind')}` = 'train'", "orderByKey": "attributes.start_time",
+            "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
+            "modelVersionFilter": "All Runs", "selectedColumns": columns, "runsExpanded": {}, "viewMaximized": False}
+
+
+def save_runs_view(experiment_id: str, client: MlflowClient | None = None) -> list[str]:
+    """Tag the experiment with the model-training kind and the advaudio view over its training runs' ε_r
+    metrics; returns the metric columns (sorted: ε_r and intervals per attack, then fooling AUC)."""
+    client = client or MlflowClient()
+    keys: set[str] = set()
+    for run in iter_runs(experiment_id, f"tags.`{tag('kind')}` = 'train'", client):
+        keys.update(k for k in run.data.metrics if COLUMN_METRICS.match(k))
+    ordered = sorted(keys, key=lambda k: (k.split(".")[-1] if "." in k else "", k.split(".")[0]))
+    client.set_experiment_tag(experiment_id, KIND_TAG, "custom_model_development")
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(view_state(ordered)))
+    return ordered
+
+
+def view_url(base: str, experiment_id: str) -> str:
+    """The address of the saved view on a UI served at ``base`` (e.g. ``http://127.0.0.1:5000``)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
