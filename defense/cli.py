@@ -1,5 +1,6 @@
 """``advaudio``: the command line. Each step has ``--help``; errors in a config, data set, audio file or
-checkpoint are one line on stderr (``-v`` adds the traceback); any other error shows its traceback.
+checkpoint, and outputs that cannot be written, are one line on stderr (``-v`` adds the traceback); any other
+error shows its traceback.
 
 Configs are composed from ``configs/`` (see ``defense/config.py``); trailing ``key=value``
 arguments override them, e.g. ``advaudio train victim=resnet34 train.epochs=5``.
@@ -19,13 +20,15 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """Errors in what the user gave (config, data set and audio, checkpoint): one line on stderr, exit 2.
-    Anything else is a bug or an environment failure and shows its traceback (``-v`` shows it always).
+    """Errors in what the user gave (config, data set and audio, checkpoint) and output files that cannot be
+    written (read-only folder, full disk): one line on stderr, exit 2. Anything else is a bug or an
+    environment failure and shows its traceback (``-v`` shows it always).
     Imported here, not at the top, so ``advaudio --help`` does not load torch."""
     from training.checkpoints import CheckpointError
     from training.data.errors import DataError
+    from training.files import OutputError
 
-    return ConfigError, DataError, CheckpointError
+    return ConfigError, DataError, CheckpointError, OutputError
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> None:
@@ -65,6 +68,14 @@ def _outputs(args: argparse.Namespace) -> Path:
     return args.outputs or OUTPUTS
 
 
+def _writable_outputs(args: argparse.Namespace) -> Path:
+    """The outputs folder of a command that writes there, created if missing; one that cannot be written is
+    a one-line error before any work."""
+    from training.files import writable_folder
+
+    return writable_folder(_outputs(args), "outputs folder (--outputs or ADVAUDIO_OUTPUTS)")
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Decode (or render) and cache the configured data set, and print its splits."""
     from training.data import load_splits
@@ -83,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _compose(args)
     done = train_from_config(cfg, experiment=args.mlflow_experiment, tracking_uri=args.tracking_uri,
-                             outputs=_outputs(args))
+                             outputs=_writable_outputs(args))
     res = done.result
     print(f"test accuracy {res.test_accuracy:.4f} (best epoch {res.best_epoch}, {len(res.history)} epochs"
           f"{', stopped early' if res.stopped_early else ''})")
@@ -131,7 +142,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             if advance:
                 bar.update(1)
 
-        run_grid(grid, tracking_uri=args.tracking_uri, outputs=_outputs(args), executor=args.executor,
+        run_grid(grid, tracking_uri=args.tracking_uri, outputs=_writable_outputs(args), executor=args.executor,
                  ray_address=args.ray_address, progress=tick)
     return _report(grid.name, args.tracking_uri, _outputs(args))
 
@@ -158,7 +169,7 @@ def _run_study(raw: dict, args: argparse.Namespace) -> int:
             bar.update(1)
 
         name = module.run(raw, parse_overrides(args.overrides), tracking_uri=args.tracking_uri,
-                          outputs=_outputs(args), progress=tick)
+                          outputs=_writable_outputs(args), progress=tick)
     print(module.report(name, args.tracking_uri, _outputs(args)))
     return 0
 
@@ -187,7 +198,7 @@ def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild seed 004's Tables I-III (CSV and Markdown) from the MLflow runs of an experiment alone."""
-    return _report(args.name, args.tracking_uri, _outputs(args))
+    return _report(args.name, args.tracking_uri, _writable_outputs(args))
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """One-file use: a checkpoint, an input WAV and an attack → an adversarial WAV.
 
-The clip is cut or zero-padded to the victim's clip length. Waveform-domain attacks (seed 000) write
-their result directly; a representation-domain attack is turned back into a waveform where the
-representation has an inverse (STFT-dB: the clean clip's phase, seed 003; mel-dB: Griffin-Lim).
+The clip is cut or zero-padded to the victim's clip length (only that much of the input is decoded).
+Waveform-domain attacks (seed 000) write their result directly; a representation-domain attack is
+turned back into a waveform where the representation has an inverse (STFT-dB: the clean clip's phase,
+seed 003; mel-dB: Griffin-Lim). The output is written whole or not at all.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import soundfile as sf
 import torch
 
 from attacks import create_attack
-from evaluation.audio_out import check_audible, to_waveforms
+from evaluation.audio_out import check_audible, to_waveforms, write_wav
 from evaluation.metrics import snr_db
 from training.checkpoints import load_victim
 from training.data.audio import fix_length, read_audio
+from training.files import writable_folder
 from victims.registry import ConfigError
 from victims.victim import Victim
 
@@ -47,19 +49,40 @@ def resolve_class(victim: Victim, target: str) -> int:
     raise ConfigError(f"unknown target class '{target}'; known: {', '.join(victim.class_names)}")
 
 
-def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[str, Any],
-               target: str | None = None, device: str = "cpu") -> Crafted:
-    """Attack one audio file and write the adversarial waveform as a WAV at the victim's rate.
+def check_output(output: Path) -> None:
+    """Refuse, before any work, an ``--output`` that is no ``.wav`` name or whose folder cannot be written
+    (a missing folder is created).
 
     Raises:
-        ConfigError: unknown target class, or a representation-domain attack on a representation with no
-            inverse (checked before attacking).
+        ConfigError: for another extension (the file is always WAV data).
+        OutputError: for a folder that cannot be created or written.
+    """
+    if output.suffix.lower() != ".wav":
+        raise ConfigError(f"--output {output}: the adversarial file is WAV data; give it a .wav name")
+    writable_folder(output.parent, "output folder")
+
+
+def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[str, Any],
+               target: str | None = None, device: str = "cpu") -> Crafted:
+    """Attack one audio file and write the adversarial waveform as a float WAV at the victim's rate.
+
+    Only the input's first clip length is decoded (a one-hour file is not read whole); a longer input is
+    cut and a shorter one zero-padded, with a warning. The output is written whole or not at all.
+
+    Raises:
+        ConfigError: an output name other than ``.wav``, unknown target class, or a representation-domain
+            attack on a representation with no inverse (checked before attacking).
+        OutputError: an output folder that cannot be written (checked first) or a failed write.
         AudioError, CheckpointError: unreadable input file or checkpoint.
     """
+    check_output(output)
     victim = load_victim(checkpoint, map_location=device)
-    raw = read_audio(source, victim.sample_rate)
-    if raw.shape[0] != victim.num_samples:
-        log.warning("%s has %d samples; the victim takes %d: cut/padded", source, raw.shape[0], victim.num_samples)
+    clip_seconds = victim.num_samples / victim.sample_rate
+    raw = read_audio(source, victim.sample_rate, first_seconds=clip_seconds)
+    seconds = sf.info(str(source)).duration
+    if raw.shape[0] < victim.num_samples or seconds > clip_seconds:
+        log.warning("%s is %.2f s long; the victim takes %.2f s: %s", source, seconds, clip_seconds,
+                    "zero-padded" if raw.shape[0] < victim.num_samples else "its first part is attacked")
     wave = torch.from_numpy(fix_length(raw, victim.num_samples)).view(1, 1, -1).to(device)
     kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
     if target is not None:
@@ -76,8 +99,7 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
     with torch.no_grad():
         adv_probs = victim(adv).softmax(-1)[0]
     new = int(adv_probs.argmax())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(output, adv.flatten().cpu().numpy(), victim.sample_rate, subtype="FLOAT")
+    write_wav(output, adv.flatten().cpu(), victim.sample_rate, subtype="FLOAT")
     success = new == int(targets[0]) if targets is not None else new != label
     return Crafted(victim.class_names[label], float(probs[label]), victim.class_names[new], float(adv_probs[new]),
                    success, float(snr_db(wave.cpu(), adv.cpu())[0]), output)

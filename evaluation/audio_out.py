@@ -12,6 +12,7 @@ scale): at typical SNRs it would be inaudible as is. The gain is returned and pu
 """
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
+from training.files import atomic_write
 from victims.frontends.spectral import MelDb, StftDb
 from victims.registry import ConfigError
 from victims.inverse import clean_phase, istft_db, mel_db_griffinlim
@@ -56,16 +58,18 @@ def _mono(wave: Tensor | np.ndarray) -> np.ndarray:
 
 
 def write_wav(path: Path, wave: Tensor | np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write one mono waveform; samples outside ``[-1, 1]`` are clipped with a logged warning.
+    """Write one mono waveform, whole or not at all; samples outside ``[-1, 1]`` are clipped with a logged
+    warning.
 
     Args:
-        path: output file (folders are created).
+        path: output file (missing folders are created, logged).
         wave: ``(T,)``, ``(1, T)`` or ``(1, 1, T)``.
         sample_rate: rate in Hz.
         subtype: ``"PCM_16"`` (default), ``"PCM_24"`` or ``"FLOAT"`` (no quantisation).
 
     Raises:
         ValueError: on a non-finite sample, a bad shape, rate or subtype.
+        OutputError: if the file cannot be written (no file is left behind).
     """
     if subtype not in SUBTYPES:
         raise ValueError(f"unknown WAV subtype '{subtype}'; known: {', '.join(SUBTYPES)}")
@@ -78,10 +82,9 @@ def write_wav(path: Path, wave: Tensor | np.ndarray, sample_rate: int, subtype: 
     if over:
         log.warning("%s: clipped %d of %d samples to [-1, 1] (peak %.3f)", path, over, arr.size, np.abs(arr).max())
         arr = np.clip(arr, -1.0, 1.0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, arr.astype(np.float32), int(sample_rate), subtype=subtype)
-    return path
+    buffer = io.BytesIO()  # encoded in memory: libsndfile reports a failed disk write without its reason
+    sf.write(buffer, arr.astype(np.float32), int(sample_rate), subtype=subtype, format="WAV")
+    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()), "WAV file")
 
 
 def write_adversarial_wavs(out_dir: Path, stem: str, clean: Tensor | np.ndarray, adversarial: Tensor | np.ndarray,

@@ -50,6 +50,7 @@ from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
 from evaluation.tracking import (ORIGINAL, TAG_PREFIX, check_server, default_tracking_uri, is_finished, iter_runs,
                                  load_record)
+from training.files import atomic_write
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -511,16 +512,18 @@ def write_tables(data: ReportData, out_dir: Path, attacks: Sequence[str] | None 
         The paths written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for stem, caption, table in _sections(data, attacks):
-        table.to_csv(out_dir / f"{stem}.csv", index=False)
-        (out_dir / f"{stem}.md").write_text(f"**{caption}**\n\n{to_markdown(table)}\n", encoding="utf-8")
-        paths += [out_dir / f"{stem}.csv", out_dir / f"{stem}.md"]
-    per_attack(data, attacks).to_csv(out_dir / "per_attack.csv", index=False)
-    paths.append(out_dir / "per_attack.csv")
+        paths += [_write_text(out_dir / f"{stem}.csv", table.to_csv(index=False)),
+                  _write_text(out_dir / f"{stem}.md", f"**{caption}**\n\n{to_markdown(table)}\n")]
+    paths.append(_write_text(out_dir / "per_attack.csv", per_attack(data, attacks).to_csv(index=False)))
     log.info("wrote %d report files to %s", len(paths), out_dir)
     return paths
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write a report file whole or not at all (UTF-8)."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), "report file")
 
 
 def format_tables(data: ReportData, attacks: Sequence[str] | None = None) -> str:

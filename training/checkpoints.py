@@ -6,14 +6,17 @@ training checkpoints, the optimiser, scheduler, RNG states and history.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from training.files import atomic_write
+from victims.backbones import state_mismatch
 from victims.victim import Victim, victim_from_spec
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -23,21 +26,13 @@ class CheckpointError(ValueError):
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    A kill at any moment leaves either the old checkpoint or the new one, never a torn file.
+    A kill or a write error at any moment leaves either the old checkpoint or the new one, never a
+    torn file or a temporary one.
+
+    Raises:
+        OutputError: one line naming ``path`` and the reason (full disk, no permission, ...).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle), "checkpoint")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -67,26 +62,36 @@ def victim_state(victim: Victim) -> dict[str, Any]:
 
 
 def load_state_into(victim: Victim, state: dict[str, Any], source: str | Path) -> None:
-    """``load_state_dict`` with a one-line error naming the mismatch (e.g. another architecture)."""
-    own = victim.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        first = (missing or unexpected or shapes)[0]
-        raise CheckpointError(
-            f"checkpoint {source} does not fit this victim: {len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(shapes)} mis-shaped tensors (first: '{first}')")
+    """``load_state_dict`` with a one-line error naming the mismatch (another architecture or class count)."""
+    mismatch = state_mismatch(victim.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"checkpoint {source} {mismatch}")
     victim.load_state_dict(state)
 
 
 def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> Victim:
     """Rebuild a trained victim from a checkpoint file (eval mode).
 
+    Takes a victim checkpoint (``<key>.victim.pt``) or the training checkpoint of a finished run (which
+    holds the same selected weights; logged). An unfinished run's training checkpoint holds the last
+    epoch's weights, not the selected ones, and is refused.
+
     Raises:
-        CheckpointError: if the file cannot be read or its weights do not fit its spec.
+        CheckpointError: if the file cannot be read, is an unfinished training checkpoint, or its
+            weights do not fit its spec.
     """
     ckpt = load_checkpoint(path, map_location)
-    victim = victim_from_spec(ckpt["spec"])
+    if "epoch" in ckpt:
+        if not ckpt.get("finished", False):
+            victim_file = Path(path).name.replace(".train.pt", ".victim.pt")
+            raise CheckpointError(
+                f"{path} is the training checkpoint of an unfinished run (epoch {ckpt['epoch']}), not a trained "
+                f"victim: rerun the training command to finish it, then pass {victim_file}")
+        log.info("%s is the training checkpoint of a finished run: using its selected weights (epoch %d)",
+                 path, ckpt.get("best_epoch", ckpt["epoch"]))
+    try:
+        victim = victim_from_spec(ckpt["spec"])
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: its spec does not describe a victim (missing or bad entry {err})") from None
     load_state_into(victim, ckpt["model"], path)
     return victim.to(map_location).eval()

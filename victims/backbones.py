@@ -87,10 +87,9 @@ def load_weights(module: nn.Module, checkpoint: str | Path | None, name: str) ->
         raise ConfigError(f"backbone '{name}': {path} holds no state_dict of tensors")
     targets = [module] + ([module.net] if isinstance(module, MinSize) else [])
     target = max(targets, key=lambda t: len(set(t.state_dict()) & set(state)))
-    missing, unexpected, shapes = _mismatch(target.state_dict(), state)
-    if missing or unexpected or shapes:
-        raise ConfigError(f"backbone '{name}': checkpoint {path} is from another architecture: {missing} missing, "
-                          f"{unexpected} unexpected, {shapes} mis-shaped keys")
+    mismatch = state_mismatch(target.state_dict(), state)
+    if mismatch:
+        raise ConfigError(f"backbone '{name}': checkpoint {path} {mismatch}")
     target.load_state_dict(state)
     log.info("backbone '%s' loaded %d tensors from %s", name, len(state), path)
     return module
@@ -109,11 +108,26 @@ def _state_dict_of(obj: Any) -> dict[str, Tensor] | None:
     return obj
 
 
-def _mismatch(own: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[int, int, int]:
-    missing = sum(k not in state for k in own)
-    unexpected = sum(k not in own for k in state)
-    shapes = sum(k in state and own[k].shape != state[k].shape for k in own)
-    return missing, unexpected, shapes
+def state_mismatch(own: dict[str, Tensor], state: dict[str, Tensor]) -> str | None:
+    """Why ``state`` does not load into a module whose ``state_dict`` is ``own``, or ``None`` if it fits.
+
+    Returns a phrase to follow "checkpoint <path>": ``"was trained for 3 classes, this model has 4 (...)"``
+    when only the output layer's first dimension differs (no other change resizes that dimension
+    alone: a wider hidden layer also reshapes the next layer's input), else
+    ``"is from another architecture: 2 missing, 0 unexpected, 1 mis-shaped keys (first: 'fc.weight')"``.
+    """
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if not (missing or unexpected or shaped):
+        return None
+    counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shaped)} mis-shaped keys"
+    rows = {(state[k].shape[0], own[k].shape[0]) if own[k].dim() == state[k].dim() > 0
+            and own[k].shape[1:] == state[k].shape[1:] else None for k in shaped}
+    change = next(iter(rows)) if len(rows) == 1 and not (missing or unexpected) else None
+    if change is not None:
+        return f"was trained for {change[0]} classes, this model has {change[1]} ({counts})"
+    return f"is from another architecture: {counts} (first: '{(missing or unexpected or shaped)[0]}')"
 
 
 def _one_channel_conv(old: nn.Conv2d, init: Callable[[Tensor], Any]) -> nn.Conv2d:

@@ -11,12 +11,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from training.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ def _load(path: Path, text: str) -> Arrays | None:
 
 def _store(path: Path, text: str, arrays: Arrays) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, __key__=np.array(text), **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda handle: np.savez(handle, __key__=np.array(text), **arrays), "cache")
     except OSError as err:
         log.warning("could not write cache %s (%s); continuing without it", path, err)

@@ -1,4 +1,8 @@
-"""A generic folder-per-class data set: ``<root>/<class>/**/<file>.{wav,flac,ogg,au}``."""
+"""A generic folder-per-class data set: ``<root>/<class>/**/<file>.{wav,flac,ogg,au}``.
+
+Every such name is listed, broken symbolic links included, so a file that cannot be read is reported
+(or skipped with a log line, ``dataset.unreadable=skip``) instead of silently left out.
+"""
 from __future__ import annotations
 
 from training.data.base import DATASETS
@@ -28,7 +32,7 @@ def folder(root: str, classes: list[str] | None = None) -> FileTable:
         raise DataError(f"folder: unknown label (class folder) '{unknown[0]}' in {base}; classes: {', '.join(names)}")
     files, labels = [], []
     for label, name in enumerate(names):
-        found = sorted(p for p in (base / name).rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        found = sorted(p for p in (base / name).rglob("*") if p.suffix.lower() in EXTENSIONS and not p.is_dir())
         if not found:
             raise DataError(f"folder: class '{name}' has no audio under {base / name}")
         files += [str(p.relative_to(base)) for p in found]

@@ -8,7 +8,9 @@ a fixed length or into overlapping segments.
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,9 +103,13 @@ class FileTable:
             path = self.root / rel
             try:
                 st = path.stat()
-            except OSError:
+            except FileNotFoundError:
                 raise AudioError(f"audio file listed for {self.dataset} not found: {path}") from None
+            except OSError as err:
+                raise AudioError(f"audio file listed for {self.dataset} cannot be opened: {path} "
+                                 f"({err.strerror})") from None
             stats.append((rel, st.st_size, st.st_mtime_ns))
+        self._log_outside_links()
         key = {"version": CACHE_VERSION, "dataset": self.dataset, "root": str(self.root.resolve()),
                "rate": spec.sample_rate, "max_seconds": spec.max_seconds, "unreadable": spec.unreadable,
                "files": stats, "labels": self.labels, "groups": self.groups, "folds": self.folds,
@@ -113,6 +119,25 @@ class FileTable:
             log.warning("%s: skipped %d unreadable files: %s", self.dataset, len(decoded.skipped),
                         ", ".join(decoded.skipped[:5]) + (" ..." if len(decoded.skipped) > 5 else ""))
         return decoded
+
+    def _log_outside_links(self) -> None:
+        """Symbolic links are followed wherever they lead (data sets are often assembled from links to
+        another disk); the files that resolve outside the data root are counted in one log line."""
+        root = os.path.realpath(self.root)
+        folders: dict[Path, str] = {}
+
+        def resolved(path: Path) -> str:  # one realpath per folder, not per file: 8,732 files, 10 folders
+            if path.is_symlink():
+                return os.path.realpath(path)
+            if path.parent not in folders:
+                folders[path.parent] = os.path.realpath(path.parent)
+            return os.path.join(folders[path.parent], path.name)
+
+        inside = root.rstrip(os.sep) + os.sep
+        outside = [rel for rel in self.files if not resolved(self.root / rel).startswith(inside)]
+        if outside:
+            log.info("%s: %d files are symbolic links leading outside the data root %s (followed): %s", self.dataset,
+                     len(outside), self.root, ", ".join(outside[:3]) + (" ..." if len(outside) > 3 else ""))
 
     def _read(self, spec: DecodeSpec) -> Decoded:
         tally: Counter[str] = Counter()
@@ -127,9 +152,11 @@ class FileTable:
                 log.warning("skipping %s", err)
                 skipped.append(rel)
         if tally:
-            log.info("%s: mixed down %d multi-channel files, scaled %d float files peaking above 1, "
-                     "resampled %d files to %d Hz", self.dataset, tally["mixdown"], tally["rescale"],
-                     tally["resample"], spec.sample_rate)
+            notes = {"misnamed": "decoded {} files whose data is another format than their name says "
+                                 "(e.g. FLAC in .wav)",
+                     "mixdown": "mixed down {} multi-channel files", "rescale": "scaled {} float files peaking above 1",
+                     "resample": f"resampled {{}} files to {spec.sample_rate} Hz"}
+            log.info("%s: %s", self.dataset, "; ".join(text.format(tally[k]) for k, text in notes.items() if tally[k]))
         pick = np.array(keep, dtype=np.int64)
         return Decoded(waves, np.asarray(self.labels, np.int64)[pick], np.asarray(self.groups, np.int64)[pick],
                        np.asarray(self.folds, np.int64)[pick], [self.files[i] for i in keep],
@@ -149,21 +176,37 @@ def check_root(root: str | Path, dataset: str) -> Path:
 
 
 def read_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
-    """Read a metadata CSV, checking it has the ``required`` columns.
+    """Read a UTF-8 metadata CSV, checking it has the ``required`` columns.
+
+    CRLF line ends and quoted fields (commas, line breaks inside quotes) are read as the CSV standard
+    says; a leading byte-order mark (spreadsheet exports) is dropped and logged.
 
     Raises:
-        DataError: naming the file and the first missing column, or if the file is missing.
+        DataError: naming the file (and line) if it is missing, not UTF-8, malformed or lacks a column.
     """
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            missing = [c for c in required if c not in columns]
-            if missing:
-                raise DataError(f"{path}: missing column '{missing[0]}' (has: {', '.join(columns) or 'none'})")
-            return list(reader)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"metadata file not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"cannot read metadata file {path}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save it as UTF-8") from None
+    if text.startswith("\ufeff"):
+        log.info("%s starts with a byte-order mark; ignored", path)
+        text = text[1:]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = reader.fieldnames or []
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise DataError(f"{path}: missing column '{missing[0]}' (has: {', '.join(columns) or 'none'})")
+        return list(reader)
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
 
 
 def int_field(row: dict[str, str], column: str, path: Path, line: int) -> int:
