@@ -103,6 +103,9 @@ def test_final_predictions_take_the_adversarial_one_only_where_found() -> None:
 def test_summary_of_a_row_by_hand() -> None:
     s = summarize(_record(), Seed000Eval(n_boot=200))
     assert (s["attempts"], s["found"], s["clips"]) == (4, 3, 4)
+    assert s["found_quiet"] == 3 and s["found_quiet_rate"] == 0.75  # SNR 30, 40, 50 dB; clip 2 failed at 5 dB
+    s20 = summarize({**_record(), "snr_db": [29.9, 40.0, 5.0, 50.0]}, Seed000Eval(n_boot=50))
+    assert s20["found_quiet"] == 2 and s20["found_quiet_rate"] == 0.5
     assert s["found_rate"] == 0.75 and s["accuracy"] == 0.0 and s["clean_accuracy"] == 0.75
     assert s["snr_mean"] == pytest.approx(40.0) and s["snr_median"] == 40.0  # over the found: 30, 40, 50
     assert s["iterations_median"] == 10.0 and s["confidence"] == pytest.approx(0.6)
