@@ -3,8 +3,8 @@ attacks on music instrument classification", Sec. 5.2).
 
 - Target pairs: a targeted attack aims every attacked clip at one or more classes. Seed 000 draws one
   random target per clip (Sec. 5.1) or fixes one ('Accordion', Sec. 5.3), and skips a clip whose clean
-  prediction already is the target; the source × target matrix here aims each clip at every class
-  that is neither its true class nor its clean prediction.
+  prediction already is the target; here a target is never the clip's true class nor its clean
+  prediction, and the source × target matrix aims each clip at every such class.
 - Pair matrix: for every (source = true class, target) cell, the attempts, the adversarial examples
   found and the mean SNR of those found.
 - Matched-SNR white noise (Sec. 5.2, "white noise of a similar average SNR", 0.79 vs 0.835 clean):
@@ -47,12 +47,27 @@ def target_pairs(labels: Tensor, clean_pred: Tensor, num_classes: int) -> tuple[
     return clip, target
 
 
-def random_targets(clean_pred: Tensor, num_classes: int, seed: int) -> Tensor:
-    """One class per clip other than its clean prediction, uniform over the ``C − 1`` others (seed 000,
-    Sec. 5.1: "random target classes different from a sample's original prediction")."""
-    gen = torch.Generator().manual_seed(seed)
-    shift = torch.randint(1, num_classes, clean_pred.shape, generator=gen)
-    return (clean_pred + shift) % num_classes
+def random_targets(labels: Tensor, clean_pred: Tensor, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:
+    """One target per clip, uniform over the classes that are neither its label nor its clean prediction.
+
+    Seed 000 (Sec. 5.1) draws "random target classes different from a sample's original prediction"; its
+    code may then aim a misclassified clip at its true class, which would count restoring the correct
+    label as an adversarial example, so the true class is left out too. A clip with no class left (two
+    classes, misclassified) gets no attempt.
+
+    Returns:
+        ``(clip, target)``, each ``(A,)`` int64.
+    """
+    if labels.shape != clean_pred.shape or labels.dim() != 1:
+        raise ValueError(f"labels {tuple(labels.shape)} and clean_pred {tuple(clean_pred.shape)} must be (N,)")
+    classes = torch.arange(num_classes)
+    allowed = (classes[None, :] != labels[:, None]) & (classes[None, :] != clean_pred[:, None])
+    count = allowed.sum(dim=1)
+    draw = torch.rand(len(labels), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    pick = torch.minimum((draw * count).long(), (count - 1).clamp_min(0))
+    target = ((allowed.cumsum(dim=1) - 1 == pick[:, None]) & allowed).long().argmax(dim=1)
+    clip = (count > 0).nonzero().flatten()
+    return clip, target[clip]
 
 
 @dataclass(frozen=True)

@@ -129,20 +129,21 @@ def attempts_of(spec: AttackSpec, labels: Tensor, clean_pred: Tensor, class_name
                 seed: int) -> tuple[Tensor, Tensor | None]:
     """``(clip, target)`` of every attempt of a row (``target`` is ``None`` for an untargeted row).
 
-    Seed 000's code skips a clip whose clean prediction already is the target; every mode here does.
+    Seed 000's code skips a clip whose clean prediction already is the target; every mode here does, and
+    skips a clip whose true class is the target (reaching it would restore the correct label).
     """
     n, classes = len(labels), len(class_names)
     if spec.mode == "untargeted":
         return torch.arange(n), None
     if spec.mode == "random":
-        return torch.arange(n), random_targets(clean_pred, classes, seed)
+        return random_targets(labels, clean_pred, classes, seed)
     if spec.mode == "all":
         return target_pairs(labels, clean_pred, classes)
     pairs = [(None, spec.targets)] if spec.mode == "class" else spec.targets
     clips, targets = [], []
     for source, target in pairs:
         t = class_names.index(target)
-        keep = (clean_pred != t) & (True if source is None else labels == class_names.index(source))
+        keep = (clean_pred != t) & (labels != t if source is None else labels == class_names.index(source))
         idx = keep.nonzero().flatten()
         clips.append(idx)
         targets.append(torch.full_like(idx, t))

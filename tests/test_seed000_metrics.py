@@ -20,12 +20,19 @@ def test_target_pairs_leave_out_the_true_class_and_the_clean_prediction() -> Non
     assert clip.tolist() == [0, 0, 1] and target.tolist() == [1, 2, 0]
 
 
-def test_random_targets_differ_from_the_clean_prediction_and_reach_every_other_class() -> None:
-    pred = torch.tensor([0, 1, 2] * 100)
-    targets = random_targets(pred, 3, seed=21)
-    assert not bool((targets == pred).any())
-    assert set(targets[pred == 0].tolist()) == {1, 2}
-    assert torch.equal(targets, random_targets(pred, 3, seed=21))
+def test_random_targets_avoid_the_true_class_and_the_clean_prediction_and_reach_every_other_class() -> None:
+    labels = torch.tensor([0, 1, 2, 3] * 100)
+    pred = torch.tensor([0, 1, 2, 0] * 100)  # the clips of class 3 are misclassified as 0
+    clip, targets = random_targets(labels, pred, 4, seed=21)
+    assert torch.equal(clip, torch.arange(400))
+    assert not bool((targets == pred).any() or (targets == labels).any())
+    assert set(targets[labels == 0].tolist()) == {1, 2, 3} and set(targets[labels == 3].tolist()) == {1, 2}
+    assert torch.equal(targets, random_targets(labels, pred, 4, seed=21)[1])
+
+
+def test_random_targets_skip_a_clip_with_no_class_left() -> None:
+    clip, targets = random_targets(torch.tensor([0, 1]), torch.tensor([1, 1]), 2, seed=0)
+    assert clip.tolist() == [1] and targets.tolist() == [0]
 
 
 def test_pair_matrix_counts_and_mean_snr_by_hand() -> None:

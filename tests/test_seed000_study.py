@@ -113,14 +113,17 @@ def test_attempts_of_each_target_mode() -> None:
 
     clip, target = attempts_of(spec("untargeted"), labels, pred, names, 0)
     assert clip.tolist() == [0, 1, 2, 3] and target is None
-    clip, target = attempts_of(spec("class", "a"), labels, pred, names, 0)  # clips predicted 'a' are skipped
+    clip, target = attempts_of(spec("class", "a"), labels, pred, names, 0)  # clips of or predicted as 'a' skipped
     assert clip.tolist() == [1, 3] and target.tolist() == [0, 0]
+    clip, target = attempts_of(spec("class", "c"), labels, pred, names, 0)
+    assert clip.tolist() == [0, 1] and target.tolist() == [2, 2]
     clip, target = attempts_of(spec("pairs", [["c", "b"], ["a", "c"]]), labels, pred, names, 0)
     assert clip.tolist() == [2, 3, 0] and target.tolist() == [1, 1, 2]
     clip, target = attempts_of(spec("all"), labels, pred, names, 0)
     assert clip.tolist() == [0, 0, 1, 1, 2, 3, 3] and target.tolist() == [1, 2, 0, 2, 1, 0, 1]
-    clip, target = attempts_of(spec("random"), labels, pred, names, 21)
-    assert clip.tolist() == [0, 1, 2, 3] and bool((target != pred).all())
+    clip, target = attempts_of(spec("random"), labels, pred, names, 21)  # clip 2 (c seen as a) can only go to b
+    assert clip.tolist() == [0, 1, 2, 3] and bool((target != pred).all() and (target != labels).all())
+    assert target[2] == 1
 
 
 @pytest.mark.slow
