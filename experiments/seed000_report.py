@@ -10,7 +10,8 @@
 
 Intervals (level ``evaluation.confidence``): rates where every clip is attempted at most once get the
 Wilson interval; every mean and median, and the rates of rows that aim a clip at several targets, a
-percentile bootstrap over the clips (all attempts of a drawn clip together, ``evaluation.n_boot`` draws).
+percentile bootstrap over the clips (all attempts of a drawn clip together, ``evaluation.n_boot`` draws),
+except a rate of 0 or 1 there, which no draw can move: it gets the Wilson interval over its distinct clips.
 """
 from __future__ import annotations
 
@@ -77,10 +78,15 @@ def final_predictions(record: dict[str, Any]) -> list[int]:
 
 def _rate(hits: np.ndarray, clips: np.ndarray, n_clips: int, ev: Seed000Eval, weights: np.ndarray | None
           ) -> tuple[float, float, float]:
-    """A rate with its interval: Wilson if no clip repeats, else the clip bootstrap (``weights``)."""
+    """A rate with its interval: Wilson if no clip repeats, else the clip bootstrap (``weights``).
+
+    A rate of 0 or 1 over repeated clips is the same on every draw, so it gets the Wilson interval over its
+    distinct clips instead (the independent units; conservative next to counting every attempt).
+    """
     value = mean_or_nan(hits)
-    if len(np.unique(clips)) == len(clips):
-        low, high = wilson_interval(value, len(hits), ev.confidence) if len(hits) else (math.nan, math.nan)
+    distinct = len(np.unique(clips))
+    if distinct == len(clips) or value in (0.0, 1.0):
+        low, high = wilson_interval(value, distinct, ev.confidence) if len(hits) else (math.nan, math.nan)
         return value, low, high
     found = bootstrap_interval(hits, weights, mean_or_nan, value, ev.confidence)
     return value, found.low, found.high

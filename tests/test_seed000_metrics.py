@@ -11,6 +11,7 @@ import torch
 from evaluation.metrics import snr_db
 from evaluation.seed000_metrics import (bootstrap_interval, cluster_draws, matched_noise, mean_or_nan, noise_at_snr,
                                         pair_matrix, random_targets, target_pairs)
+from defense.pipeline import wilson_interval
 from experiments.seed000_config import Seed000Eval
 from experiments.seed000_report import final_predictions, summarize
 
@@ -130,3 +131,12 @@ def test_summary_of_a_clean_row() -> None:
               "clean_conf": [0.9, 0.7, 0.5, 0.9]}
     s = summarize(record, Seed000Eval(n_boot=100))
     assert s["clean_accuracy"] == 0.75 and s["confidence"] == pytest.approx(0.75)
+
+
+def test_a_clustered_rate_of_zero_gets_a_wilson_interval_over_its_distinct_clips() -> None:
+    record = {**_record(), "clip": [0, 0, 1, 1], "success": [True, True, True, True], "target": [1, 2, 0, 2],
+              "noise_pred": [0, 0, 1, 1]}  # two clips, two targets each; the noise changes no prediction
+    s = summarize(record, Seed000Eval(n_boot=100))
+    assert s["noise_changed_rate"] == 0.0 and s["noise_changed_rate_ci_low"] == 0.0
+    assert s["noise_changed_rate_ci_high"] == pytest.approx(wilson_interval(0.0, 2)[1])
+    assert s["found_rate_ci_high"] == 1.0 and s["found_rate_ci_low"] == pytest.approx(wilson_interval(1.0, 2)[0])
