@@ -291,7 +291,7 @@ def build(parent_id: str, client: MlflowClient, out_dir: Path) -> str:
     sections = [
         ("table_1", f"Table 1 (seed 000's Table 1): {rows['clean'][1]['clips']:.0f} test clips; SNR over the clip "
                     f"without {ev.snr_trim} samples at each end, mean/median/iterations/confidence over the examples "
-                    f"found; [{level} interval: Wilson for rates, clip bootstrap otherwise]. Paper: "
+                    f"found; [{level} interval: Wilson for rates of one attempt per clip, else a bootstrap over clips]. Paper: "
                     + "; ".join(papers), table_1(rows)),
         ("table_2_matched_noise", "Table 2: white noise at the same SNR as each example found (other attempts "
                                   f"keep their clean prediction), and at the row's mean SNR on every clip [{level}]. "
