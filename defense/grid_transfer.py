@@ -25,7 +25,6 @@ from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from defense.grid import Grid
-from defense.runner import select_examples
 from evaluation.harness import AttackEvaluation
 from evaluation.tracking import ORIGINAL, find_run, iter_runs
 from evaluation.transfer import replay
@@ -68,6 +67,8 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
     Returns:
         The number of transfer runs logged.
     """
+    from defense.runner import select_examples  # the runner imports this module for its hooks
+
     client = MlflowClient(tracking_uri)
     exp_id = client.get_experiment_by_name(grid.name).experiment_id
     runs = [r for r in iter_runs(exp_id, client=client) if r.data.tags.get("advaudio.status") == "finished"]

@@ -206,7 +206,7 @@ def table_4(data: StudyData, label: str, measure: str) -> pd.DataFrame:
     out = pd.DataFrame("", index=[names[c] for c in classes], columns=[names[c] for c in classes])
     for row in found.itertuples(index=False):
         text = _cell(row.value, row.low, row.high, digits, scale)
-        out.at[names[row.label], names[row.target]] = f"{text} (n={row.n})"
+        out.at[names[row.label], names[row.target]] = f"{text} (n={row.n})".strip()
     for c in classes:
         out.at[names[c], names[c]] = "NA"
     out.index.name = "source \\ target"
@@ -365,7 +365,7 @@ def _transfer_checks(data: StudyData, raw: list[str], mel: list[str]) -> list[Ch
         into, out_of = [(a, r) for a in mel for r in raw], [(r, b) for r in raw for b in mel]
         for label, pairs in (("into", into), ("out of", out_of)):
             d = difference(inside, _transfer_sums(data.transfers, pairs), **boot)
-            out.append(Check(f"log-mel examples transfer between log-mel models more than {label} the raw-waveform "
+            out.append(Check(f"examples transfer between log-mel models more often than {label} the raw-waveform "
                              "model", "4.88-9.96 vs 0-3.05 %", f"difference {_fmt(d, 1, 100)} points", _verdict(d)))
     return out
 
