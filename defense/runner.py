@@ -28,6 +28,7 @@ from torch import Tensor
 
 from attacks import create_attack
 from defense.grid import Grid
+from defense.grid_transfer import log_crafted, log_grid_transfer
 from evaluation.config import EvalConfig
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
@@ -218,6 +219,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
         mlflow.log_dict({m: {"budget": b, "value": ev.summary[b]} for m, b in METRIC_BUDGETS.items()},
                         "metric_budgets.json")
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
+        log_crafted(ev)
         _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{option}")
         mark_finished()
@@ -379,6 +381,7 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
         rows = [row for c in columns for row in run_column(grid, c, parent_id, uri, outputs, progress)]
     else:
         rows = _run_on_ray(grid, columns, parent_id, uri, outputs, ray_address, progress)
+    log_grid_transfer(grid, parent_id, uri)
     _log_grid_report(grid, parent_id, uri)
     return rows
 

@@ -15,7 +15,9 @@ Definitions used throughout (every function below implements one of them):
   ratio of the ε₀.₉ values.
 - SNR = 20·log10(‖x‖₂ / ‖δ‖₂) dB on waveforms (seed 000 trims 2048 samples at each end: an option);
   seed 001's 10·log10(mean x² / mean δ²) is the same quantity.
-- Transfer rate T[a→b] = share of examples that fool model a and also fool model b (seed 001).
+- Transfer rate T[a→b] = share of the examples crafted on model a (adversarial examples that fool a,
+  from a's base set) that also fool model b, among those b classifies correctly on clean input
+  (seed 001, Table 5; without clean predictions, every example that fools a counts).
 
 Empty inputs give ``nan`` (no example, no rate) rather than an error, so a report still renders.
 """
@@ -148,23 +150,48 @@ def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> T
     return torch.bincount(index.cpu(), minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def transfer_matrix(fooled: Tensor) -> Tensor:
-    """Transfer rates T[a→b] = share of examples that fool model a and also fool model b (seed 001).
+def transfer_masks(fooled: Tensor, clean_correct: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per example, which ``a → b`` transfers count and which of them succeed (seed 001, Table 5).
 
     Args:
         fooled: ``(M, M, N)`` bool; ``fooled[a, b, i]`` is true when the adversarial example crafted
-            on model ``a`` for example ``i`` fools model ``b``.
+            on model ``a`` for example ``i`` fools model ``b`` (``fooled[a, a, i]``: the attack on ``a``
+            succeeded).
+        clean_correct: ``(M, N)`` bool, model ``b`` classifies example ``i`` correctly on clean input
+            (its base set); ``None`` counts every example as correctly classified.
 
     Returns:
-        ``(M, M)`` float64: ``|fool a ∧ fool b| / |fool a|``, ``nan`` in row ``a`` if nothing fools
-        ``a``; the diagonal is 1 wherever defined.
+        ``(eligible, hit)``, each ``(M, M, N)`` bool: ``eligible[a, b, i]`` = crafted on ``a`` (fools
+        ``a`` and lies in ``a``'s base set) and in ``b``'s base set; ``hit`` = eligible and fools ``b``.
+
+    Raises:
+        ValueError: for shapes other than ``(M, M, N)`` and ``(M, N)``.
     """
     if fooled.dim() != 3 or fooled.shape[0] != fooled.shape[1]:
         raise ValueError(f"fooled must be shaped (M, M, N), got {tuple(fooled.shape)}")
-    own = torch.diagonal(fooled, dim1=0, dim2=1).T.bool()
-    both = (fooled.bool() & own[:, None, :]).double().sum(dim=2)
-    count = own.double().sum(dim=1, keepdim=True)
-    return torch.where(count > 0, both / count.clamp_min(1), torch.full_like(both, math.nan))
+    m, n = fooled.shape[0], fooled.shape[2]
+    correct = clean_correct.bool() if clean_correct is not None else torch.ones(m, n, dtype=torch.bool,
+                                                                                 device=fooled.device)
+    if tuple(correct.shape) != (m, n):
+        raise ValueError(f"clean_correct must be shaped ({m}, {n}), got {tuple(correct.shape)}")
+    crafted = torch.diagonal(fooled.bool(), dim1=0, dim2=1).T & correct
+    eligible = crafted[:, None, :] & correct[None, :, :]
+    return eligible, eligible & fooled.bool()
+
+
+def transfer_matrix(fooled: Tensor, clean_correct: Tensor | None = None) -> Tensor:
+    """Transfer rates T[a→b] (seed 001, Table 5): ``|hit| / |eligible|`` of :func:`transfer_masks`.
+
+    Args:
+        fooled: ``(M, M, N)`` bool, see :func:`transfer_masks`.
+        clean_correct: ``(M, N)`` bool base sets; ``None`` counts every example that fools ``a``.
+
+    Returns:
+        ``(M, M)`` float64, ``nan`` where no example is eligible; the diagonal is 1 wherever defined.
+    """
+    eligible, hit = transfer_masks(fooled, clean_correct)
+    count = eligible.double().sum(dim=2)
+    return torch.where(count > 0, hit.double().sum(dim=2) / count.clamp_min(1), torch.full_like(count, math.nan))
 
 
 def median(values: Tensor) -> float:

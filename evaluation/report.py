@@ -31,6 +31,7 @@ their intervals on the defended model's runs. Both carry the coordinate tags ``a
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -51,6 +52,7 @@ from evaluation.metrics import ratio_from_summaries
 from evaluation.tracking import (ORIGINAL, TAG_PREFIX, check_server, default_tracking_uri, is_finished, iter_runs,
                                  load_record)
 from training.files import atomic_write
+from evaluation.transfer import TransferRecord, transfer_rates
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class ReportData:
     records: dict[str, AttackEvaluation] = field(default_factory=dict)
     n_boot: int = 1000
     level: float = 0.95
+    transfers: list[tuple[dict[str, str], TransferRecord]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in (*COORDS, *ATTACK_TAGS, "attacks"):
@@ -169,7 +172,7 @@ def collect(experiment: str, tracking_uri: str | None = None, *, n_boot: int = 1
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=base + sorted(set(frame.columns) - set(base)))
     runs = _newest(frame)
-    return ReportData(experiment, runs, _records(client, runs), n_boot, level)
+    return ReportData(experiment, runs, _records(client, runs), n_boot, level, _transfers(client, exp.experiment_id))
 
 
 def _records(client: MlflowClient, runs: pd.DataFrame) -> dict[str, AttackEvaluation]:
@@ -500,6 +503,38 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
                            "bootstrap interval over evaluation clips]", table_3(data, defense, attacks, seed))
     yield ("table_2_original", f"Table II (original models): mean fooling AUC (%) over each row's attacks, "
            f"{across} ({budget})", table_2(data, model="original", attacks=attacks))
+    yield from transfer_sections(data)
+
+
+def _transfers(client: MlflowClient, experiment_id: str) -> list[tuple[dict[str, str], TransferRecord]]:
+    """Transfer records of the grid (``advaudio.kind = transfer`` runs, :mod:`defense.grid_transfer`)."""
+    out = []
+    for run in iter_runs(experiment_id, "tags.`advaudio.kind` = 'transfer'", client):
+        coords = {c: run.data.tags.get(TAG_PREFIX + c, "") for c in ("dataset", "frontend", "seed", "attack")}
+        path = Path(client.download_artifacts(run.info.run_id, "transfer.json"))
+        out.append((coords, TransferRecord.from_dict(json.loads(path.read_text()))))
+    return sorted(out, key=lambda item: tuple(item[0].values()))
+
+
+def transfer_sections(data: ReportData) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """Seed 001's Table 5 between the grid's models of each data set, representation and seed, per attack:
+    ``T[a→b] [low, high] (n)`` with rows = the model tested on, columns = the model the examples were crafted on."""
+    level = f"{int(round(data.level * 100))} %"
+    for coords, record in data.transfers:
+        rates = transfer_rates([record], n_boot=data.n_boot, level=data.level)
+        table = rates["value"].astype(object)
+        for b in table.index:
+            for a in table.columns:
+                value = rates["value"].at[b, a]
+                table.at[b, a] = "NA" if a == b else _with_interval(
+                    100 * value, 100 * rates["low"].at[b, a], 100 * rates["high"].at[b, a], 1) + \
+                    f" (n={int(rates['n'].at[b, a])})"
+        stem = "_".join(["transfer", coords["dataset"], coords["frontend"], f"seed{coords['seed']}", coords["attack"]])
+        yield (stem, f"Transfer (seed 001, Table 5) of {coords['attack']} examples between the models of "
+               f"{coords['dataset']} / {coords['frontend']}, seed {coords['seed']}: % of the examples crafted on the "
+               "column's model (fooling it, from its base set) that fool the row's model, among clips it classifies "
+               f"correctly [{level} bootstrap interval over clips] (n = examples counted). Seed 001 found 0-10 %.",
+               table.reset_index())
 
 
 def write_tables(data: ReportData, out_dir: Path, attacks: Sequence[str] | None = None) -> list[Path]:

@@ -247,3 +247,31 @@ def verdict(low: float, high: float) -> str:
     if high < 1:
         return "↓"
     return "≈"
+
+
+def ratio_of_sums_draws(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``Σ num[draw] / Σ den[draw]`` for each row of clip indices ``idx`` (``(B, n)``); ``nan`` where the
+    denominator sums to 0."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    top, bottom = num[idx].sum(axis=1), den[idx].sum(axis=1)
+    return np.divide(top, bottom, out=np.full(len(idx), math.nan), where=bottom > 0)
+
+
+def ratio_of_sums_interval(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *,
+                           n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """``Σ num / Σ den`` with its percentile-bootstrap interval over clips (the units ``i``).
+
+    Every rate and mean of a study is this statistic with per-clip sums: a success rate (``num_i`` =
+    successes on clip ``i``, ``den_i`` = attempts), a mean over successful examples (``num_i`` = their
+    summed values, ``den_i`` = their count), pooled over models or targets that share the clip, which
+    keeps a clip's attempts together in every draw (the paired resampling of SPEC "Uncertainty").
+    Fewer than two clips with ``den_i > 0`` give no interval (``nan`` bounds).
+    """
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"num and den must be equal (n,) arrays, got {num.shape} and {den.shape}")
+    value = float(ratio_of_sums_draws(num, den, np.arange(len(num))[None, :])[0]) if len(num) else math.nan
+    if int((den > 0).sum()) < 2:
+        return Interval(value, math.nan, math.nan, 1.0 if math.isnan(value) else 0.0)
+    draws = ratio_of_sums_draws(num, den, bootstrap_indices(len(num), n_boot, seed))
+    return percentile_interval(draws, value, level)

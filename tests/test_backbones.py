@@ -24,7 +24,7 @@ SHAPES_2D = ((20, 9), (24, 70))  # a tiny input and a non-square one
 
 
 def shapes_of(name: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    return SHAPES_1D if name == "abdoli_cnn1d" else SHAPES_2D
+    return SHAPES_1D if name in ("abdoli_cnn1d", "m5") else SHAPES_2D
 
 
 @pytest.fixture(scope="module", params=BACKBONES.names())

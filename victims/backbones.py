@@ -198,6 +198,7 @@ def resnet56_backbone(num_classes: int, input_shape: tuple[int, int], drop_rate:
 
 
 from victims import seed_models  # noqa: E402,F401  (registration; imports BACKBONES from here)
+from victims import wave_models  # noqa: E402,F401  (registers "m5")
 from victims.cifar_resnet import resnet56  # noqa: E402,F401  (registers "resnet56" in timm)
 
 __all__ = ["BACKBONES", "MinSize", "check_representation", "load_weights", "upsample_to"]

@@ -5,9 +5,10 @@ Each clip is one note of one instrument, written as MIDI with ``pretty_midi`` an
 samples), at 48 kHz, then mixed to mono, resampled, peak-normalised to a random level. The classes
 follow seed 000's twelve (Prinz & Flexer, "End-to-end adversarial white box attacks on music
 instrument classification") where General MIDI has them (no gong; one voice class), plus piano and
-violin. Pitch (per-instrument range), velocity, onset, duration, level and program variant are
-drawn from a seeded generator per class, so the set is deterministic and adding classes does not
-change the others. The rendered set is cached (see :mod:`training.data.cache`).
+violin, and the rest of seed 001's targeted-attack classes (snare drum, clarinet, oboe; Sec. 3.2).
+Pitch (per-instrument range), velocity, onset, duration, level and program variant are drawn from a
+seeded generator per class, so the set is deterministic and adding classes does not change the others.
+The rendered set is cached (see :mod:`training.data.cache`).
 """
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ INSTRUMENTS: dict[str, Instrument] = {
     "cello": Instrument((42,), 36, 72),
     "flute": Instrument((73,), 60, 96),
     "trumpet": Instrument((56,), 54, 82),
+    "snare_drum": Instrument(drum_notes=(38, 40)),
+    "clarinet": Instrument((71,), 50, 89),
+    "oboe": Instrument((68,), 58, 91),
 }
 DEFAULT_CLASSES = list(INSTRUMENTS)[:12]
 

@@ -1,0 +1,134 @@
+"""Seed 001's transfer matrix (Table 5) between the models of a seed 004 grid.
+
+Within one ``(dataset, representation, seed)`` of a grid, every model (each victim × defense) was
+attacked on the same clips; the examples one model's attack crafted are replayed on every other model
+(:func:`evaluation.transfer.replay`; a representation-domain example moves through the two models'
+normalisers, they share the front-end). One transfer run per group and table attack (``advaudio.kind =
+transfer``, nested under the grid's run, the group's coordinate tags) holds ``transfer.json``;
+:func:`evaluation.report.transfer_sections` renders it.
+
+Two hooks in :mod:`defense.runner` feed it: :func:`log_crafted` inside each attack run (it keeps the
+successful adversarial inputs at ε* as ``adversarial.pt``), and :func:`log_grid_transfer` after every
+column has finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+from torch import Tensor
+
+from defense.grid import Grid
+from evaluation.harness import AttackEvaluation
+from evaluation.tracking import ORIGINAL, find_run, iter_runs
+from evaluation.transfer import replay
+from training.checkpoints import load_victim
+from training.data import load_splits
+
+log = logging.getLogger(__name__)
+CRAFTED = "adversarial.pt"
+TRANSFER = "transfer.json"
+
+
+def log_crafted(ev: AttackEvaluation) -> None:
+    """Keep the successful adversarial inputs of an evaluation (at each clip's ε*) on the active run.
+
+    ``index`` are positions among the evaluated clips (``ev.labels``), ``adversarial`` the inputs in the
+    attack's domain.
+    """
+    if ev.adversarial is None:
+        return
+    hit = ev.success
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / CRAFTED
+        torch.save({"index": ev.base_index[hit], "adversarial": ev.adversarial[hit].float()}, path)
+        mlflow.log_artifact(str(path))
+
+
+def _load_crafted(client: MlflowClient, run_id: str) -> tuple[Tensor, Tensor] | None:
+    if CRAFTED not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    data = torch.load(client.download_artifacts(run_id, CRAFTED), weights_only=True)
+    return data["index"], data["adversarial"]
+
+
+def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
+    """Replay the table attacks' examples between the models of each ``(dataset, frontend, seed)`` group.
+
+    Models whose attack run kept no ``adversarial.pt`` are left out (logged). Groups of fewer than two
+    models are skipped.
+
+    Returns:
+        The number of transfer runs logged.
+    """
+    from defense.runner import select_examples  # the runner imports this module for its hooks
+
+    client = MlflowClient(tracking_uri)
+    exp_id = client.get_experiment_by_name(grid.name).experiment_id
+    runs = [r for r in iter_runs(exp_id, client=client) if r.data.tags.get("advaudio.status") == "finished"]
+    trains = {_coords(r): r for r in runs if r.data.tags.get("advaudio.kind") == "train"}
+    logged = 0
+    for dataset, frontend, victim0, seed in grid.models():
+        if victim0 != grid.axes["victim"][0]:
+            continue  # one group per (dataset, frontend, seed)
+        names = [(v, d) for v in grid.axes["victim"] for d in grid.axes["defense"]]
+        victims = {f"{v}/{d}": _victim(client, trains.get((dataset, frontend, v, d, str(seed)))) for v, d in names}
+        victims = {k: v for k, v in victims.items() if v is not None}
+        if len(victims) < 2:
+            continue
+        waves, labels = None, None
+        for attack in (a for a, info in grid.attack_info.items() if info.in_tables):
+            crafted = {}
+            for name in victims:
+                v, d = name.split("/")
+                run = next((r for r in runs if r.data.tags.get("advaudio.kind") == "attack"
+                            and _coords(r) == (dataset, frontend, v, d, str(seed))
+                            and r.data.tags.get("advaudio.attack") == attack), None)
+                found = _load_crafted(client, run.info.run_id) if run is not None else None
+                if found is None:
+                    log.info("transfer: %s/%s %s kept no adversarial inputs; left out", frontend, name, attack)
+                    continue
+                crafted[name] = found
+            if len(crafted) < 2:
+                continue
+            if waves is None:
+                cfg = grid.cell_config(dataset, frontend, grid.axes["victim"][0], ORIGINAL, seed)
+                waves, labels = select_examples(load_splits(cfg["dataset"]).test, grid.evaluation.n_examples,
+                                                grid.evaluation.seed)
+            record = replay(attack, {k: victims[k] for k in crafted}, waves, labels, crafted,
+                            domain=grid.attack_info[attack].domain, batch_size=grid.evaluation.batch_size)
+            coords = {"advaudio.dataset": dataset, "advaudio.frontend": frontend, "advaudio.seed": str(seed),
+                      "advaudio.attack": attack}
+            _log(client, exp_id, parent_id, record.to_dict(), coords)
+            logged += 1
+    return logged
+
+
+def _coords(run: Any) -> tuple[str, ...]:
+    t = run.data.tags
+    return (t.get("advaudio.dataset", ""), t.get("advaudio.frontend", ""), t.get("advaudio.victim", ""),
+            t.get("advaudio.defense", ""), t.get("advaudio.seed", "0"))
+
+
+def _victim(client: MlflowClient, run: Any) -> Any:
+    if run is None:
+        return None
+    key = run.data.tags["advaudio.run_key"]
+    return load_victim(client.download_artifacts(run.info.run_id, f"model/{key}.victim.pt"))
+
+
+def _log(client: MlflowClient, exp_id: str, parent_id: str, record: dict[str, Any], coords: dict[str, str]) -> None:
+    key = json.dumps(coords, sort_keys=True)
+    previous = find_run(exp_id, "advaudio.transfer_key", key)
+    tags = {**coords, "advaudio.kind": "transfer", "advaudio.transfer_key": key, "mlflow.parentRunId": parent_id,
+            "advaudio.status": "finished"}
+    run_id = previous.info.run_id if previous else client.create_run(
+        exp_id, run_name=f"transfer/{coords['advaudio.frontend']}/{coords['advaudio.attack']}", tags=tags).info.run_id
+    client.log_dict(run_id, record, TRANSFER)
+    client.set_terminated(run_id)
