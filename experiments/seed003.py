@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from attacks import create_attack
 from defense.pipeline import train_from_config
-from evaluation.audio_out import write_adversarial_wavs
+from evaluation.audio_out import write_adversarial_wavs, write_wav
 from evaluation.tracking import find_run, iter_runs, setup_tracking
 from experiments import STUDY_TAG
 from experiments.seed003_config import STUDY, EvalOptions, Study, load_study
@@ -156,14 +156,16 @@ def _metrics(data: dict[str, Any], ev: EvalOptions) -> dict[str, float]:
 
 
 def _log_wavs(examples: list[Any], name: str, splits: Splits) -> None:
-    """Clean and adversarial reconstructions and the (amplified) perturbation of a few fooled segments."""
+    """A few fooled segments as WAV: ``_source`` (the segment), ``_original`` (its reconstruction from the clean
+    spectrogram, the reference of the SNR), ``_adversarial`` and the amplified ``_perturbation``."""
     if not examples:
         return
-    classes = splits.class_names
+    classes, rate = splits.class_names, splits.test.sample_rate
     with tempfile.TemporaryDirectory() as tmp:
         for ex in examples:
             stem = f"{name}_{ex.attack}_{ex.index:05d}_{classes[ex.clean_pred]}_to_{classes[ex.adv_pred]}"
-            write_adversarial_wavs(Path(tmp), stem, ex.clean[0], ex.adversarial[0], splits.test.sample_rate)
+            write_wav(Path(tmp) / f"{stem}_source.wav", ex.source[0], rate)
+            write_adversarial_wavs(Path(tmp), stem, ex.clean[0], ex.adversarial[0], rate)
         mlflow.log_artifacts(tmp, "audio")
 
 
@@ -188,8 +190,10 @@ def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
     records.sort(key=lambda r: (str(r["fold"]), r["input"]))
     tables = build_tables(records, n_boot=ev.n_boot, seed=ev.seed, level=ev.confidence)
     folds = sorted({"the configured split" if r["fold"] is None else str(r["fold"]) for r in records})
-    attacks = "; ".join(f"{k} = " + ", ".join(f"{x} {v}" for x, v in c.items() if x != "domain")
-                        for k, c in source["attacks"].items())
+    def shown(c: dict[str, Any]) -> str:
+        return ", ".join(f"{x} {v}" for x, v in c.items() if x not in ("domain", "name"))
+
+    attacks = "; ".join(f"{k} = {c['name']} ({shown(c)})" for k, c in source["attacks"].items())
     header = (f"# {experiment}: seed 003 cross-representation transfer on {source['dataset']['name']} "
               f"(test fold: {', '.join(folds)}; {len(records)} evaluation runs; intervals "
               f"{ev.confidence:.0%}, {'bootstrap over test recordings' if len(folds) == 1 else 't across folds'})\n\n"

@@ -159,7 +159,8 @@ def compose_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
 def _model(where: str, entry: Any, train: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(entry, Mapping) or set(entry) - {"frontend", "victim", "train"} or \
             not isinstance(entry.get("frontend"), str) or not isinstance(entry.get("victim"), str):
-        raise ConfigError(f"{where} must be {{frontend: <option>, victim: <option>}} (optionally train: {{key: value}})")
+        raise ConfigError(f"{where} must be {{frontend: <option>, victim: <option>}} "
+                          "(optionally train: {key: value})")
     schedule = copy.deepcopy(train)
     for key, value in (entry.get("train") or {}).items():
         set_dotted(schedule, str(key), value)
@@ -186,7 +187,8 @@ def validate(spec: dict[str, Any]) -> Study:
         frontend = FRONTENDS.get(model["frontend"]["name"])
         if not (inspect.isclass(frontend) and issubclass(frontend, INVERTIBLE)):
             raise ConfigError(f"spectrogram_models.{name}: front-end '{model['frontend']['name']}' has no waveform "
-                              "inverse; seed 003 attacks STFT-dB (kept-phase iSTFT) or mel-dB (Griffin-Lim) spectrograms")
+                              "inverse; seed 003 attacks STFT-dB (kept-phase iSTFT) or mel-dB (Griffin-Lim) "
+                              "spectrograms")
     wave = spec["waveform_model"]
     _check_model("waveform_model", wave, spec["dataset"]["sample_rate"])
     if FRONTENDS.get(wave["frontend"]["name"]) is not Waveform:

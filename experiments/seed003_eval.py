@@ -61,10 +61,12 @@ def reconstruct(frontend: FrontEnd, rep_db: Tensor, wave: Tensor, griffin_lim_it
 
 @dataclass
 class Example:
-    """One segment kept for listening: the clean and adversarial reconstructions and both 2D predictions."""
+    """One segment kept for listening: the original segment, its clean and adversarial reconstructions, and
+    the 2D CNN's predictions on the clean and the adversarial spectrogram."""
 
     attack: str
     index: int
+    source: Tensor
     clean: Tensor
     adversarial: Tensor
     clean_pred: int
@@ -121,7 +123,7 @@ def run_input(victim2d: Victim, victim1d: Victim, attacks: dict[str, Attack], wa
                 out[f"1d/{name}"] = victim1d(adv_rec.float())
             out[f"2d/{name}"] = result.adv_logits[0]
             snr[name] = snr_db(clean_rec, adv_rec)
-            examples += _examples(name, start, clean_rec, adv_rec, clean_logits, result.adv_logits[0], y,
+            examples += _examples(name, start, x, clean_rec, adv_rec, clean_logits, result.adv_logits[0], y,
                                   n_examples - sum(e.attack == name for e in examples))
         for name, eps in (controls or {}).items():
             signs = torch.randn(rep.shape, generator=gen).sign().to(rep)
@@ -139,13 +141,13 @@ def run_input(victim2d: Victim, victim1d: Victim, attacks: dict[str, Attack], wa
                         {k[2:]: v for k, v in joined.items() if k.startswith("s:")}, examples)
 
 
-def _examples(attack: str, start: int, clean: Tensor, adv: Tensor, clean_logits: Tensor, adv_logits: Tensor,
-              labels: Tensor, room: int) -> list[Example]:
+def _examples(attack: str, start: int, source: Tensor, clean: Tensor, adv: Tensor, clean_logits: Tensor,
+              adv_logits: Tensor, labels: Tensor, room: int) -> list[Example]:
     """Up to ``room`` segments of the batch that the 2D CNN got right and the attack turned wrong."""
     clean_pred, adv_pred = clean_logits.argmax(dim=1), adv_logits.argmax(dim=1)
     hits = ((clean_pred == labels) & (adv_pred != labels)).nonzero().flatten()[:max(room, 0)].tolist()
-    return [Example(attack, start + i, clean[i].cpu(), adv[i].cpu(), int(clean_pred[i]), int(adv_pred[i]))
-            for i in hits]
+    return [Example(attack, start + i, source[i].cpu(), clean[i].cpu(), adv[i].cpu(), int(clean_pred[i]),
+                    int(adv_pred[i])) for i in hits]
 
 
 @torch.no_grad()
