@@ -106,7 +106,8 @@ def run_input(victim2d: Victim, victim1d: Victim, attacks: dict[str, Attack], wa
     victim1d.eval()
     bounds = view.bounds("representation")
     gen = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[np.ndarray]] = {}
+    probs: dict[str, list[np.ndarray]] = {}
+    snrs: dict[str, list[np.ndarray]] = {}
     examples: list[Example] = []
     for start in range(0, len(waves), batch_size):
         x, y = waves[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
@@ -133,12 +134,11 @@ def run_input(victim2d: Victim, victim1d: Victim, attacks: dict[str, Attack], wa
                 out[f"2d/{name}"], out[f"1d/{name}"] = view.classify(noisy), victim1d(noisy_rec.float())
             snr[name] = snr_db(clean_rec, noisy_rec)
         for key, logits in out.items():
-            parts.setdefault(f"p:{key}", []).append(logits.double().softmax(dim=-1).cpu().numpy())
+            probs.setdefault(key, []).append(logits.double().softmax(dim=-1).cpu().numpy())
         for key, value in snr.items():
-            parts.setdefault(f"s:{key}", []).append(value.cpu().numpy())
-    joined = {k: np.concatenate(v) for k, v in parts.items()}
-    return InputOutputs({k[2:]: v for k, v in joined.items() if k.startswith("p:")},
-                        {k[2:]: v for k, v in joined.items() if k.startswith("s:")}, examples)
+            snrs.setdefault(key, []).append(value.cpu().numpy())
+    return InputOutputs({k: np.concatenate(v) for k, v in probs.items()},
+                        {k: np.concatenate(v) for k, v in snrs.items()}, examples)
 
 
 def _examples(attack: str, start: int, source: Tensor, clean: Tensor, adv: Tensor, clean_logits: Tensor,
