@@ -103,3 +103,15 @@ def test_default_has_twelve_seed_000_style_classes() -> None:
     assert len(DEFAULT_CLASSES) == 12
     assert {"accordion", "acoustic_guitar", "bass_drum", "bass_guitar", "electric_guitar", "glockenspiel",
             "harmonica", "hi_hat", "marimba_xylophone", "voice"} <= set(DEFAULT_CLASSES)
+
+
+def test_longer_notes_are_cut_into_overlapping_windows(tmp_path: Path) -> None:
+    """note_seconds 0.5 with 0.25 s windows at 75 % overlap: up to 5 windows per note (seed 003's
+    segmentation), near-silent tails dropped, every window of a note in its group."""
+    clips = load_clips(cfg(tmp_path, note_seconds=0.5, segment=True, overlap=0.75))
+    per_group = torch.bincount(clips.groups)
+    assert clips.waves.shape[1:] == (1, 2000) and len(per_group) == 6
+    assert (per_group >= 1).all() and (per_group <= 5).all() and per_group.sum() > 6
+    assert clips.names[0].endswith("#0")
+    with pytest.raises(ConfigError, match="note_seconds"):
+        load_clips(cfg(tmp_path, note_seconds=0.0))

@@ -131,27 +131,35 @@ class GMInstruments:
         classes: instrument names from :data:`INSTRUMENTS`; ``None`` = the default twelve.
         clips_per_class: notes rendered per class.
         seed: base seed; an instrument draws from ``default_rng([seed, its index in INSTRUMENTS])``.
+        note_seconds: length of each rendered recording; ``None`` = the clip length. Longer recordings are
+            cut into several overlapping windows with ``segment: true`` (seed 003's segmentation).
     """
 
     classes: list[str]
     clips_per_class: int
     seed: int
+    note_seconds: float | None = None
 
     def decode(self, spec: DecodeSpec) -> Decoded:
-        """Render (or load from the cache) ``clips_per_class`` clips of ``spec.clip_seconds`` per class."""
+        """Render (or load from the cache) ``clips_per_class`` recordings of ``note_seconds`` (default
+        ``spec.clip_seconds``) per class."""
         key = {"version": VERSION, "classes": self.classes, "clips_per_class": self.clips_per_class,
-               "seed": self.seed, "seconds": spec.clip_seconds, "rate": spec.sample_rate,
+               "seed": self.seed, "seconds": self._seconds(spec), "rate": spec.sample_rate,
                "soundfont_bytes": len(soundfont())}
         return Decoded.from_arrays(cached(spec.cache_dir, "gm_instruments", key, lambda: self._render(spec).to_arrays()))
 
+    def _seconds(self, spec: DecodeSpec) -> float:
+        return float(self.note_seconds) if self.note_seconds is not None else spec.clip_seconds
+
     def _render(self, spec: DecodeSpec) -> Decoded:
+        seconds = self._seconds(spec)
         log.info("rendering gm_instruments: %d classes x %d clips of %.2f s at %d Hz", len(self.classes),
-                 self.clips_per_class, spec.clip_seconds, spec.sample_rate)
+                 self.clips_per_class, seconds, spec.sample_rate)
         waves, labels, names, levels = [], [], [], []
         for label, name in enumerate(self.classes):
             rng = np.random.default_rng([self.seed, list(INSTRUMENTS).index(name)])
-            for i, note in enumerate(draw_notes(INSTRUMENTS[name], self.clips_per_class, spec.clip_seconds, rng)):
-                wave = render(note, spec.clip_seconds)
+            for i, note in enumerate(draw_notes(INSTRUMENTS[name], self.clips_per_class, seconds, rng)):
+                wave = render(note, seconds)
                 if not np.abs(wave).max() > 0:
                     raise DataError(f"gm_instruments: program {note.program} pitch {note.pitch} rendered silence")
                 waves.append(wave)
@@ -167,11 +175,12 @@ class GMInstruments:
 
 
 @DATASETS.register("gm_instruments")
-def gm_instruments(classes: list[str] | None = None, clips_per_class: int = 50, seed: int = 0) -> GMInstruments:
+def gm_instruments(classes: list[str] | None = None, clips_per_class: int = 50, seed: int = 0,
+                   note_seconds: float | None = None) -> GMInstruments:
     """The embedded General MIDI instrument-note set (registry entry; see :class:`GMInstruments`).
 
     Raises:
-        ConfigError: for an unknown or repeated instrument name or a non-positive clip count.
+        ConfigError: for an unknown or repeated instrument name, a non-positive clip count or note length.
     """
     names = list(classes) if classes is not None else list(DEFAULT_CLASSES)
     unknown = [n for n in names if n not in INSTRUMENTS]
@@ -179,4 +188,6 @@ def gm_instruments(classes: list[str] | None = None, clips_per_class: int = 50, 
         raise ConfigError(f"gm_instruments: unknown instrument '{unknown[0]}'; known: {', '.join(INSTRUMENTS)}")
     if len(set(names)) != len(names) or clips_per_class < 1:
         raise ConfigError("gm_instruments: classes must be distinct and clips_per_class >= 1")
-    return GMInstruments(names, clips_per_class, seed)
+    if note_seconds is not None and not note_seconds > 0:
+        raise ConfigError(f"gm_instruments: note_seconds must be positive or null, got {note_seconds}")
+    return GMInstruments(names, clips_per_class, seed, note_seconds)
