@@ -29,11 +29,11 @@ from typing import Any, Mapping
 from attacks import ATTACKS
 from training.data import parse_config
 from training.trainer import TrainConfig
-from victims.config import load_option, set_dotted, to_dataclass
+from defense.config import load_option, set_dotted
 from victims.frontends import FRONTENDS
 from victims.frontends.spectral import MelDb, StftDb
 from victims.frontends.waveform import Waveform
-from victims.registry import ConfigError, _suggest
+from victims.registry import ConfigError, _suggest, to_dataclass
 
 STUDY = "seed003"
 TOP_KEYS = ("study", "name", "dataset", "train", "spectrogram_models", "waveform_model", "attacks", "test_folds",

@@ -18,7 +18,7 @@ from experiments import seed003
 from experiments.seed003_config import load_study
 from experiments.seed003_eval import choose_recordings, db_view, reconstruct, record
 from experiments.seed003_tables import _pooled_sd, combine
-from victims.config import load_option
+from defense.config import load_option
 from victims.frontends import FRONTENDS
 from victims.registry import ConfigError
 from victims.victim import build_victim
