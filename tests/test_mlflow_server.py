@@ -103,7 +103,7 @@ def test_concurrent_ray_writers_lose_no_metric(server: MlflowServer) -> None:
     mlflow.set_tracking_uri(server.uri)
     exp = mlflow.create_experiment("writers")
     run_id = MlflowClient(server.uri).create_run(exp).info.run_id
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(log_many)
         done = ray.get([task.remote(server.uri, run_id, w, 40) for w in range(4)])
