@@ -1,0 +1,78 @@
+"""``kill -9`` of a grid (issue 10 item 5): killed while a model trains and while an attack is evaluated, the
+rerun of the same command resumes (training from its last epoch's checkpoint, finished runs reused) and ends
+with tables identical to an uninterrupted run. The Ray executor's case is tests/test_ray_cluster.py."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from evaluation.report import collect, format_tables
+from evaluation.tracking import iter_runs, setup_tracking
+from test_runner import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def _command(grid_file: Path, outputs: Path) -> list[str]:
+    return [sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs", str(outputs),
+            "--no-progress"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache")}
+
+
+def _kill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = 600) -> bool:
+    """Start ``cmd``; SIGKILL it once ``ready()``; return whether it was killed (not finished first)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    proc.wait()
+    return False
+
+
+def _tables(outputs: Path) -> str:
+    return format_tables(collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200))
+
+
+def _no_duplicates(outputs: Path) -> None:
+    exp_id = setup_tracking("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", outputs)
+    keys = [tuple(r.data.tags.get(f"advaudio.{k}") for k in ("kind", "defense", "attack")) for r in iter_runs(exp_id)]
+    assert len(keys) == len(set(keys)), keys
+
+
+@pytest.mark.parametrize("moment", ["training", "attack"])
+def test_a_killed_grid_resumes_to_the_same_tables(moment: str, tmp_path: Path) -> None:
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 4"))
+    env = _env(tmp_path)
+    clean = tmp_path / "clean"
+    subprocess.run(_command(grid_file, clean), env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    ckpts = killed / "checkpoints"
+    if moment == "training":  # after the first model's first epoch, before it finishes
+        def ready() -> bool:
+            return any(ckpts.glob("*.train.pt")) and not any(ckpts.glob("*.victim.pt"))
+    else:  # both models trained, attack runs under way
+        def ready() -> bool:
+            return len(list(ckpts.glob("*.victim.pt"))) == 2 and (killed / "mlartifacts").is_dir() and any(
+                p.name == "evaluation.json" for p in (killed / "mlartifacts").rglob("evaluation.json"))
+    assert _kill_when(_command(grid_file, killed), env, ready), f"the grid finished before the {moment} kill"
+    done = subprocess.run(_command(grid_file, killed), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _no_duplicates(killed)
+    assert _tables(killed) == _tables(clean)
