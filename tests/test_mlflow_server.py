@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from defense import runner
 from defense.cli import main
 from mlflow_server import MlflowServer
-from test_runner import TINY
+from test_runner import TINY_FGSM
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,7 @@ def grid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.replace("attack: [fgsm, deepfool_l2]", "attack: [fgsm]").replace(
-        "  deepfool_l2: {steps: 20}\n", ""))
+    path.write_text(TINY_FGSM)
     return path
 
 

@@ -42,6 +42,8 @@ overrides:
   train.epochs: 2
   train.batch_size: 8
 """
+TINY_FGSM = TINY.replace("attack: [fgsm, deepfool_l2]", "attack: [fgsm]").replace("  deepfool_l2: {steps: 20}\n", "")
+"""The tiny grid with FGSM only (fastest: for tests of what surrounds a grid)."""
 
 
 @pytest.fixture
