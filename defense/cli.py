@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from victims.registry import ConfigError
 
@@ -137,14 +137,21 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                           f"`advaudio train -e {args.experiment}`")
     total = count_steps(grid) if args.executor == "local" else len(list(grid.models()))
     with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress) as bar:
-        def tick(message: str, advance: bool = True) -> None:
-            bar.set_postfix_str(message, refresh=not advance)
-            if advance:
-                bar.update(1)
-
         run_grid(grid, tracking_uri=args.tracking_uri, outputs=_writable_outputs(args), executor=args.executor,
-                 ray_address=args.ray_address, progress=tick)
+                 ray_address=args.ray_address, progress=_ticker(bar))
     return _report(grid.name, args.tracking_uri, _outputs(args))
+
+
+def _ticker(bar: Any) -> Callable[..., None]:
+    """Progress callback on a tqdm bar: ``advance`` steps it, otherwise the message (what runs inside a
+    step: an epoch, an attack) only replaces its postfix."""
+
+    def tick(message: str, advance: bool = True) -> None:
+        bar.set_postfix_str(message, refresh=not advance)
+        if advance:
+            bar.update(1)
+
+    return tick
 
 
 def _read_experiment(name: str) -> dict:
@@ -164,12 +171,8 @@ def _run_study(raw: dict, args: argparse.Namespace) -> int:
 
     module = study_module(str(raw["study"]))
     with tqdm(desc=str(raw.get("name", raw["study"])), unit="step", disable=args.no_progress) as bar:
-        def tick(message: str) -> None:
-            bar.set_postfix_str(message, refresh=False)
-            bar.update(1)
-
         name = module.run(raw, parse_overrides(args.overrides), tracking_uri=args.tracking_uri,
-                          outputs=_writable_outputs(args), progress=tick)
+                          outputs=_writable_outputs(args), progress=_ticker(bar))
     print(module.report(name, args.tracking_uri, _outputs(args)))
     return 0
 
