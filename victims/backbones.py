@@ -32,6 +32,21 @@ def check_representation(x: Tensor) -> None:
         raise ValueError(f"backbones take representations shaped (B, 1, F, frames), got {tuple(x.shape)}")
 
 
+def waveform_input(x: Tensor, num_samples: int, min_samples: int, name: str) -> Tensor:
+    """The ``(B, 1, T)`` waveform of a 1D model's ``(B, 1, 1, num_samples)`` input, zero-padded on both sides
+    to ``min_samples`` when the model's layers need more samples than a clip has.
+
+    Raises:
+        ValueError: for any other input shape (naming the model).
+    """
+    check_representation(x)
+    if x.shape[2] != 1 or x.shape[3] != num_samples:
+        raise ValueError(f"{name} was built for inputs of (1, {num_samples}), got {tuple(x.shape[2:])}")
+    wave = x[:, :, 0, :]
+    short = min_samples - num_samples
+    return F.pad(wave, (short // 2, short - short // 2)) if short > 0 else wave
+
+
 def upsample_to(x: Tensor, min_size: tuple[int, int]) -> Tensor:
     """Bilinearly upsample the axes of ``(B, C, F, frames)`` that are shorter than ``min_size``.
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from victims.backbones import BACKBONES, check_representation, load_weights, upsample_to
+from victims.backbones import BACKBONES, check_representation, load_weights, upsample_to, waveform_input
 
 
 def erb_space(low_hz: float, high_hz: float, n: int) -> Tensor:
@@ -183,13 +182,7 @@ class AbdoliCNN1d(nn.Module):
                                         nn.Linear(256, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
-        check_representation(x)
-        if x.shape[2] != 1 or x.shape[3] != self.num_samples:
-            raise ValueError(f"abdoli_cnn1d was built for inputs of (1, {self.num_samples}), got {tuple(x.shape[2:])}")
-        wave = x[:, :, 0, :]
-        short = self.min_samples - self.num_samples
-        if short > 0:
-            wave = F.pad(wave, (short // 2, short - short // 2))
+        wave = waveform_input(x, self.num_samples, self.min_samples, "abdoli_cnn1d")
         return self.classifier(self.features(self.gammatone(wave)))
 
 

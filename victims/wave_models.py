@@ -7,10 +7,9 @@
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from victims.backbones import BACKBONES, check_representation, load_weights
+from victims.backbones import BACKBONES, load_weights, waveform_input
 
 
 class M5(nn.Module):
@@ -45,13 +44,7 @@ class M5(nn.Module):
         self.classifier = nn.Linear(4 * width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_representation(x)
-        if x.shape[2] != 1 or x.shape[3] != self.num_samples:
-            raise ValueError(f"m5 was built for inputs of (1, {self.num_samples}), got {tuple(x.shape[2:])}")
-        wave = x[:, :, 0, :]
-        short = self.min_samples - self.num_samples
-        if short > 0:
-            wave = F.pad(wave, (short // 2, short - short // 2))
+        wave = waveform_input(x, self.num_samples, self.min_samples, "m5")
         return self.classifier(self.features(wave).mean(dim=2))
 
 
