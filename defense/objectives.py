@@ -6,6 +6,8 @@
   with x' the one-shot FGSM example; α = 0 is FGSM-only training.
 - ``pgd_at``: Madry et al. 2018, training on PGD examples (random start, projected steps).
 - ``fast_fgsm``: Wong, Rice & Kolter 2020, FGSM from a random start with step 1.25·ε.
+- ``gaussian_augment``: Cohen, Rosenfeld & Kolter 2019, training on Gaussian-noised inputs, the base
+  classifier of a randomized-smoothing certificate (:mod:`evaluation.certify`); the noise is not clipped.
 
 Attack passes (crafting the training example, and :meth:`robust_logits` for validation) run in eval
 mode: running statistics, no dropout, no BatchNorm update, gradients w.r.t. the input only. Only the
@@ -215,3 +217,46 @@ class FastFGSM(PGDTraining):
         if not step_factor > 0:
             raise ConfigError(f"fast_fgsm step_factor must be > 0, got {step_factor}")
         super().__init__(eps=eps, steps=1, step_size=step_factor * eps, norm=norm, random_start=True, domain=domain)
+
+
+@OBJECTIVES.register("gaussian_augment")
+class GaussianAugment:
+    """Gaussian noise augmentation (Cohen, Rosenfeld & Kolter 2019): J(x + ε, y), ε ~ N(0, σ² I),
+    one fresh draw per example and step, the base classifier that :class:`evaluation.certify.SmoothedClassifier`
+    smooths with the same σ in the same domain.
+
+    The noisy input is not clipped to ``victim.bounds(domain)``: neither does the smoothed classifier, nor
+    Cohen et al., so training sees the distribution that is certified. The clean logits reported for the
+    training accuracy come from one extra eval-mode forward without gradient (as :class:`PGDTraining`).
+    :meth:`robust_logits` is the accuracy under noise on validation batches, i.e. what the smoothed classifier
+    votes with, so epochs are selected on it (``train.select_on: auto``).
+
+    Args:
+        sigma: noise standard deviation in the domain's units (normalised units for the representation).
+        domain: ``"representation"`` or ``"waveform"``.
+    """
+
+    def __init__(self, sigma: float = 0.5, domain: str = "representation") -> None:
+        if not sigma > 0:
+            raise ConfigError(f"gaussian_augment sigma must be > 0, got {sigma}")
+        if domain not in DOMAINS:
+            raise ConfigError(f"unknown defense domain '{domain}'; known: {', '.join(DOMAINS)}")
+        self.sigma, self.domain = float(sigma), domain
+
+    def noisy(self, x: Tensor) -> Tensor:
+        """``x + σ·z`` with ``z`` standard normal from torch's global RNG."""
+        return x + self.sigma * torch.randn_like(x)
+
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        x, model, _ = domain_inputs(victim, wave, self.domain)
+        with eval_mode(victim), torch.no_grad():
+            logits = model(x)
+        loss = F.cross_entropy(model(self.noisy(x)), labels)
+        backward(loss)
+        return StepOutput(loss.detach(), logits)
+
+    def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
+        """Logits (detached, eval mode) of one noisy copy of each example."""
+        with eval_mode(victim), torch.no_grad():
+            x, model, _ = domain_inputs(victim, wave, self.domain)
+            return model(self.noisy(x))
