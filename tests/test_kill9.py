@@ -1,6 +1,8 @@
 """``kill -9`` of a grid (issue 10 item 5): killed while a model trains and while an attack is evaluated, the
 rerun of the same command resumes (training from its last epoch's checkpoint, finished runs reused) and ends
-with tables identical to an uninterrupted run. The Ray executor's case is tests/test_ray_cluster.py."""
+with tables identical to an uninterrupted run, with the local executor and with the Ray executor (a local Ray
+instance the CLI starts; the kill takes its process group, the driver and the Ray processes it started, as a
+crashed machine would). A killed Ray *worker* on a cluster is tests/test_ray_cluster.py's case."""
 from __future__ import annotations
 
 import os
@@ -20,23 +22,24 @@ from test_runner import TINY
 pytestmark = pytest.mark.slow
 
 
-def _command(grid_file: Path, outputs: Path) -> list[str]:
+def _command(grid_file: Path, outputs: Path, executor: str) -> list[str]:
     return [sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs", str(outputs),
-            "--no-progress"]
+            "--executor", executor, "--no-progress"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache")}
+    return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _kill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = 600) -> bool:
-    """Start ``cmd``; SIGKILL it once ``ready()``; return whether it was killed (not finished first)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Start ``cmd`` in its own process group; SIGKILL the group once ``ready()``; return whether it was killed
+    (not finished first)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
         time.sleep(0.02)
@@ -54,13 +57,14 @@ def _no_duplicates(outputs: Path) -> None:
     assert len(keys) == len(set(keys)), keys
 
 
+@pytest.mark.parametrize("executor", ["local", "ray"])
 @pytest.mark.parametrize("moment", ["training", "attack"])
-def test_a_killed_grid_resumes_to_the_same_tables(moment: str, tmp_path: Path) -> None:
+def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tmp_path: Path) -> None:
     grid_file = tmp_path / "tiny.yaml"
     grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 4"))
     env = _env(tmp_path)
     clean = tmp_path / "clean"
-    subprocess.run(_command(grid_file, clean), env=env, check=True, capture_output=True)
+    subprocess.run(_command(grid_file, clean, executor), env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
     ckpts = killed / "checkpoints"
@@ -71,8 +75,8 @@ def test_a_killed_grid_resumes_to_the_same_tables(moment: str, tmp_path: Path) -
         def ready() -> bool:
             return len(list(ckpts.glob("*.victim.pt"))) == 2 and (killed / "mlartifacts").is_dir() and any(
                 p.name == "evaluation.json" for p in (killed / "mlartifacts").rglob("evaluation.json"))
-    assert _kill_when(_command(grid_file, killed), env, ready), f"the grid finished before the {moment} kill"
-    done = subprocess.run(_command(grid_file, killed), env=env, capture_output=True, text=True)
+    assert _kill_when(_command(grid_file, killed, executor), env, ready), f"the grid finished before the {moment} kill"
+    done = subprocess.run(_command(grid_file, killed, executor), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     _no_duplicates(killed)
     assert _tables(killed) == _tables(clean)
