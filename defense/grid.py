@@ -16,6 +16,8 @@ A grid file (``configs/experiment/demo.yaml``)::
     attack_overrides:              # per attack option: keys of configs/attack/<option>.yaml
       cw_l2: {max_iterations: 50}
     evaluation: {...}              # see EvalConfig; budgets by domain and norm
+    adaptive: {bpda: identity, eot_samples: 16}   # how input-transform and smoothing defenses are attacked
+                                   # adaptively besides naively (defense.inference.AdaptiveConfig)
     overrides:                     # dotted keys applied to every cell, e.g. train.epochs: 5
       train.epochs: 5
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
+from defense.inference import AdaptiveConfig, base_defense, is_transform
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
 from victims.registry import ConfigError, to_dataclass
@@ -69,6 +72,7 @@ class Grid:
     seeds: list[int | None] = field(default_factory=lambda: [0])
     attack_info: dict[str, AttackInfo] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
     def models(self) -> Iterator[tuple[str, str, str, int | None]]:
         """``(dataset, frontend, victim, seed)`` columns; each trains every defense and runs every attack."""
@@ -82,6 +86,11 @@ class Grid:
         if seed is not None:
             overrides["train.seed"] = int(seed)
         return compose(spec, overrides)
+
+    def defense_config(self, defense: str) -> dict[str, Any]:
+        """The resolved ``defense`` group of one defense option (the same in every column)."""
+        dataset, frontend, victim, _ = next(iter(self.models()))
+        return self.cell_config(dataset, frontend, victim, defense)["defense"]
 
     def cells(self) -> Iterator[tuple[str, str, str, str, int | None]]:
         """Every trained model: ``(dataset, frontend, victim, defense, seed)``."""
@@ -117,6 +126,7 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     spec.setdefault("evaluation", {})
     spec.setdefault("seeds", [0] if "grid" in raw else [None])
     spec.setdefault("table_attacks", None)
+    spec.setdefault("adaptive", {})
     cell_overrides: dict[str, Any] = {}
     for key, value in merged.items():
         head = key.split(".")[0]
@@ -126,7 +136,7 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
             _set_eval(spec["evaluation"], key, value)
         else:
             set_dotted(spec, key, value)
-    known = {"name", "train", "seeds", "grid", "table_attacks", "attack_overrides", "evaluation"}
+    known = {"name", "train", "seeds", "grid", "table_attacks", "attack_overrides", "evaluation", "adaptive"}
     extra = sorted(set(spec) - known)
     if extra:
         raise ConfigError(f"unknown key '{extra[0]}' in experiment '{experiment}'; accepted: {', '.join(sorted(known))}")
@@ -149,10 +159,22 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
         raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
     info = _attack_info(attacks, spec["table_attacks"], evaluation)
     grid = Grid(str(spec.get("name") or Path(str(experiment)).stem), axes, spec.get("train", "default"),
-                cell_overrides, attacks, evaluation, list(seeds), info, spec)
+                cell_overrides, attacks, evaluation, list(seeds), info, spec,
+                to_dataclass(AdaptiveConfig, spec["adaptive"], "adaptive"))
     for cell in grid.cells():  # resolve every cell now: a typo fails before training
-        grid.cell_config(*cell)
+        _check_transform_base(grid, cell[3], grid.cell_config(*cell)["defense"])
     return grid
+
+
+def _check_transform_base(grid: Grid, defense: str, cfg: dict[str, Any]) -> None:
+    """An input-transform defense wraps a trained model of the grid (its ``base``, default the original)."""
+    if not is_transform(cfg):
+        return
+    base = base_defense(cfg, ORIGINAL)
+    trained = [d for d in grid.axes["defense"] if not is_transform(grid.defense_config(d))]
+    if base not in trained:
+        raise ConfigError(f"input-transform defense '{defense}' wraps base '{base}', which is not a trained defense of "
+                          f"grid.defense ({', '.join(trained) or 'none'})")
 
 
 def _attack_info(attacks: dict[str, dict[str, Any]], table_attacks: Any, evaluation: EvalConfig

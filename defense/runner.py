@@ -2,9 +2,11 @@
 computes ε_r, runs the sanity checks, and logs everything to MLflow; resumes by skipping finished work.
 
 Unit of work: a *model column* ``(dataset, representation, victim, seed)``. It trains the original
-model (``none``) and then every defense of the grid (resolving ``eps: auto`` from the original model),
-evaluates every attack on each with the budgets of the attack's norm and domain, and logs ε_r of each
-defended model against the original with its paired-bootstrap interval and Wilcoxon p-value. Columns
+model (``none``) and then every trained defense of the grid (resolving ``eps: auto`` from the original
+model), wraps trained models in the grid's input-transform defenses (:mod:`defense.inference`), evaluates
+every attack on each with the budgets of the attack's norm and domain — inference-time defenses twice, naive
+and adaptive (BPDA/EoT) — and logs ε_r of each defended model against the original with its paired-bootstrap
+interval and Wilcoxon p-value; randomized smoothing is certified. Columns
 are independent, so they run one after another locally or as Ray tasks (``executor="ray"``) when a grid
 outgrows one machine. Resuming: a finished training run is found by its config hash and its checkpoint
 reused; a finished attack run is skipped and its per-clip record (``evaluation.json``) read back, so
@@ -18,7 +20,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,10 +31,12 @@ from torch import Tensor
 from attacks import create_attack
 from defense.grid import Grid
 from defense.grid_transfer import log_crafted, log_grid_transfer
+from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, deployed,
+                               is_smoothing, is_transform, transform_config, violation_check)
 from evaluation.config import EvalConfig
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
-from evaluation import plots, report, sanity
+from evaluation import plots, report, sanity, stats
 from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
@@ -143,7 +147,8 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
     ev_cfg = grid.evaluation
     waves, labels = select_examples(splits.test, ev_cfg.n_examples, ev_cfg.seed)
     trained: dict[str, TrainedVictim] = {}
-    for defense in [ORIGINAL, *(d for d in grid.axes["defense"] if d != ORIGINAL)]:
+    defense_cfgs = {d: grid.defense_config(d) for d in grid.axes["defense"]}
+    for defense in [ORIGINAL, *(d for d in grid.axes["defense"] if d != ORIGINAL and not is_transform(defense_cfgs[d]))]:
         cfg = grid.cell_config(column.dataset, column.frontend, column.victim, defense, column.seed)
         measured: dict[str, float] = {}
         if defense != ORIGINAL:
@@ -161,37 +166,123 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
         if measured:
             _log_to(trained[defense].run_id, measured)
         tick(f"trained {column.label}/{defense}")
+    for defense in grid.axes["defense"]:
+        if is_transform(defense_cfgs[defense]):
+            base = trained[base_defense(defense_cfgs[defense], ORIGINAL)]
+            trained[defense] = _wrap_model(grid, column, defense, defense_cfgs[defense], base, splits.test,
+                                           parent_run_id)
+            tick(f"wrapped {column.label}/{defense}")
+    models = {d: deployed(tv.result.victim, defense_cfgs[d]) for d, tv in trained.items()}
     rows: list[dict[str, Any]] = []
     evals: dict[str, dict[str, AttackEvaluation]] = {d: {} for d in trained}
+    masking: dict[str, list[sanity.SanityRecord]] = {d: [] for d in trained}
     for option, attack_cfg in grid.attacks.items():
-        run_ids: dict[str, str] = {}
         for defense, tv in trained.items():
-            tick(f"attacking {column.label}/{defense} with {option}", advance=False)
-            run_ids[defense], evals[defense][option] = _evaluate(grid, column, defense, tv, option, attack_cfg,
-                                                                 waves, labels)
-            tick(f"attacked {column.label}/{defense} with {option}")
-        original = evals[ORIGINAL][option]
-        for defense in trained:
-            ev = evals[defense][option]
-            row = {**asdict(column), "defense": defense, "attack": option, **ev.summary}
-            if defense != ORIGINAL:
-                ratio = ratio_intervals(ev, original, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence,
-                                        seed=ev_cfg.seed)
-                _log_to(run_ids[defense], ratio)
-                on_model = {f"{k}.{option}": ratio[k] for k in ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")}
-                on_model[f"fooling_auc.{option}"] = ev.summary["fooling_auc"]
-                _log_to(trained[defense].run_id, on_model)
-                row.update(ratio)
-            rows.append(row)
+            modes = _modes(grid, option, attack_cfg, defense_cfgs[defense])
+            found: dict[str, AttackEvaluation] = {}
+            for mode, cfg in modes.items():
+                tick(f"attacking {column.label}/{defense} with {option}{_suffix(mode)}", advance=False)
+                run_id, found[mode] = _evaluate(grid, column, defense, tv, models[defense], option, cfg, waves,
+                                                labels, mode)
+                tick(f"attacked {column.label}/{defense} with {option}{_suffix(mode)}")
+                row = {**asdict(column), "defense": defense, "attack": option, "mode": mode, **found[mode].summary}
+                if defense != ORIGINAL:
+                    row.update(_log_ratio(grid, option, mode, found[mode], evals[ORIGINAL][option], run_id,
+                                          tv.run_id))
+                rows.append(row)
+            evals[defense][option] = found.get("adaptive", next(iter(found.values())))
+            if len(found) == 2:
+                masking[defense].append(sanity.check_gradient_masking(
+                    found["naive"], found["adaptive"], n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed))
     _log_curves(grid, evals, {d: tv.run_id for d, tv in trained.items()})
     for defense, tv in trained.items():
-        _sanity_for_model(grid, tv.result.victim, waves, labels, evals[defense], tv.run_id)
+        extra = masking[defense]
+        if is_smoothing(defense_cfgs[defense]):
+            tick(f"certifying {column.label}/{defense}", advance=False)
+            extra = extra + _certify(grid, tv, defense_cfgs[defense], waves, labels, evals[defense])
+        _sanity_for_model(grid, models[defense], waves, labels, evals[defense], tv.run_id, extra)
     return rows
 
 
-def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, option: str,
-              attack_cfg: dict[str, Any], waves: Tensor, labels: Tensor) -> tuple[str, AttackEvaluation]:
-    """Evaluate one attack on one trained model, or read its finished run (and per-clip record) back."""
+def _suffix(mode: str) -> str:
+    return " (adaptive)" if mode == "adaptive" else ""
+
+
+def _modes(grid: Grid, option: str, attack_cfg: dict[str, Any], defense_cfg: dict[str, Any]
+           ) -> dict[str, dict[str, Any]]:
+    """The attack configs one defense is evaluated with: ``{"": cfg}`` for a trained defense; ``naive`` and, where
+    BPDA or EoT changes the attack (a white-box attack on a non-differentiable or random transform), ``adaptive``
+    for an inference-time one (Athalye et al. 2018)."""
+    if transform_config(defense_cfg) is None:
+        return {"": attack_cfg}
+    modes = {"naive": attack_cfg}
+    options = adaptive_options(defense_cfg, grid.adaptive)
+    if options and grid.attack_info[option].family not in ("black_box", "baseline"):
+        modes["adaptive"] = {**attack_cfg, **options}
+    return modes
+
+
+def _log_ratio(grid: Grid, option: str, mode: str, ev: AttackEvaluation, original: AttackEvaluation, run_id: str,
+               model_run_id: str) -> dict[str, float]:
+    """ε_r of one evaluation against the original model's, on the attack run and (as ``eps_r.<attack>``, adaptive
+    ones ``eps_r.<attack>.adaptive``) on the model's run for the UI's columns."""
+    ev_cfg = grid.evaluation
+    ratio = ratio_intervals(ev, original, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
+    _log_to(run_id, ratio)
+    name = option + (".adaptive" if mode == "adaptive" else "")
+    on_model = {f"{k}.{name}": ratio[k] for k in ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")}
+    on_model[f"fooling_auc.{name}"] = ev.summary["fooling_auc"]
+    _log_to(model_run_id, on_model)
+    return ratio
+
+
+def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict[str, Any], base: TrainedVictim,
+                test: ClipSet, parent_run_id: str | None) -> TrainedVictim:
+    """An input-transform defense's model run (``advaudio.kind = defend``): the ``base`` model wrapped in the
+    transform, with the deployed model's test accuracy (its clean-accuracy cost) and Wilson interval."""
+    key = _key(base.key, defense_cfg)
+    exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
+    done = find_run(exp_id, tag("run_key"), key)
+    ev_cfg = grid.evaluation
+    acc = accuracy(deployed(base.result.victim, defense_cfg), test.waves, test.labels, ev_cfg.batch_size, ev_cfg.seed)
+    low, high = stats.wilson_interval(acc, len(test))
+    run_tags = {**column.tags(defense), **tags(kind="defend", run_key=key, base_run=base.run_id,
+                                               grid_run=parent_run_id)}
+    with mlflow.start_run(run_id=done.info.run_id if done else None, run_name=None if done else f"{column.label}/{defense}",
+                          tags=run_tags) as run:
+        if done is None:
+            mlflow.log_params({**flatten(defense_cfg, "defense."), "defense.base_run": base.run_id})
+        mlflow.log_metrics({"test_accuracy": acc, "test_accuracy_ci_low": low, "test_accuracy_ci_high": high,
+                            "base_test_accuracy": base.result.test_accuracy})
+        mark_finished()
+    return TrainedVictim(replace(base.result, test_accuracy=acc), run.info.run_id, base.checkpoint, key)
+
+
+def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: Tensor, labels: Tensor,
+             evals: dict[str, AttackEvaluation]) -> list[sanity.SanityRecord]:
+    """CERTIFY the smoothed model on the evaluation clips (metrics and ``certify.json`` on its run) and check every
+    attack of its domain and the L2 norm against the certificates (:func:`defense.inference.violation_check`)."""
+    ev_cfg = grid.evaluation
+    record = certify(tv.result.victim, defense_cfg, waves, labels, ev_cfg)
+    with mlflow.start_run(run_id=tv.run_id):
+        mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence))
+        mlflow.log_dict(record, "certify.json")
+    records = []
+    for option, ev in evals.items():
+        if (ev.domain, ev.norm) != (record["domain"], "l2"):
+            continue
+        check = violation_check(tv.result.victim, record, ev, ev_cfg.batch_size)
+        records.append(sanity.SanityRecord(
+            f"certified_radius.{option}", "warn" if check.flagged else "pass",
+            f"{check.count} of {check.eligible} adversarial examples inside a correct certificate's radius change "
+            f"the smoothed prediction (chance bound {check.threshold} at rate {check.failure_rate:.3g})"))
+    return records
+
+
+def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, victim: Victim, option: str,
+              attack_cfg: dict[str, Any], waves: Tensor, labels: Tensor, mode: str = "") -> tuple[str, AttackEvaluation]:
+    """Evaluate one attack on one (deployed) model, or read its finished run (and per-clip record) back; ``mode``
+    is ``naive``/``adaptive`` for an inference-time defense, else empty."""
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
     key = _key(tv.key, option, attack_cfg, asdict(ev_cfg))
@@ -203,7 +294,6 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
             raise ConfigError(f"finished attack run {done.info.run_id} has no {RECORD_ARTIFACT}: it comes from an "
                              "older advaudio; delete it or use a new --outputs")
         return done.info.run_id, from_record(record)
-    victim: Victim = tv.result.victim
     kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
     attack = create_attack(attack_cfg["name"], **kwargs)
     targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
@@ -211,8 +301,11 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
                                                family=info.family, targeted=info.targeted, in_tables=info.in_tables,
                                                cell_key=key), "mlflow.parentRunId": tv.run_id}
+    if mode:
+        run_tags[tag("mode")] = mode
     run_id = done.info.run_id if done is not None else None
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{defense}/{option}", tags=run_tags) as run:
+    name = f"{defense}/{option}" + ("+adaptive" if mode == "adaptive" else "")
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=run_tags) as run:
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         intervals = summary_intervals(ev, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
         mlflow.log_metrics({**ev.summary, **intervals})
@@ -221,7 +314,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         log_crafted(ev)
         _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
-        _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{option}")
+        _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{name.split('/')[1]}")
         mark_finished()
         return run.info.run_id, ev
 
@@ -285,8 +378,10 @@ def _log_curves(grid: Grid, evals: dict[str, dict[str, AttackEvaluation]], run_i
 
 
 def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
-                      evals: dict[str, AttackEvaluation], run_id: str) -> None:
-    """Model-level sanity checks, logged on the training run (never skipped silently)."""
+                      evals: dict[str, AttackEvaluation], run_id: str,
+                      extra: list[sanity.SanityRecord] | None = None) -> None:
+    """Model-level sanity checks, logged on the model's run (never skipped silently); ``extra`` adds the
+    inference-time defenses' checks (gradient masking, certified radii)."""
     ev_cfg = grid.evaluation
     domains = sorted({ev.domain for ev in evals.values()} or {"representation"})
     records = [sanity.check_gradients(victim, waves, labels, domain, loss)
@@ -297,6 +392,7 @@ def _sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
     records.append(sanity.check_unbounded(victim, pgd, waves, labels, eps=ev_cfg.unbounded_eps,
                                           batch_size=ev_cfg.batch_size))
     records.extend(_pairwise_checks(grid, evals))
+    records.extend(extra or [])
     with mlflow.start_run(run_id=run_id):
         _log_sanity(records)
 
@@ -344,9 +440,12 @@ def _log_to(run_id: str, metrics: dict[str, float]) -> None:
 
 
 def count_steps(grid: Grid) -> int:
-    """Progress ticks of a grid: one per trained model and one per attack evaluation."""
-    n_models = len(list(grid.models())) * len(grid.axes["defense"])
-    return n_models * (1 + len(grid.axes["attack"]))
+    """Progress ticks of a grid: one per trained (or wrapped) model and one per attack evaluation."""
+    per_column = 0
+    for defense in grid.axes["defense"]:
+        cfg = grid.defense_config(defense)
+        per_column += 1 + sum(len(_modes(grid, option, attack_cfg, cfg)) for option, attack_cfg in grid.attacks.items())
+    return len(list(grid.models())) * per_column
 
 
 def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUTPUTS, executor: str = "local",

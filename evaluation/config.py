@@ -35,6 +35,11 @@ class EvalConfig:
             ε grows" check of fixed-budget attacks; 0 reads the cascade's own, sparser, success matrix.
         n_boot: bootstrap resamples of the evaluation clips for every interval (≥ 1,000 by SPEC).
         confidence: level of every interval.
+        certify_n0, certify_n, certify_alpha: randomized smoothing's CERTIFY (Cohen et al. 2019): noise draws
+            that pick the class, draws that bound its probability, and the bound's error rate (each certificate
+            holds with probability ≥ 1 − α). Cohen et al. use 100, 100,000 and 0.001.
+        certify_radii: L2 radii certified accuracy is reported at, by domain (default: ¼, ½ and 1 × the
+            domain's L2 ``eps_max``).
     """
 
     n_examples: int = 64
@@ -52,6 +57,15 @@ class EvalConfig:
     monotone_sample: int = 16
     n_boot: int = 1000
     confidence: float = 0.95
+    certify_n0: int = 100
+    certify_n: int = 1000
+    certify_alpha: float = 0.001
+    certify_radii: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.certify_n0 and 0 < self.certify_n and 0 < self.certify_alpha < 0.5):
+            raise ConfigError(f"evaluation.certify_n0 and certify_n must be > 0 and certify_alpha in (0, 0.5), got "
+                              f"{self.certify_n0}, {self.certify_n}, {self.certify_alpha}")
 
     def budgets(self, domain: str, norm: str, attack: str = "") -> tuple[float, float]:
         """``(eps_max, search_eps_max)`` of an attack in ``domain`` and ``norm``.

@@ -57,7 +57,9 @@ from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
 
-COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed")
+COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed", "mode")
+MODEL_KINDS = ("train", "defend")
+"""Runs of a model: trained, or a trained model wrapped in an input transform (:mod:`defense.inference`)."""
 ATTACK_TAGS = ("norm", "domain", "in_tables")
 CELL = ["dataset", "frontend", "victim"]
 ROWS = ["dataset", "representation", "attacks"]
@@ -81,6 +83,10 @@ class ReportData:
             ±∞ restored from MLflow's ±largest-float).
         records: attack run id → its per-clip evaluation (for bootstrap intervals), where logged.
         n_boot, level: bootstrap resamples and interval level.
+
+    An inference-time defense (input transform, smoothing) is attacked twice, tag ``advaudio.mode`` =
+    ``naive`` and ``adaptive``; ``runs`` keeps the adaptive run where both exist (the strongest attack is the
+    honest number for Tables I-III), ``all_runs`` keeps both (:meth:`view` picks one mode).
     """
 
     experiment: str
@@ -90,15 +96,30 @@ class ReportData:
     level: float = 0.95
     transfers: list[tuple[dict[str, str], TransferRecord]] = field(default_factory=list)
 
+    all_runs: pd.DataFrame | None = None
+
     def __post_init__(self) -> None:
         for name in (*COORDS, *ATTACK_TAGS, "attacks"):
             column = self.runs[name] if name in self.runs else pd.Series("", index=self.runs.index, dtype=object)
             self.runs[name] = column.where(column.map(lambda v: isinstance(v, str)), "")
         self.runs.loc[self.runs["seed"] == "", "seed"] = "0"
+        if self.all_runs is None:
+            self.all_runs = self.runs
+            self.runs = _strongest(self.runs)
+
+    def view(self, mode: str) -> ReportData:
+        """The same data with the attack runs of inference-time defenses of one ``mode`` (``naive`` or
+        ``adaptive``; a defense without an adaptive variant keeps its naive runs in both views)."""
+        runs = self.all_runs if self.all_runs is not None else self.runs
+        other = "adaptive" if mode == "naive" else "naive"
+        kept = runs[runs["mode"] != other] if mode == "naive" else _strongest(runs)
+        return ReportData(self.experiment, kept.reset_index(drop=True), self.records, self.n_boot, self.level,
+                          self.transfers, all_runs=runs)
 
     def of_kind(self, kind: str, defense: str | None = None) -> pd.DataFrame:
-        """Runs of ``kind`` (``"train"`` or ``"attack"``), optionally of one defense."""
-        out = self.runs[self.runs["kind"] == kind]
+        """Runs of ``kind`` (``"train"``: every model, :data:`MODEL_KINDS`; or ``"attack"``), optionally of
+        one defense."""
+        out = self.runs[self.runs["kind"].isin(MODEL_KINDS if kind == "train" else (kind,))]
         return out if defense is None else out[out["defense"] == defense]
 
     @property
@@ -165,7 +186,7 @@ def collect(experiment: str, tracking_uri: str | None = None, *, n_boot: int = 1
     if exp is None:
         raise ConfigError(f"no MLflow experiment named '{experiment}' at {uri}")
     rows = [_row(run) for run in iter_runs(exp.experiment_id, client=client)]
-    rows = [r for r in rows if r["kind"] in ("train", "attack")]
+    rows = [r for r in rows if r["kind"] in (*MODEL_KINDS, "attack")]
     if not rows:
         log.warning("experiment '%s' has no training or attack runs", experiment)
     base = ["run_id", "parent_run_id", "status", "start_time", "finished_tag", *COORDS, *ATTACK_TAGS, "attacks"]
@@ -220,6 +241,16 @@ def _newest(frame: pd.DataFrame) -> pd.DataFrame:
     rank = rank.sort_values(["finished_tag", "_done", "start_time"], kind="stable")
     kept = rank.drop_duplicates(subset=list(COORDS), keep="last").drop(columns="_done")
     return kept.sort_values(list(COORDS), kind="stable").reset_index(drop=True)
+
+
+def _strongest(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` without the naive attack runs that have an adaptive sibling (same coordinates but the mode)."""
+    if runs.empty:
+        return runs
+    keys = [c for c in COORDS if c != "mode"]
+    adaptive = set(map(tuple, runs.loc[runs["mode"] == "adaptive", keys].to_numpy().tolist()))
+    superseded = (runs["mode"] == "naive") & runs[keys].apply(lambda r: tuple(r) in adaptive, axis=1)
+    return runs[~superseded].reset_index(drop=True)
 
 
 def _render(index: pd.MultiIndex, victims: list[str], cell: Any) -> pd.DataFrame:
@@ -503,6 +534,9 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
                            "bootstrap interval over evaluation clips]", table_3(data, defense, attacks, seed))
     yield ("table_2_original", f"Table II (original models): mean fooling AUC (%) over each row's attacks, "
            f"{across} ({budget})", table_2(data, model="original", attacks=attacks))
+    from evaluation.defense_table import comparison_sections  # it builds on this module's cells
+
+    yield from comparison_sections(data, attacks)
     yield from transfer_sections(data)
 
 

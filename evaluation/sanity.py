@@ -8,7 +8,9 @@ adversarial robustness"; the warnings of Croce & Hein's AutoAttack, 2020):
 - an unbounded iterative attack (huge budget, many steps) reaches ~100 %;
 - iterative ≥ single-step at the same budget;
 - white-box ≥ black-box ≥ noise at matched budget (on waveforms an equal L2 budget is an equal SNR);
-- gradients of the loss w.r.t. the input are finite and non-zero, and the victim is deterministic.
+- gradients of the loss w.r.t. the input are finite and non-zero, and the victim is deterministic;
+- an input-transform defense's naive ε* does not exceed its adaptive (BPDA/EoT) ε* beyond the interval
+  (Athalye, Carlini & Wagner 2018).
 
 The runner decides which to call; ``record.as_dict()`` is ready to log.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,6 +27,7 @@ from torch import Tensor
 from attacks.base import Attack
 from attacks.losses import class_margin
 from evaluation import metrics as M
+from evaluation import stats
 from evaluation.harness import AttackEvaluation, victim_device
 from victims.victim import Domain, Victim
 
@@ -187,3 +191,26 @@ def check_deterministic(victim: Victim, waves: Tensor) -> SanityRecord:
     finally:
         victim.train(was_training)
     return _record("deterministic", diff == 0.0, f"max logit difference between two passes {diff:.3g}")
+
+
+def check_gradient_masking(naive: AttackEvaluation, adaptive: AttackEvaluation, *, n_boot: int = 1000,
+                           level: float = 0.95, seed: int = 0) -> SanityRecord:
+    """Robustness from gradient masking (Athalye, Carlini & Wagner 2018): on the clips both evaluations
+    attacked (the same clips and base set), the median of ε*_naive / ε*_adaptive has a bootstrap interval
+    above ``1 + 2·rtol`` (each ε* is known to a relative ``rtol``), i.e. the adaptive attack (BPDA, EoT) needs
+    clearly less than the attack that differentiated the transform as it is. Clips the adaptive attack did not
+    break are left out (their ratio is unknown); a clip only the adaptive attack broke has ratio ∞."""
+    name = f"gradient_masking.{naive.attack}"
+    n_d, a_d = naive.eps_clip().numpy(), adaptive.eps_clip().numpy()
+    both = ~np.isnan(n_d) & ~np.isnan(a_d) & np.isfinite(a_d)
+    if not both.any():
+        return _record(name, True, "not compared: the adaptive attack broke no clip of the shared base set")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(np.isinf(n_d[both]), np.inf, n_d[both] / a_d[both])
+    idx = stats.bootstrap_indices(ratio.size, n_boot, seed)
+    found = stats.percentile_interval(np.median(ratio[idx], axis=1), float(np.median(ratio)), level)
+    bound = 1 + 2 * max(naive.rtol, adaptive.rtol)
+    masked = found.low > bound
+    return _record(name, not masked,
+                   f"median naive/adaptive eps* {found.value:.3g} [{found.low:.3g}, {found.high:.3g}] over "
+                   f"{ratio.size} clips (bound {bound:.3g})" + (": robustness from gradient masking" if masked else ""))

@@ -1,0 +1,211 @@
+"""Defenses a grid applies at inference (issue 11): input transforms and randomized smoothing.
+
+- An *input-transform* defense (``name: input_transform``, :mod:`defense.transforms`) is not trained: it
+  wraps a trained model of its column (``base``, default the original) in the transform, in the waveform
+  domain before the front-end or on the representation (:class:`defense.transformed.TransformedVictim`).
+- *Randomized smoothing* (``name: gaussian_augment``; Cohen, Rosenfeld & Kolter 2019) trains the base
+  classifier on Gaussian-noised inputs; it is attacked as deployed with one noise draw per query (the
+  ``gaussian_noise`` transform of the same σ and domain), and the smoothed classifier is certified
+  (:func:`certify`).
+
+Both are attacked twice (Athalye, Carlini & Wagner 2018): *naive*, with gradients through the transform as it
+is, and *adaptive* (:func:`adaptive_options`), with BPDA where the transform has no useful gradient and EoT
+where it is random. A transform that is differentiable and deterministic has no adaptive variant: the naive
+attack is already the adaptive one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from defense.transformed import defend
+from defense.transforms import TRANSFORMS
+from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,
+                                radius_violations)
+from evaluation.config import EvalConfig
+from evaluation.stats import wilson_interval
+from victims.registry import ConfigError
+from victims.victim import Victim
+
+INPUT_TRANSFORM = "input_transform"
+SMOOTHING = "gaussian_augment"
+BPDA_MODES = ("identity", "approx")
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """``adaptive:`` of a grid: the attack options of the adaptive evaluation (Athalye et al. 2018).
+
+    Attributes:
+        bpda: backward pass of a non-differentiable transform: ``"identity"`` (straight-through) or
+            ``"approx"`` (the transform's differentiable approximation).
+        eot_samples: draws of a random transform averaged per gradient (expectation over transformation).
+    """
+
+    bpda: str = "identity"
+    eot_samples: int = 16
+
+    def __post_init__(self) -> None:
+        if self.bpda not in BPDA_MODES:
+            raise ConfigError(f"adaptive.bpda must be one of {', '.join(BPDA_MODES)}, got {self.bpda!r}")
+        if not isinstance(self.eot_samples, int) or self.eot_samples < 2:
+            raise ConfigError(f"adaptive.eot_samples must be an integer >= 2, got {self.eot_samples!r}")
+
+
+def is_transform(defense_cfg: dict[str, Any]) -> bool:
+    """An input-transform defense (not trained; wraps its ``base`` model)."""
+    return defense_cfg.get("name") == INPUT_TRANSFORM
+
+
+def is_smoothing(defense_cfg: dict[str, Any]) -> bool:
+    """Randomized smoothing: a noise-trained model, attacked with noise at inference and certified."""
+    return defense_cfg.get("name") == SMOOTHING
+
+
+def base_defense(defense_cfg: dict[str, Any], default: str) -> str:
+    """The defense option whose trained model an input transform wraps (``base``, default ``default``)."""
+    return str(defense_cfg.get("base", default))
+
+
+def transform_config(defense_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The transform a defense applies at inference (``None`` for a trained defense)."""
+    if is_transform(defense_cfg):
+        return {k: v for k, v in defense_cfg.items() if k != "base"}
+    if is_smoothing(defense_cfg):
+        return {"name": INPUT_TRANSFORM, "transform": "gaussian_noise", "sigma": defense_cfg["sigma"],
+                "domain": defense_cfg.get("domain", "representation")}
+    return None
+
+
+def deployed(victim: Victim, defense_cfg: dict[str, Any]) -> Victim:
+    """The model as an attacker meets it: ``victim`` wrapped in the defense's transform, if it has one."""
+    cfg = transform_config(defense_cfg)
+    return victim if cfg is None else defend(victim, cfg)
+
+
+def adaptive_options(defense_cfg: dict[str, Any], adaptive: AdaptiveConfig) -> dict[str, Any] | None:
+    """Attack options of the adaptive evaluation: ``bpda`` for a transform without a useful gradient,
+    ``eot_samples`` for a random one; ``None`` when the naive attack is already adaptive."""
+    cfg = transform_config(defense_cfg)
+    if cfg is None:
+        return None
+    kind = TRANSFORMS.get(cfg["transform"])
+    options: dict[str, Any] = {}
+    if not kind.differentiable:
+        options["bpda"] = adaptive.bpda
+    if kind.random:
+        options["eot_samples"] = adaptive.eot_samples
+    return options or None
+
+
+def certify_radii(ev_cfg: EvalConfig, domain: str) -> list[float]:
+    """Radii certified accuracy is reported at: ``evaluation.certify_radii.<domain>``, else ¼, ½ and 1 ×
+    the domain's L2 ``eps_max`` (the budget the fooling AUC is measured to)."""
+    radii = (ev_cfg.certify_radii or {}).get(domain)
+    if radii is not None:
+        return [float(r) for r in radii]
+    eps = (ev_cfg.eps_max.get(domain) or {}).get("l2")
+    if eps is None:
+        raise ConfigError(f"randomized smoothing in the {domain} domain needs evaluation.certify_radii.{domain} "
+                          f"or evaluation.eps_max.{domain}.l2")
+    return [float(eps) * f for f in (0.25, 0.5, 1.0)]
+
+
+def certify(victim: Victim, defense_cfg: dict[str, Any], waves: Tensor, labels: Tensor, ev_cfg: EvalConfig
+            ) -> dict[str, Any]:
+    """Cohen et al.'s CERTIFY of the smoothed ``victim`` (the noise-trained base classifier) on ``waves``.
+
+    Returns:
+        A JSON-ready record: ``pred`` (−1 = abstain), certified L2 ``radius`` in the smoothing domain's units,
+        ``label``, and the settings (σ, domain, n₀, n, α).
+    """
+    domain = defense_cfg.get("domain", "representation")
+    sigma = float(defense_cfg["sigma"])
+    was_training = victim.training
+    victim.eval()
+    device = next(iter(victim.buffers())).device
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True):
+            torch.manual_seed(ev_cfg.seed)
+            x = victim.to_domain(waves.to(device), domain)
+            smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
+            with torch.no_grad():
+                pred, radius = smoothed.certify(x, ev_cfg.certify_n0, ev_cfg.certify_n, ev_cfg.certify_alpha,
+                                                ev_cfg.batch_size)
+    finally:
+        victim.train(was_training)
+    return {"pred": pred.cpu().tolist(), "radius": radius.double().cpu().tolist(), "label": labels.cpu().tolist(),
+            "sigma": sigma, "domain": domain, "n0": ev_cfg.certify_n0, "n": ev_cfg.certify_n,
+            "alpha": ev_cfg.certify_alpha, "radii": certify_radii(ev_cfg, domain)}
+
+
+def certify_metrics(record: dict[str, Any], level: float = 0.95) -> dict[str, float]:
+    """Certified accuracy at each reported radius with its Wilson interval (``certified_accuracy@<r>``), the
+    area under the certified-accuracy curve, the smoothed classifier's clean accuracy and abstention rate."""
+    pred = torch.tensor(record["pred"])
+    radius = torch.tensor(record["radius"], dtype=torch.float64)
+    labels = torch.tensor(record["label"])
+    n = len(labels)
+    radii = record["radii"]
+    out: dict[str, float] = {}
+    for r, acc in zip(radii, certified_accuracy(pred, radius, labels, torch.tensor(radii, dtype=torch.float64))):
+        low, high = wilson_interval(float(acc), n, level)
+        out.update({f"certified_accuracy@{r:g}": float(acc), f"certified_accuracy@{r:g}_ci_low": low,
+                    f"certified_accuracy@{r:g}_ci_high": high})
+    smoothed = float((pred == labels).double().mean()) if n else math.nan
+    low, high = wilson_interval(smoothed, n, level)
+    out.update({"smoothed_accuracy": smoothed, "smoothed_accuracy_ci_low": low, "smoothed_accuracy_ci_high": high,
+                "abstain_rate": float((pred == ABSTAIN).double().mean()) if n else math.nan,
+                "certified_auc": certified_curve_area(pred, radius, labels), "certify_sigma": record["sigma"]})
+    return out
+
+
+def accuracy(victim: Victim, waves: Tensor, labels: Tensor, batch_size: int, seed: int) -> float:
+    """Test accuracy of the deployed ``victim`` (eval mode; a random transform draws once per clip, seeded)."""
+    was_training = victim.training
+    victim.eval()
+    device = next(iter(victim.buffers())).device
+    correct = 0
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), torch.no_grad():
+            torch.manual_seed(seed)
+            for start in range(0, len(labels), batch_size):
+                logits = victim(waves[start:start + batch_size].to(device))
+                correct += int((logits.argmax(dim=1).cpu() == labels[start:start + batch_size]).sum())
+    finally:
+        victim.train(was_training)
+    return correct / max(len(labels), 1)
+
+
+def violation_check(victim: Victim, record: dict[str, Any], ev: Any, batch_size: int) -> Any:
+    """Cohen et al.'s guarantee checked on an attack of the smoothed model: no adversarial example found inside
+    an example's certified radius changes the smoothed prediction (beyond the certificates' error rate α).
+
+    ``record`` is :func:`certify`'s, ``ev`` an :class:`~evaluation.harness.AttackEvaluation` in the smoothing
+    domain and the L2 norm; the smoothed classifier predicts each adversarial example (PREDICT, n, α)."""
+    base = ev.base_index
+    found = ev.success.nonzero().flatten()
+    domain, sigma = record["domain"], float(record["sigma"])
+    device = next(iter(victim.buffers())).device
+    adv_pred = torch.full((len(base),), ABSTAIN, dtype=torch.long)
+    if len(found):
+        smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
+        was_training = victim.training
+        victim.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), \
+                    torch.no_grad():
+                torch.manual_seed(0)
+                adv_pred[found] = smoothed.predict(ev.adversarial[found].to(device), record["n"], record["alpha"],
+                                                   batch_size).cpu()
+        finally:
+            victim.train(was_training)
+    pred = torch.tensor(record["pred"])[base]
+    radius = torch.tensor(record["radius"], dtype=torch.float64)[base]
+    labels = torch.tensor(record["label"])[base]
+    norms = torch.where(ev.success, ev.norms.double(), torch.full_like(ev.norms.double(), math.inf))
+    return radius_violations(pred, radius, labels, norms, adv_pred, record["alpha"])

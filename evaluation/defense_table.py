@@ -1,0 +1,125 @@
+"""The defense comparison table (issue 11): every defense of a grid side by side, from MLflow alone.
+
+One row per (data set, representation, attack group, victim, defense, evaluation): the model's test accuracy
+(its clean-accuracy cost against the original), the mean fooling AUC (%) and ε_r (Eq. 15) over the group's
+attacks with their bootstrap intervals, certified accuracy at the logged radii for randomized smoothing
+(Cohen, Rosenfeld & Kolter 2019) and the gradient-masking check. An inference-time defense (input transform,
+smoothing) has two rows, ``naive`` (gradients through the transform as it is) and ``adaptive`` (BPDA/EoT;
+Athalye, Carlini & Wagner 2018), or one ``naive = adaptive`` row when BPDA and EoT change nothing (a
+differentiable, deterministic transform, or only black-box attacks). Trained defenses have one row (``—``).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterator, Sequence
+
+import pandas as pd
+
+from evaluation.report import ORIGINAL, ROWS, ReportData, _cells, _seed_mean, _with_interval
+from evaluation.stats import verdict
+
+EVALUATIONS = ("—", "naive", "adaptive", "naive = adaptive")
+CERTIFIED = re.compile(r"^certified_accuracy@([0-9.eE+-]+)$")
+
+
+def _modes(data: ReportData, defense: str) -> list[tuple[str, str]]:
+    """``(label, view mode)`` rows of one defense (see the module docstring)."""
+    runs = data.all_runs if data.all_runs is not None else data.runs
+    found = set(runs.loc[(runs["kind"] == "attack") & (runs["defense"] == defense), "mode"])
+    if "adaptive" in found:
+        return [("naive", "naive"), ("adaptive", "adaptive")]
+    if "naive" in found:
+        return [("naive = adaptive", "naive")]
+    return [("—", "")]
+
+
+def comparison_values(data: ReportData, attacks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-seed cells: ``dataset, representation, attacks, victim, seed, defense, evaluation`` with
+    ``auc``/``auc_low``/``auc_high``, ``eps_r``/``eps_r_low``/``eps_r_high``/``partial``."""
+    frames = []
+    for defense in [ORIGINAL, *data.defenses]:
+        for label, mode in _modes(data, defense):
+            view = data.view(mode) if mode else data
+            auc = _cells(view, defense, "fooling_auc", attacks).rename(
+                columns={"value": "auc", "low": "auc_low", "high": "auc_high", "partial": "auc_partial"})
+            if defense != ORIGINAL:
+                ratio = _cells(view, defense, "eps_r", attacks).rename(
+                    columns={"value": "eps_r", "low": "eps_r_low", "high": "eps_r_high"})
+                auc = auc.merge(ratio, on=[*ROWS, "victim", "seed"], how="outer")
+            frames.append(auc.assign(defense=defense, evaluation=label))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _model_cells(data: ReportData, key: tuple[str, ...], defense: str) -> tuple[str, str, str]:
+    """Test accuracy, certified accuracy and masking flag of one model cell (over its seeds)."""
+    models = data.of_kind("train", defense)
+    models = models[(models["dataset"] == key[0]) & (models["frontend"] == key[1]) & (models["victim"] == key[2])]
+    if models.empty:
+        return "", "", ""
+    acc = [float(v) for v in models["test_accuracy"] if math.isfinite(v)]
+    intervals = [(float(lo), float(hi)) for lo, hi in zip(models.get("test_accuracy_ci_low", [math.nan] * len(models)),
+                                                        models.get("test_accuracy_ci_high", [math.nan] * len(models)))]
+    accuracy = ""
+    if acc:
+        value, low, high, n = _seed_mean(acc, intervals[:len(acc)])
+        accuracy = _with_interval(100 * value, 100 * low, 100 * high, 1, n)
+    certified = []
+    for column in ["smoothed_accuracy", *sorted((c for c in models.columns if CERTIFIED.match(c)),
+                                                key=lambda c: float(CERTIFIED.match(c).group(1)))]:
+        values = [float(v) for v in models[column] if math.isfinite(v)]
+        if not values:
+            continue
+        ci = list(zip(models[f"{column}_ci_low"], models[f"{column}_ci_high"]))[:len(values)]
+        value, low, high, n = _seed_mean(values, ci)
+        name = "smoothed" if column == "smoothed_accuracy" else f"r={CERTIFIED.match(column).group(1)}"
+        certified.append(f"{name}: {_with_interval(100 * value, 100 * low, 100 * high, 1, n)}")
+    masking = [c for c in models.columns if c.startswith("sanity.gradient_masking.")]
+    flagged = sorted(c.split(".", 2)[2] for c in masking if (models[c] == 0).any())
+    checked = [c for c in masking if models[c].notna().any()]
+    flag = ("masking: " + ", ".join(flagged)) if flagged else ("none found" if checked else "")
+    return accuracy, "; ".join(certified), flag
+
+
+def defense_comparison(data: ReportData, attacks: Sequence[str] | None = None) -> pd.DataFrame:
+    """The comparison table (text cells, across seeds where several; see the module docstring)."""
+    cells = comparison_values(data, attacks)
+    columns = [*ROWS, "victim", "defense", "evaluation", "test accuracy %", "fooling AUC %", "ε_r",
+               "certified accuracy %", "gradient masking"]
+    if cells.empty:
+        return pd.DataFrame(columns=columns)
+    order = {d: i for i, d in enumerate([ORIGINAL, *data.defenses])}
+    rows = []
+    keys = [*ROWS, "victim", "defense", "evaluation"]
+    for key, group in cells.groupby(keys, sort=False):
+        dataset, frontend, _, victim, defense, label = key
+        auc = _seed_mean(list(group["auc"]), list(zip(group["auc_low"], group["auc_high"])))
+        eps_r = ""
+        if "eps_r" in group and group["eps_r"].notna().any():
+            g = group[group["eps_r"].notna()]
+            value, low, high, n = _seed_mean(list(g["eps_r"]), list(zip(g["eps_r_low"], g["eps_r_high"])))
+            eps_r = _with_interval(value, low, high, 3, n) + (f" {verdict(low, high)}" if not math.isnan(low) else "")
+            eps_r += "*" if g["partial"].fillna(False).astype(bool).any() else ""
+        accuracy, certified, flag = _model_cells(data, (dataset, frontend, victim), defense)
+        rows.append([*key, accuracy, _with_interval(auc[0], auc[1], auc[2], 1, auc[3]), eps_r, certified,
+                     flag if label != "—" else ""])
+    table = pd.DataFrame(rows, columns=columns)
+    table["_order"] = table["defense"].map(order)
+    table["_eval"] = table["evaluation"].map({e: i for i, e in enumerate(EVALUATIONS)})
+    return (table.sort_values([*ROWS, "victim", "_order", "_eval"], kind="stable")
+            .drop(columns=["_order", "_eval"]).reset_index(drop=True))
+
+
+def comparison_sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """The report section of the comparison table, when the grid has a defense besides the original."""
+    if not data.defenses:
+        return
+    level = f"{int(round(data.level * 100))} %"
+    yield ("defense_comparison", "Defense comparison: test accuracy (%) of each deployed model, mean fooling AUC "
+           f"(%) and ε_r (defended / original, Eq. 15) over each row's attacks [{level} intervals; ↑ above 1, ↓ below, "
+           "≈ contains 1; * a mean of lower bounds], certified L2 accuracy (%) of randomized smoothing at each radius "
+           "(Cohen et al. 2019; abstentions count as wrong), and the gradient-masking check (naive ε* above adaptive "
+           "ε* beyond the interval; Athalye et al. 2018). Input transforms and smoothing are attacked naively "
+           "(gradients through the transform) and adaptively (BPDA for non-differentiable transforms, EoT for "
+           "random ones); Tables I-III use the adaptive runs.", defense_comparison(data, attacks))
+
