@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
+from defense.transformed import check_trainable
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
 from victims.registry import ConfigError, to_dataclass
@@ -151,7 +152,7 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     grid = Grid(str(spec.get("name") or Path(str(experiment)).stem), axes, spec.get("train", "default"),
                 cell_overrides, attacks, evaluation, list(seeds), info, spec)
     for cell in grid.cells():  # resolve every cell now: a typo fails before training
-        grid.cell_config(*cell)
+        check_trainable(grid.cell_config(*cell).get("defense"))
     return grid
 
 
