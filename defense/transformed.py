@@ -46,6 +46,7 @@ class TransformedVictim(Victim):
         super().__init__(victim.frontend, victim.backbone, victim.class_names, victim.num_samples, victim.spec)
         self.normalizer = victim.normalizer
         self.transform = transform
+        self.train(victim.training)
 
     def represent(self, wave: Tensor) -> Tensor:
         """Normalised representation of the (transformed, for a waveform transform) waveform."""
