@@ -40,9 +40,15 @@ class TransformedVictim(Victim):
     Args:
         victim: a trained victim.
         transform: the input transform; its ``domain`` says where it runs.
+
+    Raises:
+        ConfigError: if ``victim`` is already a transformed victim (one transform per victim).
     """
 
     def __init__(self, victim: Victim, transform: InputTransform) -> None:
+        if isinstance(victim, TransformedVictim):
+            raise ConfigError("the victim already has an input transform; wrap the undefended victim (one "
+                              "transform per victim)")
         super().__init__(victim.frontend, victim.backbone, victim.class_names, victim.num_samples, victim.spec)
         self.normalizer = victim.normalizer
         self.transform = transform

@@ -160,6 +160,8 @@ def test_transformed_victim_shares_the_victims_modules_and_places_each_transform
                         else victim(tv.transform(waves)))
             torch.testing.assert_close(tv(waves), expected, rtol=0, atol=0)
             torch.testing.assert_close(tv.logits_fn("waveform")(waves), expected, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="already has an input transform"):
+        TransformedVictim(tv, tv.transform)
     assert tv.training == victim.training  # the modules are the same objects
     tv.train()
     assert victim.backbone.training
