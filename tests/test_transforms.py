@@ -282,3 +282,19 @@ def test_every_registered_transform_is_an_input_transform() -> None:
     assert {"resample", "quantize", "lowpass", "gaussian_noise", "median"} <= set(TRANSFORMS.names())
     for name in TRANSFORMS.names():
         assert issubclass(TRANSFORMS.get(name), InputTransform)
+
+
+@pytest.mark.gpu
+def test_transforms_and_bpda_run_on_cuda_as_on_cpu() -> None:
+    """Float64 throughout (no TF32 in the resampler's convolutions), so CUDA matches CPU to round-off."""
+    x = torch.rand(2, 1, 800, dtype=torch.float64) * 2 - 1
+    rep = torch.randn(2, 1, 9, 7, dtype=torch.float64)
+    for name, kwargs, inp in [("quantize", {"bits": 6}, x), ("lowpass", {"sample_rate": SR, "cutoff_hz": 2000.0}, x),
+                              ("resample", {"sample_rate": SR, "rate": 4000}, x), ("median", {"kernel": 3}, rep)]:
+        t = TRANSFORMS.create(name, **kwargs)
+        torch.testing.assert_close(t(inp.cuda()).cpu(), t(inp), rtol=0, atol=1e-10)
+    noisy = TRANSFORMS.create("gaussian_noise", sigma=0.1)(x.cuda())
+    assert noisy.is_cuda and noisy.shape == x.shape
+    tv = defend(trained_victim().cuda(), {"name": "input_transform", "transform": "quantize", "bits": 4})
+    grad = _input_grad(tv.logits_fn("waveform", bpda="identity", eot_samples=2), tones(2)[0].cuda())
+    assert grad.is_cuda and float(grad.abs().sum()) > 0
