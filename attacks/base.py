@@ -3,28 +3,49 @@
 The base owns ``__call__``: it puts the victim in eval mode, maps the waveform into the attack's
 domain, takes the bounds from the victim, runs the attack once per budget, measures success and
 perturbation norms, and restores the victim's mode. A subclass implements :meth:`Attack.run` only.
+
+Every attack also takes the adaptive-attack options of Athalye, Carlini & Wagner (2018), "Obfuscated
+gradients give a false sense of security", as config keys that :data:`ATTACKS` handles for all of them
+(no attack's constructor names them): ``bpda`` (``null``, ``"identity"`` or ``"approx"``: the backward
+pass through an input-transform defense) and ``eot_samples`` (draws of a random transform averaged per
+gradient). They reach the victim's ``logits_fn``; an undefended victim ignores them.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal, Sequence, final
+from typing import Any, Callable, ClassVar, Literal, Sequence, final
 
 import torch
 from torch import Tensor
 
 from attacks.threat import perturbation_norm
 from victims.bounds import Bounds
-from victims.registry import Registry
+from victims.registry import ConfigError, Registry
 from victims.victim import DOMAINS, Domain, Victim
 
-ATTACKS: Registry = Registry("attack")
 Norm = Literal["linf", "l2", "l0"]
 FAMILIES = ("single_step", "iterative", "minimum_norm", "black_box", "baseline")
 """What an attack is, for sanity checks and tables: a one-step gradient attack (FGSM), an iterative
 gradient attack (BIM, PGD), a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA), a black-box attack
 (NES; queries only) or a baseline that is not an attack (white noise)."""
 ModelFn = Callable[[Tensor], Tensor]
+BPDA_MODES = ("identity", "approx")
+"""BPDA's backward pass (Athalye et al. 2018 Sec. 4.1): the identity (straight-through) or the
+transform's differentiable approximation."""
+ADAPTIVE_KEYS = ("bpda", "eot_samples")
+"""Config keys every attack accepts (:meth:`AttackRegistry.create`)."""
+GRADIENT_FREE = ("black_box", "baseline")
+"""Families that never differentiate the model: BPDA and EoT do not apply (they query the deployed model)."""
+
+
+def check_adaptive(bpda: object, eot_samples: object) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``bpda`` is ``None`` or one of :data:`BPDA_MODES` and
+    ``eot_samples`` an integer >= 1."""
+    if bpda is not None and bpda not in BPDA_MODES:
+        raise ConfigError(f"unknown bpda '{bpda}'; known: null, {', '.join(BPDA_MODES)}")
+    if not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1:
+        raise ConfigError(f"eot_samples must be an integer >= 1, got {eot_samples!r}")
 
 
 @dataclass
@@ -92,6 +113,8 @@ class Attack(ABC):
             (the evaluation harness then refines every example's ε* in one call per step).
         domains: the domains the attack works in (a spectral distance needs waveforms).
         targetable: the attack can aim at target classes (noise cannot).
+        bpda, eot_samples: the adaptive-attack options (see the module docstring; set by
+            :meth:`adapt`, which :data:`ATTACKS` calls from the config keys of the same names).
 
     Args:
         domain: ``"representation"`` (perturb the backbone's input, seed 004) or
@@ -106,6 +129,8 @@ class Attack(ABC):
     per_example_budgets: ClassVar[bool] = False
     domains: ClassVar[tuple[str, ...]] = DOMAINS
     targetable: ClassVar[bool] = True
+    bpda: str | None = None
+    eot_samples: int = 1
 
     def __init__(self, domain: Domain = "representation", targeted: bool = False,
                  eps: float | None = None) -> None:
@@ -121,6 +146,20 @@ class Attack(ABC):
         self.domain: Domain = domain
         self.targeted = targeted
         self.eps = eps
+
+    def adapt(self, bpda: str | None = None, eot_samples: int = 1) -> "Attack":
+        """Set the adaptive-attack options and return the attack.
+
+        Raises:
+            ConfigError: for a bad value, or either option on an attack that uses no gradient
+                (NES and noise query the deployed model; they need neither).
+        """
+        check_adaptive(bpda, eot_samples)
+        if self.family in GRADIENT_FREE and (bpda is not None or eot_samples != 1):
+            raise ConfigError(f"{type(self).__name__} uses no gradient (family {self.family}): bpda and "
+                              "eot_samples do not apply; it queries the deployed model as it is")
+        self.bpda, self.eot_samples = bpda, eot_samples
+        return self
 
     @abstractmethod
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
@@ -145,6 +184,12 @@ class Attack(ABC):
         ``epsilons`` is a list of ``K`` budgets shared by the examples, or, for a fixed-budget attack with
         ``per_example_budgets``, a ``(K, N)`` tensor of one budget per example and row.
 
+        :meth:`run` differentiates ``victim.logits_fn(domain, bpda=..., eot_samples=...)``, but success
+        and ``adv_logits`` come from the deployed model ``victim.logits_fn(domain)`` (one draw of a
+        random transform): BPDA and EoT are the attacker's tools for finding an input, while the
+        defense is judged by what it outputs when deployed. ``queries`` count evaluations of the
+        attacked function; with ``eot_samples = k`` on a random transform each is ``k`` forward passes.
+
         Raises:
             ValueError: if a targeted attack gets no targets, or a fixed-budget attack no budget.
         """
@@ -156,7 +201,8 @@ class Attack(ABC):
         try:
             x = victim.to_domain(wave, self.domain)
             bounds = victim.bounds(self.domain)
-            model = victim.logits_fn(self.domain)
+            model = victim.logits_fn(self.domain, bpda=self.bpda, eot_samples=self.eot_samples)
+            deployed = victim.logits_fn(self.domain)
             if self.fixed_budget:
                 outs = [self.run(model, x, labels, targets, bounds,
                                  e.to(x.device, x.dtype) if isinstance(e, Tensor) else float(e)) for e in eps_list]
@@ -164,7 +210,7 @@ class Attack(ABC):
                 outs = [self.run(model, x, labels, targets, bounds, None)]
             adv = torch.stack([o.adversarial.detach() for o in outs])
             with torch.no_grad():
-                logits = torch.stack([model(a) for a in adv])
+                logits = torch.stack([deployed(a) for a in adv])
             success = torch.stack([is_adversarial(lg, labels, targets) for lg in logits])
             norms = torch.stack([perturbation_norm(a - x, self.norm) for a in adv])
             iters = torch.stack([o.iterations.to(torch.int64) for o in outs])
@@ -197,6 +243,28 @@ class Attack(ABC):
         return [self.eps] if self.fixed_budget else [float("inf")]
 
 
+class AttackRegistry(Registry):
+    """The attack registry: :meth:`create` also takes the keys ``bpda`` and ``eot_samples`` for every
+    attack and sets them with :meth:`Attack.adapt`."""
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build attack ``name`` from its config, adaptive-attack options included.
+
+        Raises:
+            ConfigError: as :meth:`Registry.create`, and for a bad ``bpda`` or ``eot_samples``.
+        """
+        options = {key: kwargs.pop(key) for key in ADAPTIVE_KEYS if key in kwargs}
+        attack = super().create(name, **kwargs)
+        try:
+            return attack.adapt(**options)
+        except ConfigError as err:
+            raise ConfigError(f"attack '{name}': {err}") from None
+
+
+ATTACKS: AttackRegistry = AttackRegistry("attack")
+
+
 def create_attack(name: str, **config: object) -> Attack:
-    """Build the attack registered as ``name`` from its config (``configs/attack/<name>.yaml``)."""
+    """Build the attack registered as ``name`` from its config (``configs/attack/<name>.yaml``),
+    including the adaptive-attack keys ``bpda`` and ``eot_samples``."""
     return ATTACKS.create(name, **config)

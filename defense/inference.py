@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defense.transformed import defend
+from defense.transformed import INPUT_TRANSFORM, defend
 from defense.transforms import TRANSFORMS
 from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,
                                 radius_violations)
@@ -31,7 +31,6 @@ from evaluation.stats import wilson_interval
 from victims.registry import ConfigError
 from victims.victim import Victim
 
-INPUT_TRANSFORM = "input_transform"
 SMOOTHING = "gaussian_augment"
 BPDA_MODES = ("identity", "approx")
 

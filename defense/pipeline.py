@@ -16,6 +16,7 @@ import mlflow
 import torch
 
 from defense.objectives import OBJECTIVES
+from defense.transformed import check_trainable
 from evaluation.stats import wilson_interval
 from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, mark_finished, setup_tracking, tag, tags
 from training.checkpoints import save_atomic, victim_state
@@ -52,8 +53,10 @@ def build_objective(cfg: dict[str, Any]) -> Any:
     """The training objective named by the ``defense`` config group.
 
     Raises:
-        ConfigError: for ``eps: auto``, which only a grid can resolve (it measures the original model).
+        ConfigError: for ``eps: auto``, which only a grid can resolve (it measures the original model), and
+            for an input-transform defense, which wraps a trained model instead of training one.
     """
+    check_trainable(cfg)
     if cfg.get("eps") == "auto":
         raise ConfigError("defense eps: auto is measured on the original model of a grid; run it with "
                           "`advaudio experiment`, or set defense.eps=<number>")

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from attacks import ATTACKS, Attack
+from attacks.base import ADAPTIVE_KEYS
 from defense.config import compose, load_option
 from victims.registry import ConfigError, check_kwargs, to_dataclass
 
@@ -158,7 +159,8 @@ def _attack_spec(name: str, entry: dict[str, Any]) -> AttackSpec:
     kwargs = {k: v for k, v in entry.items() if k not in ("attack", "targets", "paper", "name")}
     registry = str(entry.get("name") or entry["attack"])
     ctor = ATTACKS.get(registry)
-    check_kwargs(ctor, kwargs, f"attack '{registry}' (row '{name}')")
+    check_kwargs(ctor, {k: v for k, v in kwargs.items() if k not in ADAPTIVE_KEYS},
+                 f"attack '{registry}' (row '{name}')")
     mode, targets = _mode(name, entry.get("targets"))
     if kwargs.get("targeted") and mode == "untargeted":
         raise ConfigError(f"attack row '{name}' is targeted: set targets: random | all | <class> | "

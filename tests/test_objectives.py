@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from defense import objectives as O
 from tiny import CLASS_NAMES, NUM_SAMPLES, TinyLogSpec, make_victim, tones, trained_victim
 from defense.config import load_option, options
+from defense.transformed import INPUT_TRANSFORM, defend
 from victims.registry import ConfigError
+from victims.frontends.waveform import Waveform
 from victims.victim import Victim
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -198,6 +200,10 @@ def test_defense_configs_build_registered_objectives() -> None:
     assert {"none", "fgsm_mix", "fgsm_only", "pgd_at", "fast_fgsm"} <= set(names)
     for option in names:
         cfg = load_option("defense", option, CONFIGS)
+        if cfg["name"] == INPUT_TRANSFORM:  # not an objective: wraps a trained 8 kHz model at evaluation
+            wave_victim = Victim(Waveform(8000), nn.Flatten(), ["a"], 400)
+            assert defend(wave_victim, cfg)(torch.zeros(2, 1, 400)).shape == (2, 400)
+            continue
         if cfg.get("eps") == "auto":  # resolved by the grid runner from the original model
             cfg.update(eps=1.0)
             del cfg["eps_fraction"]

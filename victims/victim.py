@@ -63,8 +63,12 @@ class Victim(nn.Module):
     def forward(self, wave: Tensor) -> Tensor:
         return self.classify(self.represent(wave))
 
-    def logits_fn(self, domain: Domain) -> Callable[[Tensor], Tensor]:
-        """The function an attack differentiates: waveform → logits or representation → logits."""
+    def logits_fn(self, domain: Domain, bpda: str | None = None, eot_samples: int = 1) -> Callable[[Tensor], Tensor]:
+        """The function an attack differentiates: waveform → logits or representation → logits.
+
+        ``bpda`` and ``eot_samples`` (adaptive attacks on an input-transform defense,
+        :class:`defense.transformed.TransformedVictim`) are ignored: an undefended victim has no transform.
+        """
         if domain == "waveform":
             return self.forward
         if domain == "representation":
