@@ -51,7 +51,8 @@ def log_crafted(ev: AttackEvaluation) -> None:
         mlflow.log_artifact(str(path))
 
 
-def _load_crafted(client: MlflowClient, run_id: str) -> tuple[Tensor, Tensor] | None:
+def load_crafted(client: MlflowClient, run_id: str) -> tuple[Tensor, Tensor] | None:
+    """``(index, adversarial)`` kept by :func:`log_crafted` on an attack run, or ``None`` if it kept none."""
     if CRAFTED not in {a.path for a in client.list_artifacts(run_id)}:
         return None
     data = torch.load(client.download_artifacts(run_id, CRAFTED), weights_only=True)
@@ -90,7 +91,7 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
                 run = next((r for r in runs if r.data.tags.get("advaudio.kind") == "attack"
                             and _coords(r) == (dataset, frontend, v, d, str(seed))
                             and r.data.tags.get("advaudio.attack") == attack), None)
-                found = _load_crafted(client, run.info.run_id) if run is not None else None
+                found = load_crafted(client, run.info.run_id) if run is not None else None
                 if found is None:
                     log.info("transfer: %s/%s %s kept no adversarial inputs; left out", frontend, name, attack)
                     continue

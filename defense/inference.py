@@ -26,6 +26,7 @@ from defense.transformed import INPUT_TRANSFORM, defend
 from defense.transforms import TRANSFORMS
 from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,
                                 radius_violations)
+from attacks.threat import perturbation_norm
 from evaluation.config import EvalConfig
 from evaluation.stats import wilson_interval
 from victims.registry import ConfigError
@@ -143,7 +144,7 @@ def certify(victim: Victim, defense_cfg: dict[str, Any], waves: Tensor, labels: 
 
 
 def certify_metrics(record: dict[str, Any], level: float = 0.95) -> dict[str, float]:
-    """Certified accuracy at each reported radius with its Wilson interval (``certified_accuracy@<r>``), the
+    """Certified accuracy at each reported radius with its Wilson interval (``certified_accuracy.r<r>``), the
     area under the certified-accuracy curve, the smoothed classifier's clean accuracy and abstention rate."""
     pred = torch.tensor(record["pred"])
     radius = torch.tensor(record["radius"], dtype=torch.float64)
@@ -153,8 +154,8 @@ def certify_metrics(record: dict[str, Any], level: float = 0.95) -> dict[str, fl
     out: dict[str, float] = {}
     for r, acc in zip(radii, certified_accuracy(pred, radius, labels, torch.tensor(radii, dtype=torch.float64))):
         low, high = wilson_interval(float(acc), n, level)
-        out.update({f"certified_accuracy@{r:g}": float(acc), f"certified_accuracy@{r:g}_ci_low": low,
-                    f"certified_accuracy@{r:g}_ci_high": high})
+        out.update({f"certified_accuracy.r{r:g}": float(acc), f"certified_accuracy.r{r:g}_ci_low": low,
+                    f"certified_accuracy.r{r:g}_ci_high": high})
     smoothed = float((pred == labels).double().mean()) if n else math.nan
     low, high = wilson_interval(smoothed, n, level)
     out.update({"smoothed_accuracy": smoothed, "smoothed_accuracy_ci_low": low, "smoothed_accuracy_ci_high": high,
@@ -180,18 +181,19 @@ def accuracy(victim: Victim, waves: Tensor, labels: Tensor, batch_size: int, see
     return correct / max(len(labels), 1)
 
 
-def violation_check(victim: Victim, record: dict[str, Any], ev: Any, batch_size: int) -> Any:
+def violation_check(victim: Victim, record: dict[str, Any], index: Tensor, adversarial: Tensor, waves: Tensor,
+                    batch_size: int) -> Any:
     """Cohen et al.'s guarantee checked on an attack of the smoothed model: no adversarial example found inside
     an example's certified radius changes the smoothed prediction (beyond the certificates' error rate α).
 
-    ``record`` is :func:`certify`'s, ``ev`` an :class:`~evaluation.harness.AttackEvaluation` in the smoothing
-    domain and the L2 norm; the smoothed classifier predicts each adversarial example (PREDICT, n, α)."""
-    base = ev.base_index
-    found = ev.success.nonzero().flatten()
+    ``record`` is :func:`certify`'s on ``waves``; ``adversarial`` the attack's successful inputs, in the smoothing
+    domain, of the clips ``index``. The smoothed classifier predicts each (PREDICT with CERTIFY's n and α) and
+    the perturbation's L2 norm is measured against the clip's certificate."""
     domain, sigma = record["domain"], float(record["sigma"])
     device = next(iter(victim.buffers())).device
-    adv_pred = torch.full((len(base),), ABSTAIN, dtype=torch.long)
-    if len(found):
+    adv_pred = torch.empty(0, dtype=torch.long)
+    norms = torch.empty(0, dtype=torch.float64)
+    if len(index):
         smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
         was_training = victim.training
         victim.eval()
@@ -199,12 +201,11 @@ def violation_check(victim: Victim, record: dict[str, Any], ev: Any, batch_size:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), \
                     torch.no_grad():
                 torch.manual_seed(0)
-                adv_pred[found] = smoothed.predict(ev.adversarial[found].to(device), record["n"], record["alpha"],
-                                                   batch_size).cpu()
+                adv = adversarial.to(device)
+                norms = perturbation_norm(adv - victim.to_domain(waves[index].to(device), domain), "l2").double().cpu()
+                adv_pred = smoothed.predict(adv, record["n"], record["alpha"], batch_size).cpu()
         finally:
             victim.train(was_training)
-    pred = torch.tensor(record["pred"])[base]
-    radius = torch.tensor(record["radius"], dtype=torch.float64)[base]
-    labels = torch.tensor(record["label"])[base]
-    norms = torch.where(ev.success, ev.norms.double(), torch.full_like(ev.norms.double(), math.inf))
-    return radius_violations(pred, radius, labels, norms, adv_pred, record["alpha"])
+    pick = index.cpu()
+    return radius_violations(torch.tensor(record["pred"])[pick], torch.tensor(record["radius"], dtype=torch.float64)[pick],
+                             torch.tensor(record["label"])[pick], norms, adv_pred, record["alpha"])

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from attacks import create_attack
 from defense.grid import Grid
-from defense.grid_transfer import log_crafted, log_grid_transfer
+from defense.grid_transfer import load_crafted, log_crafted, log_grid_transfer
 from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, deployed,
                                is_smoothing, is_transform, transform_config, violation_check)
 from evaluation.config import EvalConfig
@@ -175,22 +176,25 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
     models = {d: deployed(tv.result.victim, defense_cfgs[d]) for d, tv in trained.items()}
     rows: list[dict[str, Any]] = []
     evals: dict[str, dict[str, AttackEvaluation]] = {d: {} for d in trained}
+    eval_runs: dict[str, dict[str, str]] = {d: {} for d in trained}
     masking: dict[str, list[sanity.SanityRecord]] = {d: [] for d in trained}
     for option, attack_cfg in grid.attacks.items():
         for defense, tv in trained.items():
             modes = _modes(grid, option, attack_cfg, defense_cfgs[defense])
             found: dict[str, AttackEvaluation] = {}
+            run_ids: dict[str, str] = {}
             for mode, cfg in modes.items():
                 tick(f"attacking {column.label}/{defense} with {option}{_suffix(mode)}", advance=False)
-                run_id, found[mode] = _evaluate(grid, column, defense, tv, models[defense], option, cfg, waves,
-                                                labels, mode)
+                run_ids[mode], found[mode] = _evaluate(grid, column, defense, tv, models[defense], option, cfg,
+                                                       waves, labels, mode)
                 tick(f"attacked {column.label}/{defense} with {option}{_suffix(mode)}")
                 row = {**asdict(column), "defense": defense, "attack": option, "mode": mode, **found[mode].summary}
                 if defense != ORIGINAL:
-                    row.update(_log_ratio(grid, option, mode, found[mode], evals[ORIGINAL][option], run_id,
+                    row.update(_log_ratio(grid, option, mode, found[mode], evals[ORIGINAL][option], run_ids[mode],
                                           tv.run_id))
                 rows.append(row)
-            evals[defense][option] = found.get("adaptive", next(iter(found.values())))
+            strongest = "adaptive" if "adaptive" in found else next(iter(found))
+            evals[defense][option], eval_runs[defense][option] = found[strongest], run_ids[strongest]
             if len(found) == 2:
                 masking[defense].append(sanity.check_gradient_masking(
                     found["naive"], found["adaptive"], n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed))
@@ -199,7 +203,8 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
         extra = masking[defense]
         if is_smoothing(defense_cfgs[defense]):
             tick(f"certifying {column.label}/{defense}", advance=False)
-            extra = extra + _certify(grid, tv, defense_cfgs[defense], waves, labels, evals[defense])
+            extra = extra + _certify(grid, tv, defense_cfgs[defense], waves, labels, evals[defense],
+                                     eval_runs[defense])
         _sanity_for_model(grid, models[defense], waves, labels, evals[defense], tv.run_id, extra)
     return rows
 
@@ -259,7 +264,7 @@ def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict
 
 
 def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: Tensor, labels: Tensor,
-             evals: dict[str, AttackEvaluation]) -> list[sanity.SanityRecord]:
+             evals: dict[str, AttackEvaluation], run_ids: dict[str, str]) -> list[sanity.SanityRecord]:
     """CERTIFY the smoothed model on the evaluation clips (metrics and ``certify.json`` on its run) and check every
     attack of its domain and the L2 norm against the certificates (:func:`defense.inference.violation_check`)."""
     ev_cfg = grid.evaluation
@@ -271,7 +276,11 @@ def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: 
     for option, ev in evals.items():
         if (ev.domain, ev.norm) != (record["domain"], "l2"):
             continue
-        check = violation_check(tv.result.victim, record, ev, ev_cfg.batch_size)
+        if ev.adversarial is not None:
+            index, adversarial = ev.base_index[ev.success], ev.adversarial[ev.success]
+        else:  # read back from a finished run: its adversarial.pt
+            index, adversarial = load_crafted(MlflowClient(), run_ids[option]) or (torch.zeros(0, dtype=torch.long), None)
+        check = violation_check(tv.result.victim, record, index, adversarial, waves, ev_cfg.batch_size)
         records.append(sanity.SanityRecord(
             f"certified_radius.{option}", "warn" if check.flagged else "pass",
             f"{check.count} of {check.eligible} adversarial examples inside a correct certificate's radius change "

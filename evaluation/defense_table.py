@@ -20,39 +20,47 @@ from evaluation.report import ORIGINAL, ROWS, ReportData, _cells, _seed_mean, _w
 from evaluation.stats import verdict
 
 EVALUATIONS = ("—", "naive", "adaptive", "naive = adaptive")
-CERTIFIED = re.compile(r"^certified_accuracy@([0-9.eE+-]+)$")
+CERTIFIED = re.compile(r"^certified_accuracy\.r([0-9.eE+-]+)$")
 
 
-def _modes(data: ReportData, defense: str) -> list[tuple[str, str]]:
-    """``(label, view mode)`` rows of one defense (see the module docstring)."""
-    runs = data.all_runs if data.all_runs is not None else data.runs
-    found = set(runs.loc[(runs["kind"] == "attack") & (runs["defense"] == defense), "mode"])
-    if "adaptive" in found:
+def _labels(modes: set[str]) -> list[tuple[str, str]]:
+    """``(label, view mode)`` rows of one defense and attack group (see the module docstring)."""
+    if "adaptive" in modes:
         return [("naive", "naive"), ("adaptive", "adaptive")]
-    if "naive" in found:
+    if "naive" in modes:
         return [("naive = adaptive", "naive")]
     return [("—", "")]
 
 
 def comparison_values(data: ReportData, attacks: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-seed cells: ``dataset, representation, attacks, victim, seed, defense, evaluation`` with
-    ``auc``/``auc_low``/``auc_high``, ``eps_r``/``eps_r_low``/``eps_r_high``/``partial``."""
+    ``auc``/``auc_low``/``auc_high``, ``eps_r``/``eps_r_low``/``eps_r_high``/``partial`` and the group's
+    attack names (``members``)."""
+    runs = data.all_runs if data.all_runs is not None else data.runs
+    runs = runs[runs["kind"] == "attack"]
+    if attacks is not None:
+        runs = runs[runs["attack"].isin(list(attacks))]
+    views = {mode: data.view(mode) if mode else data for mode in ("", "naive", "adaptive")}
     frames = []
     for defense in [ORIGINAL, *data.defenses]:
-        for label, mode in _modes(data, defense):
-            view = data.view(mode) if mode else data
-            auc = _cells(view, defense, "fooling_auc", attacks).rename(
-                columns={"value": "auc", "low": "auc_low", "high": "auc_high", "partial": "auc_partial"})
-            if defense != ORIGINAL:
-                ratio = _cells(view, defense, "eps_r", attacks).rename(
-                    columns={"value": "eps_r", "low": "eps_r_low", "high": "eps_r_high"})
-                auc = auc.merge(ratio, on=[*ROWS, "victim", "seed"], how="outer")
-            frames.append(auc.assign(defense=defense, evaluation=label))
+        for group, found in runs[runs["defense"] == defense].groupby("attacks"):
+            for label, mode in _labels(set(found["mode"])):
+                view = views[mode]
+                cells = _cells(view, defense, "fooling_auc", attacks).rename(
+                    columns={"value": "auc", "low": "auc_low", "high": "auc_high", "partial": "auc_partial"})
+                if defense != ORIGINAL:
+                    ratio = _cells(view, defense, "eps_r", attacks).rename(
+                        columns={"value": "eps_r", "low": "eps_r_low", "high": "eps_r_high"})
+                    cells = cells.merge(ratio, on=[*ROWS, "victim", "seed"], how="outer")
+                cells = cells[cells["attacks"] == group]
+                frames.append(cells.assign(defense=defense, evaluation=label,
+                                           members=",".join(sorted(set(found["attack"])))))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _model_cells(data: ReportData, key: tuple[str, ...], defense: str) -> tuple[str, str, str]:
-    """Test accuracy, certified accuracy and masking flag of one model cell (over its seeds)."""
+def _model_cells(data: ReportData, key: tuple[str, ...], defense: str, members: list[str]) -> tuple[str, str, str]:
+    """Test accuracy, certified accuracy and the masking flag of the attacks ``members`` of one model cell (over
+    its seeds)."""
     models = data.of_kind("train", defense)
     models = models[(models["dataset"] == key[0]) & (models["frontend"] == key[1]) & (models["victim"] == key[2])]
     if models.empty:
@@ -74,7 +82,7 @@ def _model_cells(data: ReportData, key: tuple[str, ...], defense: str) -> tuple[
         value, low, high, n = _seed_mean(values, ci)
         name = "smoothed" if column == "smoothed_accuracy" else f"r={CERTIFIED.match(column).group(1)}"
         certified.append(f"{name}: {_with_interval(100 * value, 100 * low, 100 * high, 1, n)}")
-    masking = [c for c in models.columns if c.startswith("sanity.gradient_masking.")]
+    masking = [f"sanity.gradient_masking.{a}" for a in members if f"sanity.gradient_masking.{a}" in models]
     flagged = sorted(c.split(".", 2)[2] for c in masking if (models[c] == 0).any())
     checked = [c for c in masking if models[c].notna().any()]
     flag = ("masking: " + ", ".join(flagged)) if flagged else ("none found" if checked else "")
@@ -90,9 +98,9 @@ def defense_comparison(data: ReportData, attacks: Sequence[str] | None = None) -
         return pd.DataFrame(columns=columns)
     order = {d: i for i, d in enumerate([ORIGINAL, *data.defenses])}
     rows = []
-    keys = [*ROWS, "victim", "defense", "evaluation"]
+    keys = [*ROWS, "victim", "defense", "evaluation", "members"]
     for key, group in cells.groupby(keys, sort=False):
-        dataset, frontend, _, victim, defense, label = key
+        dataset, frontend, _, victim, defense, label, members = key
         auc = _seed_mean(list(group["auc"]), list(zip(group["auc_low"], group["auc_high"])))
         eps_r = ""
         if "eps_r" in group and group["eps_r"].notna().any():
@@ -100,9 +108,9 @@ def defense_comparison(data: ReportData, attacks: Sequence[str] | None = None) -
             value, low, high, n = _seed_mean(list(g["eps_r"]), list(zip(g["eps_r_low"], g["eps_r_high"])))
             eps_r = _with_interval(value, low, high, 3, n) + (f" {verdict(low, high)}" if not math.isnan(low) else "")
             eps_r += "*" if g["partial"].fillna(False).astype(bool).any() else ""
-        accuracy, certified, flag = _model_cells(data, (dataset, frontend, victim), defense)
-        rows.append([*key, accuracy, _with_interval(auc[0], auc[1], auc[2], 1, auc[3]), eps_r, certified,
-                     flag if label != "—" else ""])
+        accuracy, certified, flag = _model_cells(data, (dataset, frontend, victim), defense, members.split(","))
+        rows.append([*key[:-1], accuracy, _with_interval(auc[0], auc[1], auc[2], 1, auc[3]), eps_r, certified,
+                     flag if label == "naive" or label == "adaptive" else ""])
     table = pd.DataFrame(rows, columns=columns)
     table["_order"] = table["defense"].map(order)
     table["_eval"] = table["evaluation"].map({e: i for i, e in enumerate(EVALUATIONS)})
