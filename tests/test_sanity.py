@@ -158,3 +158,18 @@ def test_deterministic() -> None:
     waves, _ = tones(2)
     assert S.check_deterministic(trained_victim(), waves).status == "pass"
     assert S.check_deterministic(_victim(Noisy()), waves).status == "warn"
+
+
+def test_gradient_masking_flags_a_naive_attack_that_needs_clearly_more() -> None:
+    adaptive = evaluation(1.0)
+    same = S.check_gradient_masking(evaluation(1.0), adaptive, n_boot=200)
+    assert same.status == "pass" and same.name == "gradient_masking.x1.0"
+    masked = S.check_gradient_masking(evaluation(0.5), adaptive, n_boot=200)  # naive eps* = 2 x adaptive eps*
+    assert masked.status == "warn" and "robustness from gradient masking" in masked.detail
+    assert masked.detail.startswith("median naive/adaptive eps* 2")
+    stronger_naive = S.check_gradient_masking(evaluation(2.0), adaptive, n_boot=200)
+    assert stronger_naive.status == "pass"
+    blind = S.check_gradient_masking(evaluation(1e-6), adaptive, n_boot=200)  # naive never breaks a clip
+    assert blind.status == "warn" and "inf [inf, inf]" in blind.detail
+    nothing = S.check_gradient_masking(adaptive, evaluation(1e-6), n_boot=200)
+    assert nothing.status == "pass" and "not compared" in nothing.detail
