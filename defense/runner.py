@@ -174,6 +174,9 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
                                            parent_run_id)
             tick(f"wrapped {column.label}/{defense}")
     models = {d: deployed(tv.result.victim, defense_cfgs[d]) for d, tv in trained.items()}
+    for defense in trained:
+        if is_smoothing(defense_cfgs[defense]):  # its training run's test accuracy is the base model's, noiseless
+            _log_deployed_accuracy(grid, models[defense], splits.test, trained[defense].run_id)
     rows: list[dict[str, Any]] = []
     evals: dict[str, dict[str, AttackEvaluation]] = {d: {} for d in trained}
     eval_runs: dict[str, dict[str, str]] = {d: {} for d in trained}
@@ -239,6 +242,15 @@ def _log_ratio(grid: Grid, option: str, mode: str, ev: AttackEvaluation, origina
     on_model[f"fooling_auc.{name}"] = ev.summary["fooling_auc"]
     _log_to(model_run_id, on_model)
     return ratio
+
+
+def _log_deployed_accuracy(grid: Grid, victim: Victim, test: ClipSet, run_id: str) -> None:
+    """``deployed_test_accuracy`` (and its Wilson interval) of a model as attacked: with its inference-time noise."""
+    ev_cfg = grid.evaluation
+    acc = accuracy(victim, test.waves, test.labels, ev_cfg.batch_size, ev_cfg.seed)
+    low, high = stats.wilson_interval(acc, len(test))
+    _log_to(run_id, {"deployed_test_accuracy": acc, "deployed_test_accuracy_ci_low": low,
+                     "deployed_test_accuracy_ci_high": high})
 
 
 def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict[str, Any], base: TrainedVictim,

@@ -1,7 +1,7 @@
 """The defense comparison table (issue 11): every defense of a grid side by side, from MLflow alone.
 
-One row per (data set, representation, attack group, victim, defense, evaluation): the model's test accuracy
-(its clean-accuracy cost against the original), the mean fooling AUC (%) and ε_r (Eq. 15) over the group's
+One row per (data set, representation, attack group, victim, defense, evaluation): the deployed model's test
+accuracy (its clean-accuracy cost against the original; for smoothing, with one noise draw per clip), the mean fooling AUC (%) and ε_r (Eq. 15) over the group's
 attacks with their bootstrap intervals, certified accuracy at the logged radii for randomized smoothing
 (Cohen, Rosenfeld & Kolter 2019) and the gradient-masking check. An inference-time defense (input transform,
 smoothing) has two rows, ``naive`` (gradients through the transform as it is) and ``adaptive`` (BPDA/EoT;
@@ -65,9 +65,11 @@ def _model_cells(data: ReportData, key: tuple[str, ...], defense: str, members: 
     models = models[(models["dataset"] == key[0]) & (models["frontend"] == key[1]) & (models["victim"] == key[2])]
     if models.empty:
         return "", "", ""
-    acc = [float(v) for v in models["test_accuracy"] if math.isfinite(v)]
-    intervals = [(float(lo), float(hi)) for lo, hi in zip(models.get("test_accuracy_ci_low", [math.nan] * len(models)),
-                                                        models.get("test_accuracy_ci_high", [math.nan] * len(models)))]
+    metric = "deployed_test_accuracy" if models.get("deployed_test_accuracy", pd.Series(dtype=float)).notna().any() \
+        else "test_accuracy"
+    acc = [float(v) for v in models[metric] if math.isfinite(v)]
+    intervals = [(float(lo), float(hi)) for lo, hi in zip(models.get(f"{metric}_ci_low", [math.nan] * len(models)),
+                                                        models.get(f"{metric}_ci_high", [math.nan] * len(models)))]
     accuracy = ""
     if acc:
         value, low, high, n = _seed_mean(acc, intervals[:len(acc)])
@@ -75,7 +77,7 @@ def _model_cells(data: ReportData, key: tuple[str, ...], defense: str, members: 
     certified = []
     for column in ["smoothed_accuracy", *sorted((c for c in models.columns if CERTIFIED.match(c)),
                                                 key=lambda c: float(CERTIFIED.match(c).group(1)))]:
-        values = [float(v) for v in models[column] if math.isfinite(v)]
+        values = [float(v) for v in models[column] if math.isfinite(v)] if column in models else []
         if not values:
             continue
         ci = list(zip(models[f"{column}_ci_low"], models[f"{column}_ci_high"]))[:len(values)]
@@ -123,7 +125,8 @@ def comparison_sections(data: ReportData, attacks: Sequence[str] | None) -> Iter
     if not data.defenses:
         return
     level = f"{int(round(data.level * 100))} %"
-    yield ("defense_comparison", "Defense comparison: test accuracy (%) of each deployed model, mean fooling AUC "
+    yield ("defense_comparison", "Defense comparison: test accuracy (%) of each model as deployed (with its transform; smoothing: "
+           "one noise draw per clip, the model the attacks query), mean fooling AUC "
            f"(%) and ε_r (defended / original, Eq. 15) over each row's attacks [{level} intervals; ↑ above 1, ↓ below, "
            "≈ contains 1; * a mean of lower bounds], certified L2 accuracy (%) of randomized smoothing at each radius "
            "(Cohen et al. 2019; abstentions count as wrong), and the gradient-masking check (naive ε* above adaptive "

@@ -519,8 +519,8 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
               else f"[{level} bootstrap interval over evaluation clips]")
     for defense in data.defenses or [None]:
         name = defense or ORIGINAL
-        yield (f"table_1_{name}", f"Table I: test accuracy (%) of the original models, (drop in points after "
-               f"'{name}' adversarial training)", table_1(data, defense))
+        yield (f"table_1_{name}", f"Table I: test accuracy (%) of the original models, (drop in points with the "
+               f"'{name}' defense)", table_1(data, defense))
         if defense is not None:
             yield (f"table_2_{name}", f"Table II: mean fooling AUC (%) over each row's attacks of the '{name}' "
                    f"models, {across} ({budget})", table_2(data, defense, attacks=attacks))
@@ -574,8 +574,9 @@ def transfer_sections(data: ReportData) -> Iterator[tuple[str, str, pd.DataFrame
 def write_tables(data: ReportData, out_dir: Path, attacks: Sequence[str] | None = None) -> list[Path]:
     """Write every table as ``.csv`` and ``.md`` (caption + pipe table) plus ``per_attack.csv``.
 
-    Files: ``table_{1,2,3}_<defense>`` per adversarial-training defense (only ``table_1_none`` when
-    there is none), ``table_2_original`` and ``per_attack.csv``.
+    Files: ``table_{1,2,3}_<defense>`` per defense (only ``table_1_none`` when there is none),
+    ``table_2_original``, ``defense_comparison`` (when there is a defense, :mod:`evaluation.defense_table`),
+    the transfer tables and ``per_attack.csv``.
 
     Returns:
         The paths written.

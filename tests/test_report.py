@@ -175,7 +175,8 @@ def test_write_tables_csv_and_markdown(data: R.ReportData, tmp_path: Path) -> No
     paths = R.write_tables(data, tmp_path / "tables")
     names = sorted(p.name for p in paths)
     expected = [f"table_{i}_fgsm_mix.{ext}" for i in (1, 2, 3) for ext in ("csv", "md")]
-    assert names == sorted(expected + ["table_2_original.csv", "table_2_original.md", "per_attack.csv"])
+    assert names == sorted(expected + ["table_2_original.csv", "table_2_original.md", "per_attack.csv",
+                                       "defense_comparison.csv", "defense_comparison.md"])
     assert all(p.is_file() for p in paths)
     csv = pd.read_csv(tmp_path / "tables" / "table_1_fgsm_mix.csv", keep_default_na=False)
     assert csv.equals(R.table_1(data, "fgsm_mix"))
