@@ -196,7 +196,7 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
                     row.update(_log_ratio(grid, option, mode, found[mode], evals[ORIGINAL][option], run_ids[mode],
                                           tv.run_id))
                 rows.append(row)
-            strongest = "adaptive" if "adaptive" in found else next(iter(found))
+            strongest = max(found, key=lambda m: (_auc(found[m]), m == "adaptive"))
             evals[defense][option], eval_runs[defense][option] = found[strongest], run_ids[strongest]
             if len(found) == 2:
                 masking[defense].append(sanity.check_gradient_masking(
@@ -210,6 +210,12 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
                                      eval_runs[defense])
         _sanity_for_model(grid, models[defense], waves, labels, evals[defense], tv.run_id, extra)
     return rows
+
+
+def _auc(ev: AttackEvaluation) -> float:
+    """Fooling AUC for ranking attacks (−∞ when undefined, an empty base set)."""
+    value = ev.summary.get("fooling_auc", math.nan)
+    return value if math.isfinite(value) else -math.inf
 
 
 def _suffix(mode: str) -> str:

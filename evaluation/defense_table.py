@@ -132,5 +132,5 @@ def comparison_sections(data: ReportData, attacks: Sequence[str] | None) -> Iter
            "(Cohen et al. 2019; abstentions count as wrong), and the gradient-masking check (naive ε* above adaptive "
            "ε* beyond the interval; Athalye et al. 2018). Input transforms and smoothing are attacked naively "
            "(gradients through the transform) and adaptively (BPDA for non-differentiable transforms, EoT for "
-           "random ones); Tables I-III use the adaptive runs.", defense_comparison(data, attacks))
+           "random ones); Tables I-III use the stronger of the two (larger fooling AUC).", defense_comparison(data, attacks))
 
