@@ -22,15 +22,18 @@ COLUMN_METRICS = re.compile(r"^(eps_r|eps_r_ci_low|eps_r_ci_high|eps_r_p|fooling
 """Metrics of a training run shown as columns: per-attack ε_r (with interval and p-value), fooling AUC, and
 the test accuracy with its Wilson interval."""
 COORDINATES = ("dataset", "frontend", "victim", "defense", "seed")
+MODELS_FILTER = f"tags.`{tag('run_key')}` LIKE '%'"
+"""Runs of a model: trained ones and trained ones wrapped in an input transform (``advaudio.kind`` ``train`` or
+``defend``; MLflow's search has no ``IN`` for tags, and only model runs carry ``advaudio.run_key``)."""
 
 
 def view_state(metric_keys: list[str]) -> dict[str, object]:
-    """The shared-view JSON: training runs only, newest first, the coordinate tags and ``metric_keys`` as
+    """The shared-view JSON: model runs only (:data:`MODELS_FILTER`), newest first, the coordinate tags and ``metric_keys`` as
     columns. Training runs are top-level runs (a grid links them by the tag ``advaudio.grid_run``, not as
     children: MLflow keeps nested runs collapsed and does not share their expansion), so they show as rows;
     each one's attack runs are nested under it."""
     columns = [f"tags.`{tag(c)}`" for c in COORDINATES] + [f"metrics.`{k}`" for k in metric_keys]
-    return {"searchFilter": f"tags.`{tag('kind')}` = 'train'", "orderByKey": "attributes.start_time",
+    return {"searchFilter": MODELS_FILTER, "orderByKey": "attributes.start_time",
             "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
             "modelVersionFilter": "All Runs", "selectedColumns": columns, "runsExpanded": {}, "viewMaximized": False}
 
@@ -40,7 +43,7 @@ def save_runs_view(experiment_id: str, client: MlflowClient | None = None) -> li
     metrics; returns the metric columns (sorted: ε_r and intervals per attack, then fooling AUC)."""
     client = client or MlflowClient()
     keys: set[str] = set()
-    for run in iter_runs(experiment_id, f"tags.`{tag('kind')}` = 'train'", client):
+    for run in iter_runs(experiment_id, MODELS_FILTER, client):
         keys.update(k for k in run.data.metrics if COLUMN_METRICS.match(k))
     ordered = sorted(keys, key=lambda k: (k.split(".")[-1] if "." in k else "", k.split(".")[0]))
     client.set_experiment_tag(experiment_id, KIND_TAG, "custom_model_development")
