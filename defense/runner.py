@@ -290,6 +290,11 @@ def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: 
     with mlflow.start_run(run_id=tv.run_id):
         mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence))
         mlflow.log_dict(record, "certify.json")
+        units = "normalised" if record["domain"] == "representation" else "waveform"
+        mlflow.log_figure(plots.certified_accuracy_curve(record["pred"], record["radius"], record["label"],
+                                                         units=units, level=ev_cfg.confidence, marks=record["radii"],
+                                                         title=f"certified accuracy, σ = {record['sigma']:g}"),
+                          "plots/certified_accuracy.png")
     records = []
     for option, ev in evals.items():
         if (ev.domain, ev.norm) != (record["domain"], "l2"):

@@ -81,6 +81,8 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
         assert "sanity.gradient_masking.bim_a" in models[defense].data.metrics
     assert "sanity.gradient_masking.bim_a" not in models["lowpass_3k"].data.metrics
     smooth = models["smooth_wave"].data.metrics
+    artifacts = {a.path for a in MlflowClient().list_artifacts(models["smooth_wave"].info.run_id, "plots")}
+    assert "plots/certified_accuracy.png" in artifacts
     for name in ("certified_auc", "smoothed_accuracy", "abstain_rate", "certified_accuracy.r0.125",
                  "certified_accuracy.r0.5_ci_high", "sanity.certified_radius.bim_a"):
         assert name in smooth and math.isfinite(smooth[name]), name

@@ -103,3 +103,17 @@ def test_epsilon_ratio_heatmap_annotations() -> None:
         "0.80 ↓\n[0.60, 0.95]", "1.20 ≈\n[0.90, 1.40]", "2.00 ↑\n[1.50, 2.60]"]
     empty = P.epsilon_ratio_heatmap(values * math.nan)
     assert len(empty.axes) == 1 and not empty.axes[0].texts
+
+
+def test_certified_accuracy_curve_steps_down_from_the_smoothed_accuracy() -> None:
+    from evaluation.certify import certified_curve_area
+    from evaluation.plots import certified_accuracy_curve
+
+    pred, radius, labels = [0, 1, -1, 1], [0.5, 0.25, 0.0, 1.0], [0, 0, 1, 1]  # correct: clips 0 and 3
+    fig = certified_accuracy_curve(pred, radius, labels, marks=[0.25])
+    line = fig.axes[0].lines[0]
+    r, acc = line.get_xdata(), line.get_ydata()
+    assert acc[0] == 0.5 and acc[-1] == 0.0  # smoothed accuracy at r = 0; nothing certified past the largest radius
+    assert acc[(r > 0.5) & (r <= 1.0)].max() == 0.25 and bool((acc[:-1] >= acc[1:]).all())
+    area = certified_curve_area(torch.tensor(pred), torch.tensor(radius, dtype=torch.float64), torch.tensor(labels))
+    assert f"area {area:.3g}" in line.get_label() and area == (0.5 + 1.0) / 4
