@@ -149,7 +149,8 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
     waves, labels = select_examples(splits.test, ev_cfg.n_examples, ev_cfg.seed)
     trained: dict[str, TrainedVictim] = {}
     defense_cfgs = {d: grid.defense_config(d) for d in grid.axes["defense"]}
-    for defense in [ORIGINAL, *(d for d in grid.axes["defense"] if d != ORIGINAL and not is_transform(defense_cfgs[d]))]:
+    trainable = [d for d in grid.axes["defense"] if d != ORIGINAL and not is_transform(defense_cfgs[d])]
+    for defense in [ORIGINAL, *trainable]:
         cfg = grid.cell_config(column.dataset, column.frontend, column.victim, defense, column.seed)
         measured: dict[str, float] = {}
         if defense != ORIGINAL:

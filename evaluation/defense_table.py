@@ -1,12 +1,13 @@
 """The defense comparison table (issue 11): every defense of a grid side by side, from MLflow alone.
 
 One row per (data set, representation, attack group, victim, defense, evaluation): the deployed model's test
-accuracy (its clean-accuracy cost against the original; for smoothing, with one noise draw per clip), the mean fooling AUC (%) and ε_r (Eq. 15) over the group's
-attacks with their bootstrap intervals, certified accuracy at the logged radii for randomized smoothing
-(Cohen, Rosenfeld & Kolter 2019) and the gradient-masking check. An inference-time defense (input transform,
-smoothing) has two rows, ``naive`` (gradients through the transform as it is) and ``adaptive`` (BPDA/EoT;
-Athalye, Carlini & Wagner 2018), or one ``naive = adaptive`` row when BPDA and EoT change nothing (a
-differentiable, deterministic transform, or only black-box attacks). Trained defenses have one row (``—``).
+accuracy (its clean-accuracy cost against the original; for smoothing, with one noise draw per clip), the mean
+fooling AUC (%) and ε_r (Eq. 15) over the group's attacks with their bootstrap intervals, certified accuracy at
+the logged radii for randomized smoothing (Cohen, Rosenfeld & Kolter 2019) and the gradient-masking check. An
+inference-time defense (input transform, smoothing) has two rows, ``naive`` (gradients through the transform as
+it is) and ``adaptive`` (BPDA/EoT; Athalye, Carlini & Wagner 2018), or one ``naive = adaptive`` row when BPDA and
+EoT change nothing (a differentiable, deterministic transform, or only black-box attacks). Trained defenses have
+one row (``—``).
 """
 from __future__ import annotations
 
