@@ -77,7 +77,7 @@ def transform_config(defense_cfg: dict[str, Any]) -> dict[str, Any] | None:
         return {k: v for k, v in defense_cfg.items() if k != "base"}
     if is_smoothing(defense_cfg):
         return {"name": INPUT_TRANSFORM, "transform": "gaussian_noise", "sigma": defense_cfg["sigma"],
-                "domain": defense_cfg.get("domain", "representation")}
+                "domain": defense_cfg.get("domain", "representation"), "clip": False}  # as trained and certified
     return None
 
 

@@ -148,26 +148,29 @@ class Lowpass(InputTransform):
 @TRANSFORMS.register("gaussian_noise")
 class GaussianNoise(InputTransform):
     """Additive Gaussian noise ``x + N(0, sigma²)``, a fresh draw every call (random, differentiable:
-    the gradient is the identity). In the waveform domain the result is clipped to ``[-1, 1]``.
+    the gradient is the identity). In the waveform domain the result is clipped to ``[-1, 1]`` unless
+    ``clip`` is false (randomized smoothing: Cohen et al. 2019 certify the unclipped noise).
 
     Args:
         sigma: noise standard deviation (waveform units, or per-band standard deviations of the
             normalised representation).
         domain: ``"waveform"`` or ``"representation"``.
+        clip: clip a noisy waveform to ``[-1, 1]``.
     """
 
     random = True
 
-    def __init__(self, sigma: float, domain: str = "waveform") -> None:
+    def __init__(self, sigma: float, domain: str = "waveform", clip: bool = True) -> None:
         super().__init__()
         if domain not in DOMAINS:
             raise ValueError(f"unknown domain '{domain}'; known: {', '.join(DOMAINS)}")
         self.sigma = _positive("sigma", sigma)
         self.domain = domain
+        self.clip = bool(clip)
 
     def forward(self, x: Tensor) -> Tensor:
         noisy = x + self.sigma * torch.randn_like(x)
-        return _clip_wave(noisy) if self.domain == "waveform" else noisy
+        return _clip_wave(noisy) if self.domain == "waveform" and self.clip else noisy
 
 
 @TRANSFORMS.register("median")

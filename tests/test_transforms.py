@@ -129,6 +129,14 @@ def test_gaussian_noise_moments() -> None:
     assert t.random and t.differentiable and t.domain == "representation"
 
 
+def test_waveform_noise_clips_unless_told_not_to() -> None:
+    """Deployed noise keeps a waveform in [-1, 1]; smoothing's noise (certified unclipped) does not."""
+    loud = torch.full((1, 1, 10_000), 0.99, dtype=torch.float64)
+    clipped = TRANSFORMS.create("gaussian_noise", sigma=0.1)(loud)
+    free = TRANSFORMS.create("gaussian_noise", sigma=0.1, clip=False)(loud)
+    assert float(clipped.max()) == 1.0 and float(free.max()) > 1.0
+
+
 @pytest.mark.parametrize("name, kwargs, message", [
     ("quantize", {"bits": 0}, "bits must be an integer in"),
     ("quantize", {"bits": 4.5}, "bits must be an integer in"),
