@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
-from defense.inference import AdaptiveConfig, base_defense, is_transform
+from defense.inference import AdaptiveConfig, base_defense, is_transform, transform_domain
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
 from victims.registry import ConfigError, to_dataclass
@@ -162,19 +162,26 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
                 cell_overrides, attacks, evaluation, list(seeds), info, spec,
                 to_dataclass(AdaptiveConfig, spec["adaptive"], "adaptive"))
     for cell in grid.cells():  # resolve every cell now: a typo fails before training
-        _check_transform_base(grid, cell[3], grid.cell_config(*cell)["defense"])
+        _check_inference_defense(grid, cell[3], grid.cell_config(*cell)["defense"])
     return grid
 
 
-def _check_transform_base(grid: Grid, defense: str, cfg: dict[str, Any]) -> None:
-    """An input-transform defense wraps a trained model of the grid (its ``base``, default the original)."""
-    if not is_transform(cfg):
+def _check_inference_defense(grid: Grid, defense: str, cfg: dict[str, Any]) -> None:
+    """An input-transform defense wraps a trained model of the grid (its ``base``, default the original); a
+    waveform transform (or smoothing on the waveform) is attacked on the waveform, since a representation-domain
+    attack would start after it and bypass it."""
+    if is_transform(cfg):
+        base = base_defense(cfg, ORIGINAL)
+        trained = [d for d in grid.axes["defense"] if not is_transform(grid.defense_config(d))]
+        if base not in trained:
+            raise ConfigError(f"input-transform defense '{defense}' wraps base '{base}', which is not a trained "
+                              f"defense of grid.defense ({', '.join(trained) or 'none'})")
+    if transform_domain(cfg) != "waveform":
         return
-    base = base_defense(cfg, ORIGINAL)
-    trained = [d for d in grid.axes["defense"] if not is_transform(grid.defense_config(d))]
-    if base not in trained:
-        raise ConfigError(f"input-transform defense '{defense}' wraps base '{base}', which is not a trained defense of "
-                          f"grid.defense ({', '.join(trained) or 'none'})")
+    for option, info in grid.attack_info.items():
+        if info.domain != "waveform":
+            raise ConfigError(f"defense '{defense}' acts on the waveform; attack '{option}' works on the representation "
+                              f"and would bypass it: set attack_overrides.{option}.domain=waveform")
 
 
 def _attack_info(attacks: dict[str, dict[str, Any]], table_attacks: Any, evaluation: EvalConfig

@@ -81,6 +81,14 @@ def transform_config(defense_cfg: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def transform_domain(defense_cfg: dict[str, Any]) -> str | None:
+    """Where a defense's inference-time transform acts (``None`` for a trained defense)."""
+    cfg = transform_config(defense_cfg)
+    if cfg is None:
+        return None
+    return str(cfg.get("domain") or TRANSFORMS.get(cfg["transform"]).domain)
+
+
 def deployed(victim: Victim, defense_cfg: dict[str, Any]) -> Victim:
     """The model as an attacker meets it: ``victim`` wrapped in the defense's transform, if it has one."""
     cfg = transform_config(defense_cfg)

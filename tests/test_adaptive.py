@@ -189,3 +189,7 @@ def test_transform_defenses_are_refused_for_training_but_wrap_a_grid_model() -> 
     assert grid.defense_config("median_3")["transform"] == "median"
     with pytest.raises(ConfigError, match="wraps base 'none', which is not a trained defense"):
         load_grid("train", {"defense": "median_3"})
+    for defense in ("quantize_8bit", "smooth_wave"):  # waveform defenses: the demo's representation attacks bypass them
+        with pytest.raises(ConfigError, match=f"defense '{defense}' acts on the waveform; attack 'bim_a' works on the "
+                                              "representation and would bypass it"):
+            load_grid("demo", {"grid.defense": ["none", defense]})
