@@ -277,3 +277,13 @@ def test_smoothing_configs_and_bad_values() -> None:
         O.OBJECTIVES.create("gaussian_augment", sigma=0.0)
     with pytest.raises(ConfigError, match="domain"):
         O.OBJECTIVES.create("gaussian_augment", domain="spectrum")
+
+
+def test_clopper_pearson_equals_the_bound_art_certifies_with() -> None:
+    """ART's ``RandomizedSmoothingMixin._lower_confidence_bound`` (Cohen et al.'s reference code too) is
+    statsmodels' two-sided beta interval at 2α: the same number as ours."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    for k, n, alpha in [(1, 10, 0.05), (55, 100, 0.001), (990, 1000, 0.001), (99_999, 100_000, 0.001)]:
+        assert C.clopper_pearson_lower(k, n, alpha) == pytest.approx(
+            proportion_confint(k, n, alpha=2 * alpha, method="beta")[0], rel=1e-12)
