@@ -7,7 +7,7 @@ Both are Monte-Carlo estimates from independent draws, so they agree statistical
 model is untrained (its certified radii mean nothing); agreement is checked on a linear two-class model whose
 smoothed radius has a closed form (the distance to its hyperplane): for inputs at 0.25σ…2σ the script prints both
 libraries' radii, the exact one, and the spread two independent bounds can have at these counts. CUDA: ResNet-18 (timm) on 64
-inputs of 1×128×128, n = 10,000; CPU: a small CNN on 32 inputs of 1×64×64, n = 1,000 (under a minute on
+inputs of 1×128×128, n = 10,000; CPU: benchmarks/attacks.py's small CNN on 32 inputs of 1×64×64, n = 1,000 (under a minute on
 2 cores). Absolute times count only on a GPU.
 
 Usage: ``python benchmarks/certify.py [--device cpu|cuda] [--inputs N] [--n N] [--sigma 0.25]``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -28,23 +27,8 @@ from art.estimators.certification.randomized_smoothing import PyTorchRandomizedS
 from scipy import stats  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.attacks import small_cnn, timed  # noqa: E402
 from evaluation.certify import SmoothedClassifier, clopper_pearson_lower  # noqa: E402
-
-
-def small_cnn(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
-
-
-def timed(fn, device: torch.device):  # type: ignore[no-untyped-def]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, out
 
 
 def radius_spread(sigma: float, p: float, n: int, alpha: float, q: float = 1e-4) -> float:
