@@ -15,19 +15,21 @@ attack is already the adaptive one.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
 
+from attacks.threat import perturbation_norm
 from defense.transformed import INPUT_TRANSFORM, defend
 from defense.transforms import TRANSFORMS
 from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,
                                 radius_violations)
-from attacks.threat import perturbation_norm
 from evaluation.config import EvalConfig
+from evaluation.harness import victim_device
 from evaluation.stats import wilson_interval
 from victims.registry import ConfigError
 from victims.victim import Victim
@@ -123,6 +125,21 @@ def certify_radii(ev_cfg: EvalConfig, domain: str) -> list[float]:
     return [float(eps) * f for f in (0.25, 0.5, 1.0)]
 
 
+@contextlib.contextmanager
+def seeded_eval(victim: Victim, seed: int) -> Iterator[torch.device]:
+    """Eval mode, no gradient and torch's RNG seeded with ``seed`` (the caller's RNG state and the victim's mode
+    are restored afterwards); yields the victim's device."""
+    device = victim_device(victim)
+    was_training = victim.training
+    victim.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), torch.no_grad():
+            torch.manual_seed(seed)
+            yield device
+    finally:
+        victim.train(was_training)
+
+
 def certify(victim: Victim, defense_cfg: dict[str, Any], waves: Tensor, labels: Tensor, ev_cfg: EvalConfig
             ) -> dict[str, Any]:
     """Cohen et al.'s CERTIFY of the smoothed ``victim`` (the noise-trained base classifier) on ``waves``.
@@ -133,19 +150,11 @@ def certify(victim: Victim, defense_cfg: dict[str, Any], waves: Tensor, labels: 
     """
     domain = defense_cfg.get("domain", "representation")
     sigma = float(defense_cfg["sigma"])
-    was_training = victim.training
-    victim.eval()
-    device = next(iter(victim.buffers())).device
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True):
-            torch.manual_seed(ev_cfg.seed)
-            x = victim.to_domain(waves.to(device), domain)
-            smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
-            with torch.no_grad():
-                pred, radius = smoothed.certify(x, ev_cfg.certify_n0, ev_cfg.certify_n, ev_cfg.certify_alpha,
-                                                ev_cfg.batch_size)
-    finally:
-        victim.train(was_training)
+    with seeded_eval(victim, ev_cfg.seed) as device:
+        x = victim.to_domain(waves.to(device), domain)
+        smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
+        pred, radius = smoothed.certify(x, ev_cfg.certify_n0, ev_cfg.certify_n, ev_cfg.certify_alpha,
+                                        ev_cfg.batch_size)
     return {"pred": pred.cpu().tolist(), "radius": radius.double().cpu().tolist(), "label": labels.cpu().tolist(),
             "sigma": sigma, "domain": domain, "n0": ev_cfg.certify_n0, "n": ev_cfg.certify_n,
             "alpha": ev_cfg.certify_alpha, "radii": certify_radii(ev_cfg, domain)}
@@ -174,18 +183,11 @@ def certify_metrics(record: dict[str, Any], level: float = 0.95) -> dict[str, fl
 
 def accuracy(victim: Victim, waves: Tensor, labels: Tensor, batch_size: int, seed: int) -> float:
     """Test accuracy of the deployed ``victim`` (eval mode; a random transform draws once per clip, seeded)."""
-    was_training = victim.training
-    victim.eval()
-    device = next(iter(victim.buffers())).device
     correct = 0
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), torch.no_grad():
-            torch.manual_seed(seed)
-            for start in range(0, len(labels), batch_size):
-                logits = victim(waves[start:start + batch_size].to(device))
-                correct += int((logits.argmax(dim=1).cpu() == labels[start:start + batch_size]).sum())
-    finally:
-        victim.train(was_training)
+    with seeded_eval(victim, seed) as device:
+        for start in range(0, len(labels), batch_size):
+            logits = victim(waves[start:start + batch_size].to(device))
+            correct += int((logits.argmax(dim=1).cpu() == labels[start:start + batch_size]).sum())
     return correct / max(len(labels), 1)
 
 
@@ -198,22 +200,14 @@ def violation_check(victim: Victim, record: dict[str, Any], index: Tensor, adver
     domain, of the clips ``index``. The smoothed classifier predicts each (PREDICT with CERTIFY's n and α) and
     the perturbation's L2 norm is measured against the clip's certificate."""
     domain, sigma = record["domain"], float(record["sigma"])
-    device = next(iter(victim.buffers())).device
     adv_pred = torch.empty(0, dtype=torch.long)
     norms = torch.empty(0, dtype=torch.float64)
     if len(index):
         smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
-        was_training = victim.training
-        victim.eval()
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), \
-                    torch.no_grad():
-                torch.manual_seed(0)
-                adv = adversarial.to(device)
-                norms = perturbation_norm(adv - victim.to_domain(waves[index].to(device), domain), "l2").double().cpu()
-                adv_pred = smoothed.predict(adv, record["n"], record["alpha"], batch_size).cpu()
-        finally:
-            victim.train(was_training)
+        with seeded_eval(victim, 0) as device:
+            adv = adversarial.to(device)
+            norms = perturbation_norm(adv - victim.to_domain(waves[index].to(device), domain), "l2").double().cpu()
+            adv_pred = smoothed.predict(adv, record["n"], record["alpha"], batch_size).cpu()
     pick = index.cpu()
     return radius_violations(torch.tensor(record["pred"])[pick], torch.tensor(record["radius"], dtype=torch.float64)[pick],
                              torch.tensor(record["label"])[pick], norms, adv_pred, record["alpha"])
