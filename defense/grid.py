@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
-from defense.inference import AdaptiveConfig, base_defense, is_transform, transform_domain
+from defense.inference import AdaptiveConfig, base_defense, transform_domain
+from defense.transformed import is_transform
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
 from victims.registry import ConfigError, to_dataclass
@@ -161,18 +162,18 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     grid = Grid(str(spec.get("name") or Path(str(experiment)).stem), axes, spec.get("train", "default"),
                 cell_overrides, attacks, evaluation, list(seeds), info, spec,
                 to_dataclass(AdaptiveConfig, spec["adaptive"], "adaptive"))
+    trained = [d for d in grid.axes["defense"] if not is_transform(grid.defense_config(d))]
     for cell in grid.cells():  # resolve every cell now: a typo fails before training
-        _check_inference_defense(grid, cell[3], grid.cell_config(*cell)["defense"])
+        _check_inference_defense(grid, cell[3], grid.cell_config(*cell)["defense"], trained)
     return grid
 
 
-def _check_inference_defense(grid: Grid, defense: str, cfg: dict[str, Any]) -> None:
-    """An input-transform defense wraps a trained model of the grid (its ``base``, default the original); a
-    waveform transform (or smoothing on the waveform) is attacked on the waveform, since a representation-domain
-    attack would start after it and bypass it."""
+def _check_inference_defense(grid: Grid, defense: str, cfg: dict[str, Any], trained: list[str]) -> None:
+    """An input-transform defense wraps a trained model of the grid (its ``base``, default the original; ``trained``:
+    the grid's trained defenses); a waveform transform (or smoothing on the waveform) is attacked on the waveform,
+    since a representation-domain attack would start after it and bypass it."""
     if is_transform(cfg):
         base = base_defense(cfg, ORIGINAL)
-        trained = [d for d in grid.axes["defense"] if not is_transform(grid.defense_config(d))]
         if base not in trained:
             raise ConfigError(f"input-transform defense '{defense}' wraps base '{base}', which is not a trained "
                               f"defense of grid.defense ({', '.join(trained) or 'none'})")

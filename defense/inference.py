@@ -23,8 +23,10 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from attacks.base import BPDA_MODES
 from attacks.threat import perturbation_norm
-from defense.transformed import INPUT_TRANSFORM, defend
+from defense.objectives import eval_mode
+from defense.transformed import INPUT_TRANSFORM, defend, is_transform
 from defense.transforms import TRANSFORMS
 from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,
                                 radius_violations)
@@ -35,7 +37,6 @@ from victims.registry import ConfigError
 from victims.victim import Victim
 
 SMOOTHING = "gaussian_augment"
-BPDA_MODES = ("identity", "approx")
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,6 @@ class AdaptiveConfig:
             raise ConfigError(f"adaptive.bpda must be one of {', '.join(BPDA_MODES)}, got {self.bpda!r}")
         if not isinstance(self.eot_samples, int) or self.eot_samples < 2:
             raise ConfigError(f"adaptive.eot_samples must be an integer >= 2, got {self.eot_samples!r}")
-
-
-def is_transform(defense_cfg: dict[str, Any]) -> bool:
-    """An input-transform defense (not trained; wraps its ``base`` model)."""
-    return defense_cfg.get("name") == INPUT_TRANSFORM
 
 
 def is_smoothing(defense_cfg: dict[str, Any]) -> bool:
@@ -130,14 +126,19 @@ def seeded_eval(victim: Victim, seed: int) -> Iterator[torch.device]:
     """Eval mode, no gradient and torch's RNG seeded with ``seed`` (the caller's RNG state and the victim's mode
     are restored afterwards); yields the victim's device."""
     device = victim_device(victim)
-    was_training = victim.training
-    victim.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), torch.no_grad():
-            torch.manual_seed(seed)
-            yield device
-    finally:
-        victim.train(was_training)
+    with eval_mode(victim), torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True), \
+            torch.no_grad():
+        torch.manual_seed(seed)
+        yield device
+
+
+def certify_settings(defense_cfg: dict[str, Any], labels: Tensor, ev_cfg: EvalConfig) -> dict[str, Any]:
+    """What a certification record depends on besides the model: σ, domain, n₀, n, α, the reported radii, the
+    seed and the clips' labels (a logged record with the same settings is the same certification)."""
+    domain = defense_cfg.get("domain", "representation")
+    return {"label": labels.cpu().tolist(), "sigma": float(defense_cfg["sigma"]), "domain": domain,
+            "n0": ev_cfg.certify_n0, "n": ev_cfg.certify_n, "alpha": ev_cfg.certify_alpha,
+            "radii": certify_radii(ev_cfg, domain), "seed": ev_cfg.seed}
 
 
 def certify(victim: Victim, defense_cfg: dict[str, Any], waves: Tensor, labels: Tensor, ev_cfg: EvalConfig
@@ -146,18 +147,16 @@ def certify(victim: Victim, defense_cfg: dict[str, Any], waves: Tensor, labels: 
 
     Returns:
         A JSON-ready record: ``pred`` (−1 = abstain), certified L2 ``radius`` in the smoothing domain's units,
-        ``label``, and the settings (σ, domain, n₀, n, α).
+        and :func:`certify_settings`.
     """
-    domain = defense_cfg.get("domain", "representation")
-    sigma = float(defense_cfg["sigma"])
+    settings = certify_settings(defense_cfg, labels, ev_cfg)
+    domain, sigma = settings["domain"], settings["sigma"]
     with seeded_eval(victim, ev_cfg.seed) as device:
         x = victim.to_domain(waves.to(device), domain)
         smoothed = SmoothedClassifier(victim.logits_fn(domain), victim.num_classes, sigma)
         pred, radius = smoothed.certify(x, ev_cfg.certify_n0, ev_cfg.certify_n, ev_cfg.certify_alpha,
                                         ev_cfg.batch_size)
-    return {"pred": pred.cpu().tolist(), "radius": radius.double().cpu().tolist(), "label": labels.cpu().tolist(),
-            "sigma": sigma, "domain": domain, "n0": ev_cfg.certify_n0, "n": ev_cfg.certify_n,
-            "alpha": ev_cfg.certify_alpha, "radii": certify_radii(ev_cfg, domain)}
+    return {"pred": pred.cpu().tolist(), "radius": radius.double().cpu().tolist(), **settings}
 
 
 def certify_metrics(record: dict[str, Any], level: float = 0.95) -> dict[str, float]:

@@ -30,10 +30,12 @@ from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from attacks import create_attack
+from attacks.base import GRADIENT_FREE
 from defense.grid import Grid
 from defense.grid_transfer import load_crafted, log_crafted, log_grid_transfer
-from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, deployed,
-                               is_smoothing, is_transform, transform_config, violation_check)
+from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, certify_settings,
+                               deployed, is_smoothing, transform_config, violation_check)
+from defense.transformed import is_transform
 from evaluation.config import EvalConfig
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
@@ -52,6 +54,8 @@ from victims.victim import Victim
 log = logging.getLogger(__name__)
 
 
+CERTIFY_RECORD = "certify.json"
+"""Randomized smoothing's per-clip certificates on the smoothed model's run (:func:`defense.inference.certify`)."""
 RAY_TASK_RETRIES = 3
 """Retries of a model column whose Ray worker died (a killed process, a lost node)."""
 
@@ -177,7 +181,8 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
     models = {d: deployed(tv.result.victim, defense_cfgs[d]) for d, tv in trained.items()}
     for defense in trained:
         if is_smoothing(defense_cfgs[defense]):  # its training run's test accuracy is the base model's, noiseless
-            _log_deployed_accuracy(grid, models[defense], splits.test, trained[defense].run_id)
+            _log_to(trained[defense].run_id, _accuracy_metrics(grid, models[defense], splits.test,
+                                                              "deployed_test_accuracy"))
     rows: list[dict[str, Any]] = []
     evals: dict[str, dict[str, AttackEvaluation]] = {d: {} for d in trained}
     eval_runs: dict[str, dict[str, str]] = {d: {} for d in trained}
@@ -232,7 +237,7 @@ def _modes(grid: Grid, option: str, attack_cfg: dict[str, Any], defense_cfg: dic
         return {"": attack_cfg}
     modes = {"naive": attack_cfg}
     options = adaptive_options(defense_cfg, grid.adaptive)
-    if options and grid.attack_info[option].family not in ("black_box", "baseline"):
+    if options and grid.attack_info[option].family not in GRADIENT_FREE:
         modes["adaptive"] = {**attack_cfg, **options}
     return modes
 
@@ -251,13 +256,13 @@ def _log_ratio(grid: Grid, option: str, mode: str, ev: AttackEvaluation, origina
     return ratio
 
 
-def _log_deployed_accuracy(grid: Grid, victim: Victim, test: ClipSet, run_id: str) -> None:
-    """``deployed_test_accuracy`` (and its Wilson interval) of a model as attacked: with its inference-time noise."""
+def _accuracy_metrics(grid: Grid, victim: Victim, test: ClipSet, name: str) -> dict[str, float]:
+    """``<name>`` = the test accuracy of a model as deployed (one draw of a random transform, seeded) and its
+    Wilson interval ``<name>_ci_low/high``."""
     ev_cfg = grid.evaluation
     acc = accuracy(victim, test.waves, test.labels, ev_cfg.batch_size, ev_cfg.seed)
     low, high = stats.wilson_interval(acc, len(test))
-    _log_to(run_id, {"deployed_test_accuracy": acc, "deployed_test_accuracy_ci_low": low,
-                     "deployed_test_accuracy_ci_high": high})
+    return {name: acc, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict[str, Any], base: TrainedVictim,
@@ -267,35 +272,46 @@ def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict
     key = _key(base.key, defense_cfg)
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     done = find_run(exp_id, tag("run_key"), key)
-    ev_cfg = grid.evaluation
-    acc = accuracy(deployed(base.result.victim, defense_cfg), test.waves, test.labels, ev_cfg.batch_size, ev_cfg.seed)
-    low, high = stats.wilson_interval(acc, len(test))
+    metrics = _accuracy_metrics(grid, deployed(base.result.victim, defense_cfg), test, "test_accuracy")
     run_tags = {**column.tags(defense), **tags(kind="defend", run_key=key, base_run=base.run_id,
                                                grid_run=parent_run_id)}
     with mlflow.start_run(run_id=done.info.run_id if done else None, run_name=None if done else f"{column.label}/{defense}",
                           tags=run_tags) as run:
         if done is None:
             mlflow.log_params({**flatten(defense_cfg, "defense."), "defense.base_run": base.run_id})
-        mlflow.log_metrics({"test_accuracy": acc, "test_accuracy_ci_low": low, "test_accuracy_ci_high": high,
-                            "base_test_accuracy": base.result.test_accuracy})
+        mlflow.log_metrics({**metrics, "base_test_accuracy": base.result.test_accuracy})
         mark_finished()
-    return TrainedVictim(replace(base.result, test_accuracy=acc), run.info.run_id, base.checkpoint, key)
+    return TrainedVictim(replace(base.result, test_accuracy=metrics["test_accuracy"]), run.info.run_id,
+                         base.checkpoint, key)
+
+
+def _logged_certificate(run_id: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``certify.json`` already on ``run_id`` if it was made with ``settings``, else ``None``."""
+    client = MlflowClient()
+    if CERTIFY_RECORD not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    record = json.loads(Path(client.download_artifacts(run_id, CERTIFY_RECORD)).read_text())
+    return record if all(record.get(k) == v for k, v in settings.items()) else None
 
 
 def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: Tensor, labels: Tensor,
              evals: dict[str, AttackEvaluation], run_ids: dict[str, str]) -> list[sanity.SanityRecord]:
-    """CERTIFY the smoothed model on the evaluation clips (metrics and ``certify.json`` on its run) and check every
-    attack of its domain and the L2 norm against the certificates (:func:`defense.inference.violation_check`)."""
+    """CERTIFY the smoothed model on the evaluation clips (metrics and ``certify.json`` on its run; a rerun reads a
+    logged record of the same settings back instead of certifying again) and check every attack of its domain
+    and the L2 norm against the certificates (:func:`defense.inference.violation_check`)."""
     ev_cfg = grid.evaluation
-    record = certify(tv.result.victim, defense_cfg, waves, labels, ev_cfg)
-    with mlflow.start_run(run_id=tv.run_id):
-        mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence))
-        mlflow.log_dict(record, "certify.json")
-        units = "normalised" if record["domain"] == "representation" else "waveform"
-        mlflow.log_figure(plots.certified_accuracy_curve(record["pred"], record["radius"], record["label"],
-                                                         units=units, level=ev_cfg.confidence, marks=record["radii"],
-                                                         title=f"certified accuracy, σ = {record['sigma']:g}"),
-                          "plots/certified_accuracy.png")
+    record = _logged_certificate(tv.run_id, certify_settings(defense_cfg, labels, ev_cfg))
+    if record is None:
+        record = certify(tv.result.victim, defense_cfg, waves, labels, ev_cfg)
+        with mlflow.start_run(run_id=tv.run_id):
+            mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence))
+            mlflow.log_dict(record, CERTIFY_RECORD)
+            units = "normalised" if record["domain"] == "representation" else "waveform"
+            mlflow.log_figure(plots.certified_accuracy_curve(record["pred"], record["radius"], record["label"],
+                                                             units=units, level=ev_cfg.confidence,
+                                                             marks=record["radii"],
+                                                             title=f"certified accuracy, σ = {record['sigma']:g}"),
+                              "plots/certified_accuracy.png")
     records = []
     for option, ev in evals.items():
         if (ev.domain, ev.norm) != (record["domain"], "l2"):

@@ -156,6 +156,11 @@ def defend(victim: Victim, config: dict[str, Any]) -> TransformedVictim:
     return TransformedVictim(victim, TRANSFORMS.create(name, **cfg))
 
 
+def is_transform(defense_cfg: dict[str, Any]) -> bool:
+    """An input-transform defense config (not trained; it wraps a trained model at evaluation)."""
+    return defense_cfg.get("name") == INPUT_TRANSFORM
+
+
 def check_trainable(defense: dict[str, Any] | None) -> None:
     """Raise if a defense config is an input transform, which no training objective implements.
 
@@ -163,7 +168,7 @@ def check_trainable(defense: dict[str, Any] | None) -> None:
         ConfigError: one line saying where input-transform defenses belong.
     """
     cfg = defense or {}
-    if cfg.get("name") == INPUT_TRANSFORM:
+    if is_transform(cfg):
         raise ConfigError(f"input-transform defenses wrap a trained model at evaluation (transform "
                           f"'{cfg.get('transform')}'); use them in `advaudio experiment defenses`, not as a "
                           "training defense")

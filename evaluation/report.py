@@ -58,6 +58,8 @@ from victims.registry import ConfigError
 log = logging.getLogger(__name__)
 
 COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed", "mode")
+SIBLINGS = [c for c in COORDS if c != "mode"]
+"""Coordinates shared by an inference-time defense's naive and adaptive run of one attack."""
 MODEL_KINDS = ("train", "defend")
 """Runs of a model: trained, or a trained model wrapped in an input transform (:mod:`defense.inference`)."""
 ATTACK_TAGS = ("norm", "domain", "in_tables")
@@ -114,9 +116,8 @@ class ReportData:
         if mode == "naive":
             kept = runs[runs["mode"] != "adaptive"]
         else:  # a naive run stands in for the adaptive one where it has none (NES, noise)
-            keys = [c for c in COORDS if c != "mode"]
-            adaptive = set(map(tuple, runs.loc[runs["mode"] == "adaptive", keys].to_numpy().tolist()))
-            kept = runs[~((runs["mode"] == "naive") & runs[keys].apply(lambda r: tuple(r) in adaptive, axis=1))]
+            adaptive = set(map(tuple, runs.loc[runs["mode"] == "adaptive", SIBLINGS].to_numpy().tolist()))
+            kept = runs[~((runs["mode"] == "naive") & runs[SIBLINGS].apply(lambda r: tuple(r) in adaptive, axis=1))]
         return ReportData(self.experiment, kept.reset_index(drop=True), self.records, self.n_boot, self.level,
                           self.transfers, all_runs=runs)
 
@@ -253,12 +254,11 @@ def _strongest(runs: pd.DataFrame) -> pd.DataFrame:
     pass can be weaker than autograd through a transform whose gradient is sparse but exact (a median filter)."""
     if runs.empty or "fooling_auc" not in runs:
         return runs
-    keys = [c for c in COORDS if c != "mode"]
     both = runs[runs["mode"].isin(["naive", "adaptive"])]
     auc = both["fooling_auc"].fillna(-math.inf)
     rank = both.assign(_auc=auc, _adaptive=both["mode"] == "adaptive").sort_values(["_auc", "_adaptive"],
                                                                                    kind="stable")
-    weaker = rank.index.difference(rank.drop_duplicates(subset=keys, keep="last").index)
+    weaker = rank.index.difference(rank.drop_duplicates(subset=SIBLINGS, keep="last").index)
     return runs.drop(index=weaker).reset_index(drop=True)
 
 

@@ -113,6 +113,8 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
     n_runs = len(runs)
     run_grid(load_grid(grid_file), outputs=outputs)
     assert len(_runs(outputs)) == n_runs
+    smooth_id = models["smooth_wave"].info.run_id  # the rerun read the certificates back, it did not certify again
+    assert len(MlflowClient().get_metric_history(smooth_id, "certified_auc")) == 1
     assert format_tables(collect("tinydef", n_boot=200)) == first
 
 
