@@ -304,7 +304,7 @@ def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: 
     if record is None:
         record = certify(tv.result.victim, defense_cfg, waves, labels, ev_cfg)
         with mlflow.start_run(run_id=tv.run_id):
-            mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence))
+            mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence, ev_cfg.n_boot, ev_cfg.seed))
             mlflow.log_dict(record, CERTIFY_RECORD)
             units = "normalised" if record["domain"] == "representation" else "waveform"
             mlflow.log_figure(plots.certified_accuracy_curve(record["pred"], record["radius"], record["label"],

@@ -287,3 +287,18 @@ def test_clopper_pearson_equals_the_bound_art_certifies_with() -> None:
     for k, n, alpha in [(1, 10, 0.05), (55, 100, 0.001), (990, 1000, 0.001), (99_999, 100_000, 0.001)]:
         assert C.clopper_pearson_lower(k, n, alpha) == pytest.approx(
             proportion_confint(k, n, alpha=2 * alpha, method="beta")[0], rel=1e-12)
+
+
+def test_certify_metrics_carry_their_intervals() -> None:
+    """Hand-made certificates: 2 of 4 clips correct (radii 0.5 and 1.0), one abstention, one wrong class."""
+    from defense.inference import certify_metrics
+    from evaluation.stats import wilson_interval
+
+    record = {"pred": [0, 1, -1, 1], "radius": [0.5, 0.25, 0.0, 1.0], "label": [0, 0, 1, 1], "radii": [0.25, 0.75],
+              "sigma": 0.5}
+    m = certify_metrics(record, level=0.95, n_boot=500, seed=0)
+    assert m["certified_accuracy.r0.25"] == 0.5 and m["certified_accuracy.r0.75"] == 0.25
+    assert m["smoothed_accuracy"] == 0.5 and m["abstain_rate"] == 0.25
+    assert (m["abstain_rate_ci_low"], m["abstain_rate_ci_high"]) == pytest.approx(wilson_interval(0.25, 4, 0.95))
+    assert m["certified_auc"] == pytest.approx((0.5 + 1.0) / 4)
+    assert 0.0 <= m["certified_auc_ci_low"] <= m["certified_auc"] <= m["certified_auc_ci_high"] <= 1.0

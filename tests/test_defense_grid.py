@@ -86,6 +86,8 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
     for name in ("certified_auc", "smoothed_accuracy", "abstain_rate", "certified_accuracy.r0.125",
                  "certified_accuracy.r0.5_ci_high", "sanity.certified_radius.bim_a"):
         assert name in smooth and math.isfinite(smooth[name]), name
+        if not name.startswith("sanity.") and not name.endswith("_ci_high"):
+            assert smooth[f"{name}_ci_low"] <= smooth[name] <= smooth[f"{name}_ci_high"], name
     record = json.loads(Path(MlflowClient().download_artifacts(models["smooth_wave"].info.run_id,
                                                                "certify.json")).read_text())
     assert len(record["pred"]) == len(record["radius"]) == naive.labels.numel() and record["n"] == 100
