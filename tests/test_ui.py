@@ -16,13 +16,13 @@ import pytest
 
 from defense.grid import load_grid
 from defense.runner import run_grid
+from conftest import needs
 from mlflow_server import free_port
 from test_runner import TINY_FGSM
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")]
+pytestmark = [pytest.mark.slow, needs("Debian's chromium (.ci/run installs it)", CHROMIUM is not None)]
 
 
 def _chromium(url: str, *extra: str) -> str:
