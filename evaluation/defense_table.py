@@ -48,7 +48,8 @@ def comparison_values(data: ReportData, attacks: Sequence[str] | None = None) ->
             for label, mode in _labels(set(found["mode"])):
                 view = views[mode]
                 cells = _cells(view, defense, "fooling_auc", attacks).rename(
-                    columns={"value": "auc", "low": "auc_low", "high": "auc_high", "partial": "auc_partial"})
+                    columns={"value": "auc", "low": "auc_low", "high": "auc_high", "partial": "auc_partial",
+                             "weak": "auc_weak"})
                 if defense != ORIGINAL:
                     ratio = _cells(view, defense, "eps_r", attacks).rename(
                         columns={"value": "eps_r", "low": "eps_r_low", "high": "eps_r_high"})

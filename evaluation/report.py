@@ -46,6 +46,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from evaluation import stats
+from evaluation.ensemble import ENSEMBLE, WEAK_SHARE, broke_share
 from evaluation.harness import AttackEvaluation, from_record
 from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
@@ -65,6 +66,10 @@ MODEL_KINDS = ("train", "defend")
 ATTACK_TAGS = ("norm", "domain", "in_tables")
 CELL = ["dataset", "frontend", "victim"]
 ROWS = ["dataset", "representation", "attacks"]
+WORST_CASE = ", worst case"
+"""Row label suffix of a group's ensemble row (each clip's smallest ε* over the group's attacks)."""
+WEAK_MARK = "†"
+"""Marks a cell where an attack broke fewer than half of a model's base set (:data:`evaluation.ensemble.WEAK_SHARE`)."""
 SUMMARY = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star_within_eps090", "mean_eps_star",
            "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "median_iterations", "eps_max",
            "fooling_auc_ci_low", "fooling_auc_ci_high")
@@ -147,11 +152,21 @@ class ReportData:
         return pd.MultiIndex.from_tuples(pairs, names=ROWS[:2])
 
     def table_rows(self, attacks: Sequence[str] | None = None) -> pd.MultiIndex:
-        """``(dataset, representation, attacks)`` rows of Tables II-III, one per attack group."""
-        runs = self._attack_runs(attacks)
+        """``(dataset, representation, attacks)`` rows of Tables II-III: per attack group its worst case
+        (ensemble), its mean over attacks (seed 004's row) and each of its attacks; then the baselines."""
+        runs = self.table_runs(attacks)
         keys = sorted({(d, f, g) for d, f, g in zip(runs["dataset"], runs["frontend"], runs["attacks"]) if d and f},
-                      key=lambda k: (k[0], k[1], "(" in k[2], k[2]))
+                      key=lambda k: (k[0], k[1], *_row_rank(k[2])))
         return pd.MultiIndex.from_tuples(keys, names=ROWS)
+
+    def table_runs(self, attacks: Sequence[str] | None = None) -> pd.DataFrame:
+        """The attack runs of the tables: each run under its group's label, and each table attack once more under
+        its own row label ``<group>: <attack>`` (when its group holds more than one attack)."""
+        runs = self._attack_runs(attacks)
+        members = runs[(runs["in_tables"] == "true") & (runs["attack"] != ENSEMBLE)]
+        several = members.groupby("attacks")["attack"].transform("nunique") > 1
+        own = members[several].assign(attacks=lambda f: f["attacks"] + ": " + f["attack"])
+        return pd.concat([runs, own], ignore_index=True)
 
     def _attack_runs(self, attacks: Sequence[str] | None) -> pd.DataFrame:
         runs = self.of_kind("attack")
@@ -228,14 +243,37 @@ def _row(run: Run) -> dict[str, Any]:
     return row
 
 
+def _threat(row: dict[str, Any] | pd.Series) -> str:
+    return " ".join(p for p in (row["domain"] if row["domain"] == "waveform" else "", row["norm"]) if p) or "all"
+
+
 def _group(row: dict[str, Any]) -> str:
-    """Table row label of an attack run: its domain and norm, or the attack itself when it is a baseline."""
+    """Table row label of an attack run: its domain and norm (the group's mean row), the group's worst case for
+    the ensemble (:mod:`evaluation.ensemble`), or the attack itself when it is a baseline."""
     if row["kind"] != "attack":
         return ""
-    threat = " ".join(p for p in (row["domain"] if row["domain"] == "waveform" else "", row["norm"]) if p)
+    if row["attack"] == ENSEMBLE:
+        return f"{_threat(row)}{WORST_CASE}"
     if row["in_tables"] == "false":
-        return f"{row['attack']} ({threat or 'baseline'})"
-    return threat or "all"
+        threat = _threat(row)
+        return f"{row['attack']} ({'baseline' if threat == 'all' else threat})"
+    return _threat(row)
+
+
+def _row_rank(label: str) -> tuple[bool, int, str]:
+    """Order of a cell's rows: the worst case first, then seed 004's mean over the group, then each attack of the
+    group, then the baselines."""
+    return "(" in label, 0 if label.endswith(WORST_CASE) else (2 if ": " in label else 1), label
+
+
+def broke_share_of(data: ReportData, run: pd.Series) -> float:
+    """Share of a model's base set the attack run broke within its search range (from its record, else its
+    summary metrics)."""
+    record = data.records.get(run["run_id"])
+    if record is not None:
+        return broke_share(record)
+    base, n = float(run.get("base_size", math.nan)), float(run.get("num_examples", math.nan))
+    return (base - float(run.get("adv_accuracy_at_search_eps_max", math.nan)) * n) / base if base else math.nan
 
 
 def _newest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -325,20 +363,21 @@ def table_1(data: ReportData, defense: str | None = None) -> pd.DataFrame:
 def _cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] | None) -> pd.DataFrame:
     """Long table of per-seed cells: ``dataset, representation, attacks, victim, seed, value, low, high,
     partial`` for ``metric`` = ``"fooling_auc"`` (runs of ``defense``) or ``"eps_r"`` (``defense`` vs original)."""
-    runs = data._attack_runs(attacks)
+    runs = data.table_runs(attacks)
     keys = ["dataset", "frontend", "attacks", "victim", "seed"]
     orig = runs[runs["defense"] == ORIGINAL].set_index([*keys, "attack"])
     rows = []
     for key, group in runs[runs["defense"] == defense].groupby(keys):
+        pairs = [(r, orig.loc[(*key, r["attack"])]) for _, r in group.iterrows() if (*key, r["attack"]) in orig.index]
         if metric == "fooling_auc":
             value, low, high, partial = _auc_cell(data, group)
         else:
-            pairs = [(r, orig.loc[(*key, r["attack"])]) for _, r in group.iterrows()
-                     if (*key, r["attack"]) in orig.index]
             value, low, high, partial = _ratio_cell(data, pairs)
+        weak = any(broke_share_of(data, r) < WEAK_SHARE for d, o in pairs if d["attack"] != ENSEMBLE for r in (d, o))
         if math.isfinite(value):
-            rows.append(dict(zip([*ROWS, "victim", "seed"], key), value=value, low=low, high=high, partial=partial))
-    return pd.DataFrame(rows, columns=[*ROWS, "victim", "seed", "value", "low", "high", "partial"])
+            rows.append(dict(zip([*ROWS, "victim", "seed"], key), value=value, low=low, high=high, partial=partial,
+                             weak=weak))
+    return pd.DataFrame(rows, columns=[*ROWS, "victim", "seed", "value", "low", "high", "partial", "weak"])
 
 
 def _auc_cell(data: ReportData, group: pd.DataFrame) -> tuple[float, float, float, bool]:
@@ -404,7 +443,8 @@ def _table(data: ReportData, cells: pd.DataFrame, digits: int, verdict: bool, at
         if g is None or g.empty:
             return ""
         value, low, high, n = _seed_mean(list(g["value"]), list(zip(g["low"], g["high"])))
-        return _with_interval(value, low, high, digits, n, verdict) + ("*" if g["partial"].any() else "")
+        return (_with_interval(value, low, high, digits, n, verdict) + ("*" if g["partial"].any() else "")
+                + (WEAK_MARK if g["weak"].any() else ""))
 
     return _render(index, data.victims, cell)
 
@@ -533,10 +573,14 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
         if defense is not None:
             yield (f"table_2_{name}", f"Table II: mean fooling AUC (%) over each row's attacks of the '{name}' "
                    f"models, {across} ({budget})", table_2(data, defense, attacks=attacks))
-            yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15) averaged over each row's "
-                   f"attacks where both models reach FR 0.9, {across}; ↑ interval above 1, ↓ below, ≈ contains 1 "
+            yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15); the '{WORST_CASE[2:]}' row "
+                   "of each group takes each clip's smallest ε* over the group's attacks (AutoAttack's principle), "
+                   "the group's row averages ε_r over its attacks where both models reach FR 0.9 (seed 004), then "
+                   f"each attack; {across}; ↑ interval above 1, ↓ below, ≈ contains 1 "
                    "(* = no attack reaches 0.9: a mean of lower bounds; no interval = undetermined, more than "
-                   "5 % of the draws undefined, too few broken clips)", table_3(data, defense, attacks))
+                   f"5 % of the draws undefined, too few broken clips; {WEAK_MARK} = an attack broke fewer than "
+                   f"{WEAK_SHARE:.0%} of a model's base set: its ε* describe the easy clips only)",
+                   table_3(data, defense, attacks))
             if len(seeds) > 1:
                 for seed in seeds:
                     yield (f"table_3_{name}_seed{seed}", f"Table III, training seed {seed}: ε_r [{level} paired "
