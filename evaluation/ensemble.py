@@ -22,9 +22,19 @@ from torch import Tensor
 from evaluation.harness import AttackEvaluation, summarize
 
 ENSEMBLE = "ensemble"
-"""Name of the ensemble's evaluation (and of its MLflow attack run, ``advaudio.attack``)."""
+"""Prefix of an ensemble's name (its MLflow attack run's ``advaudio.attack``: :func:`ensemble_name`)."""
 WEAK_SHARE = 0.5
 """An attack that broke fewer than this share of a model's base set is flagged wherever its ε_r appears."""
+
+
+def ensemble_name(domain: str, norm: str) -> str:
+    """The ensemble of one group: ``ensemble_l2`` in the representation domain, ``ensemble_wave_l2`` on the waveform."""
+    return f"{ENSEMBLE}_{'wave_' if domain == 'waveform' else ''}{norm}"
+
+
+def is_ensemble(attack: str) -> bool:
+    """Whether an attack name is an ensemble's (:func:`ensemble_name`)."""
+    return attack == ENSEMBLE or attack.startswith(ENSEMBLE + "_")
 
 
 def broke_share(ev: AttackEvaluation) -> float:

@@ -46,7 +46,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from evaluation import stats
-from evaluation.ensemble import ENSEMBLE, WEAK_SHARE, broke_share
+from evaluation.ensemble import WEAK_SHARE, broke_share, is_ensemble
 from evaluation.harness import AttackEvaluation, from_record
 from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
@@ -163,7 +163,7 @@ class ReportData:
         """The attack runs of the tables: each run under its group's label, and each table attack once more under
         its own row label ``<group>: <attack>`` (when its group holds more than one attack)."""
         runs = self._attack_runs(attacks)
-        members = runs[(runs["in_tables"] == "true") & (runs["attack"] != ENSEMBLE)]
+        members = runs[(runs["in_tables"] == "true") & ~runs["attack"].map(is_ensemble)]
         several = members.groupby("attacks")["attack"].transform("nunique") > 1
         own = members[several].assign(attacks=lambda f: f["attacks"] + ": " + f["attack"])
         return pd.concat([runs, own], ignore_index=True)
@@ -252,7 +252,7 @@ def _group(row: dict[str, Any]) -> str:
     the ensemble (:mod:`evaluation.ensemble`), or the attack itself when it is a baseline."""
     if row["kind"] != "attack":
         return ""
-    if row["attack"] == ENSEMBLE:
+    if is_ensemble(row["attack"]):
         return f"{_threat(row)}{WORST_CASE}"
     if row["in_tables"] == "false":
         threat = _threat(row)
@@ -373,7 +373,8 @@ def _cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] |
             value, low, high, partial = _auc_cell(data, group)
         else:
             value, low, high, partial = _ratio_cell(data, pairs)
-        weak = any(broke_share_of(data, r) < WEAK_SHARE for d, o in pairs if d["attack"] != ENSEMBLE for r in (d, o))
+        weak = any(broke_share_of(data, r) < WEAK_SHARE for d, o in pairs if not is_ensemble(d["attack"])
+                   for r in (d, o))
         if math.isfinite(value):
             rows.append(dict(zip([*ROWS, "victim", "seed"], key), value=value, low=low, high=high, partial=partial,
                              weak=weak))
