@@ -180,16 +180,16 @@ def _run_study(raw: dict, args: argparse.Namespace) -> int:
 def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
     import mlflow
 
-    from evaluation.report import collect, format_tables, verdict_counts, write_tables
-    from evaluation.tracking import setup_tracking
+    from evaluation.report import MODEL_KINDS, collect, format_tables, verdict_counts, write_tables
+    from evaluation.stored import open_experiment
     from experiments import STUDY_TAG, study_module
 
-    exp_id = setup_tracking(experiment, tracking_uri, outputs)
-    study = mlflow.get_experiment(exp_id).tags.get(STUDY_TAG)
+    study = open_experiment(experiment, tracking_uri, outputs).tags.get(STUDY_TAG)
     if study:
         print(study_module(study).report(experiment, tracking_uri, outputs))
         return 0
-    data = collect(experiment, tracking_uri)
+    open_experiment(experiment, tracking_uri, outputs, kinds=(*MODEL_KINDS, "attack"))
+    data = collect(experiment, mlflow.get_tracking_uri())
     paths = write_tables(data, outputs / "reports" / experiment)
     print(format_tables(data))
     for defense in data.defenses:
@@ -200,8 +200,11 @@ def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Rebuild seed 004's Tables I-III (CSV and Markdown) from the MLflow runs of an experiment alone."""
-    return _report(args.name, args.tracking_uri, _writable_outputs(args))
+    """Rebuild seed 004's Tables I-III (CSV and Markdown) from the MLflow runs of an experiment alone. A missing
+    store, an unknown experiment or one without runs is a one-line error that creates nothing."""
+    if _outputs(args).exists():  # an existing folder that cannot be written is refused first; a missing one is
+        _writable_outputs(args)  # never created here: the store it would hold is missing too
+    return _report(args.name, args.tracking_uri, _outputs(args))
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -31,7 +31,8 @@ from evaluation.stats import wilson_interval
 from evaluation.report import to_markdown
 from evaluation.seed000_metrics import (bootstrap_interval, cluster_draws, mean_or_nan, median_or_nan,
                                         pair_matrix)
-from evaluation.tracking import iter_runs, load_record, setup_tracking
+from evaluation.stored import open_experiment
+from evaluation.tracking import iter_runs, load_record
 from experiments.seed000_config import Seed000Eval
 from victims.registry import ConfigError
 
@@ -322,7 +323,8 @@ def log_tables(parent_id: str) -> None:
 
 
 def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
-    """Rebuild seed 000's tables from MLflow alone into ``outputs/reports/<experiment>/``; return the text."""
-    exp_id = setup_tracking(experiment, tracking_uri, outputs)
+    """Rebuild seed 000's tables from MLflow alone into ``outputs/reports/<experiment>/``; return the text (a
+    missing store or experiment, or one without a study run, is a ConfigError that creates nothing)."""
+    exp_id = open_experiment(experiment, tracking_uri, outputs, kinds=("study",)).experiment_id
     client = MlflowClient()
     return build(_latest_study(exp_id, client), client, Path(outputs) / "reports" / experiment)

@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from evaluation.stats import wilson_interval
 from evaluation.report import to_markdown
 from evaluation.stats import Interval, ratio_of_sums_interval
+from evaluation.stored import open_experiment
 from evaluation.tracking import default_tracking_uri, iter_runs
 from evaluation.transfer import TransferRecord, transfer_rates
 from experiments.seed001 import RECORD, TRANSFER
@@ -403,8 +404,10 @@ def sections(data: StudyData) -> Iterator[tuple[str, str, pd.DataFrame]]:
 
 
 def build_report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
-    """Write every table as CSV and Markdown under ``outputs/reports/<experiment>/`` and return them as text."""
-    data = collect(experiment, tracking_uri)
+    """Write every table as CSV and Markdown under ``outputs/reports/<experiment>/`` and return them as text (a
+    missing store or experiment, or one without a study run, is a ConfigError that creates nothing)."""
+    open_experiment(experiment, tracking_uri, outputs, kinds=("study",))
+    data = collect(experiment, mlflow.get_tracking_uri())
     out_dir = Path(outputs) / "reports" / experiment
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = []

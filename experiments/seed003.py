@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from attacks import create_attack
 from defense.pipeline import train_from_config
 from evaluation.audio_out import write_adversarial_wavs, write_wav
+from evaluation.stored import open_experiment
 from evaluation.tracking import find_run, iter_runs, setup_tracking
 from experiments import STUDY_TAG
 from experiments.seed003_config import STUDY, EvalOptions, Study, load_study
@@ -173,9 +174,9 @@ def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
     """Rebuild seed 003's tables from the newest study run of ``experiment`` in MLflow alone.
 
     Raises:
-        ConfigError: if the experiment holds no seed 003 study run.
+        ConfigError: if the store or the experiment is missing (nothing is created) or holds no seed 003 study run.
     """
-    exp_id = setup_tracking(experiment, tracking_uri, outputs)
+    exp_id = open_experiment(experiment, tracking_uri, outputs, kinds=("study",)).experiment_id
     client = MlflowClient()
     parents = sorted(iter_runs(exp_id, "tags.`advaudio.kind` = 'study'", client), key=lambda r: r.info.start_time)
     if not parents:

@@ -150,3 +150,63 @@ def test_one_schema_a_single_model_experiment_is_a_one_cell_grid() -> None:
     demo = load_grid("demo", parse_overrides(["grid.frontend=[stft_db_128]", "grid.victim=[resnet18]",
                                               "grid.defense=[none]"]))
     assert demo.single_cell() == load_grid("demo").cell_config("gm_instruments", "stft_db_128", "resnet18", "none", 0)
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def report_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An outputs folder whose store holds: 'other' (a training run), 'empty' (no runs), 'gridless' (only a grid's
+    parent run) and one experiment per study tagged as that study, with a training run but no study run."""
+    from mlflow.tracking import MlflowClient
+
+    from experiments import STUDIES, STUDY_TAG
+
+    outputs = tmp_path_factory.mktemp("report") / "out"
+    outputs.mkdir()
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    location = (outputs / "mlartifacts").as_uri()
+    for name, kind, study in [("other", "train", None), ("empty", None, None), ("gridless", "grid", None),
+                              *[(f"{s}_empty", "train", s) for s in STUDIES]]:
+        exp = client.create_experiment(name, artifact_location=location, tags={STUDY_TAG: study} if study else None)
+        if kind is not None:
+            client.set_terminated(client.create_run(exp, tags={"advaudio.kind": kind}).info.run_id)
+    return outputs
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name, store, message", [
+    ("made_up", "missing", "no MLflow store at {db}: nothing to report for 'made_up'"),
+    ("made_up", "uri", "no MLflow store at {db}: nothing to report for 'made_up'"),
+    ("made_up", "store", "no experiment 'made_up' in the MLflow store sqlite:///{db}: nothing to report (it holds "),
+    ("empty", "store", "experiment 'empty' in the MLflow store sqlite:///{db} has no runs: nothing to report"),
+    ("gridless", "store", "experiment 'gridless' in the MLflow store sqlite:///{db} has no train or defend or "
+                          "attack runs"),
+    ("seed000_empty", "store", "experiment 'seed000_empty' in the MLflow store sqlite:///{db} has no study runs"),
+    ("seed001_empty", "store", "experiment 'seed001_empty' in the MLflow store sqlite:///{db} has no study runs"),
+    ("seed003_empty", "store", "experiment 'seed003_empty' in the MLflow store sqlite:///{db} has no study runs"),
+])
+def test_report_on_nothing_is_one_line_and_creates_nothing(
+        name: str, store: str, message: str, report_store: Path, env: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 item 7: a made-up experiment, a missing store, an experiment without runs (or without the runs its
+    report reads: a grid's models, a study's run) exit non-zero with one line naming the experiment and store;
+    no outputs folder, store, experiment or report folder is created."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(env)  # MLflow's default ./mlruns would land here
+    outputs = report_store if store == "store" else env / "missing"
+    db = (outputs / "mlflow.db").resolve()
+    args = ["report", name, "--outputs", str(outputs)]
+    if store == "uri":
+        args += ["--tracking-uri", f"sqlite:///{db}"]
+    client = MlflowClient(f"sqlite:///{report_store / 'mlflow.db'}")
+    experiments = sorted(e.name for e in client.search_experiments())
+    before, cwd = _files(report_store), _files(env)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"advaudio report: error: {message.format(db=db)}") and err.count("\n") == 1, err
+    assert not (env / "missing").exists() and _files(env) == cwd
+    assert _files(report_store) == before and sorted(e.name for e in client.search_experiments()) == experiments
