@@ -180,6 +180,7 @@ def _run_study(raw: dict, args: argparse.Namespace) -> int:
 def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
     import mlflow
 
+    from evaluation.examples import write_example_figures
     from evaluation.report import MODEL_KINDS, collect, format_tables, verdict_counts, write_tables
     from evaluation.stored import open_experiment
     from experiments import STUDY_TAG, study_module
@@ -191,11 +192,14 @@ def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
     open_experiment(experiment, tracking_uri, outputs, kinds=(*MODEL_KINDS, "attack"))
     data = collect(experiment, mlflow.get_tracking_uri())
     paths = write_tables(data, outputs / "reports" / experiment)
+    figures = write_example_figures(data, paths[0].parent, mlflow.get_tracking_uri())
     print(format_tables(data))
     for defense in data.defenses:
         counts = verdict_counts(data, defense)
         print(f"Table III verdicts ({defense}): " + ", ".join(f"{v} {n}" for v, n in counts.items()))
     print(f"tables written to {paths[0].parent}")
+    if figures:
+        print(f"seed 004's Fig. 1 (one clip under every attack): {', '.join(p.name for p in figures)}")
     return 0
 
 

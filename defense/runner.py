@@ -41,6 +41,7 @@ from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
 from evaluation import plots, report, sanity, stats
 from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
+from evaluation.examples import log_example, write_example_figures
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
 from evaluation.tracking import (ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, is_finished, load_record,
@@ -379,9 +380,11 @@ def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, 
 
 
 def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, count: int, stem: str) -> None:
-    """Confusion matrices, original/adversarial/perturbation representations and WAVs of a few examples."""
+    """Confusion matrices, original/adversarial/perturbation representations and WAVs of a few examples, and the
+    example of the report's Fig. 1 (:func:`evaluation.examples.log_example`)."""
     mlflow.log_figure(plots.confusion_matrices(ev.confusion(False), ev.confusion(True), victim.class_names,
                                                title=stem), "plots/confusion.png")
+    log_example(ev, victim, base_waves)
     if ev.adversarial is None or not count:
         return
     device = next(iter(victim.buffers())).device
@@ -535,12 +538,15 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
 
 
 def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
-    """Tables I-III and the ε_r heat maps as artifacts of the grid's parent run."""
+    """Tables I-III, the ε_r heat maps and seed 004's Fig. 1 (``plots/fig1_*.png``) as artifacts of the grid's
+    parent run."""
     data = report.collect(grid.name, uri, n_boot=grid.evaluation.n_boot, level=grid.evaluation.confidence)
     save_runs_view(mlflow.get_run(parent_id).info.experiment_id)
     with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
         report.write_tables(data, Path(tmp))
         mlflow.log_artifacts(tmp, "tables")
+        if write_example_figures(data, Path(tmp) / "fig1", uri):
+            mlflow.log_artifacts(str(Path(tmp) / "fig1"), "plots")
         for defense in grid.axes["defense"]:
             if defense == ORIGINAL:
                 continue

@@ -11,7 +11,7 @@ Table III as a heat map; plus clean and adversarial confusion matrices (seed 001
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -23,6 +23,9 @@ from torch import Tensor
 
 from evaluation import metrics as M
 from evaluation import stats
+
+if TYPE_CHECKING:
+    from evaluation.examples import Example
 
 ArrayLike = Tensor | np.ndarray | Sequence[float]
 
@@ -171,6 +174,57 @@ def perturbation_triplet(original: ArrayLike, adversarial: ArrayLike, *, title: 
         im = ax.imshow(img, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set(title=name, xlabel="frame", ylabel="band")
         fig.colorbar(im, ax=ax, label=units)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def adversarial_examples(rows: Sequence[tuple[str, str, Example]], *, title: str = "",
+                         units: str = "normalised") -> Figure:
+    """Seed 004's Fig. 1: one clip under every attack, per representation.
+
+    One row per ``(representation, attack, example)`` (rows of one representation form a block): the clean
+    representation, the adversarial one and their difference, with the perturbation's norm in the attack's norm
+    and domain (:meth:`evaluation.examples.Example.norm_text`) on the adversarial and the perturbation panel.
+    Clean and adversarial share a colour scale per row, the perturbation has a symmetric diverging one; a
+    one-band representation (the raw waveform) is drawn as a line.
+
+    Args:
+        rows: ``(representation, attack label, example)``.
+        title: figure title.
+        units: colour-bar label of the representations.
+
+    Raises:
+        ValueError: without rows, or when an example's clean and adversarial representations differ in shape.
+    """
+    if not rows:
+        raise ValueError("no adversarial examples to draw")
+    fig = Figure(figsize=(12.0, 0.6 + 2.3 * len(rows)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), 3, squeeze=False))
+    for (clean_ax, adv_ax, delta_ax), (rep, attack, ex) in zip(axes, rows):
+        clean, adv = _image(ex.clean_rep), _image(ex.adv_rep)
+        if clean.shape != adv.shape:
+            raise ValueError(f"{rep}/{attack}: clean {clean.shape} and adversarial {adv.shape} differ in shape")
+        delta = adv - clean
+        outcome = f"→ {ex.adv_label}" if ex.broken else "not broken"
+        titles = (f"{rep}: clean, clip {ex.index} ({ex.label})", f"{attack} {outcome}\n{ex.norm_text()}",
+                  f"{attack}: perturbation\n{ex.norm_text()}")
+        if clean.shape[0] == 1:
+            for ax, line in ((clean_ax, clean[0]), (adv_ax, adv[0]), (delta_ax, delta[0])):
+                ax.plot(line, linewidth=0.5)
+                ax.set(xlabel="frame", ylabel=units)
+        else:
+            lo, hi = float(min(clean.min(), adv.min())), float(max(clean.max(), adv.max()))
+            peak = float(np.abs(delta).max()) or 1.0
+            for ax, img, cmap, vmin, vmax in ((clean_ax, clean, "magma", lo, hi), (adv_ax, adv, "magma", lo, hi),
+                                              (delta_ax, delta, "RdBu_r", -peak, peak)):
+                im = ax.imshow(img, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+                               interpolation="nearest")
+                ax.set(xlabel="frame", ylabel="band")
+                if ax is not clean_ax:
+                    fig.colorbar(im, ax=ax, label=units)
+        for ax, text in zip((clean_ax, adv_ax, delta_ax), titles):
+            ax.set_title(text, fontsize="small")
     if title:
         fig.suptitle(title)
     return fig

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from evaluation import plots as P
+from evaluation.examples import Example
 
 
 def test_fooling_rate_curves_lines_values_and_auc() -> None:
@@ -117,3 +118,51 @@ def test_certified_accuracy_curve_steps_down_from_the_smoothed_accuracy() -> Non
     assert acc[(r > 0.5) & (r <= 1.0)].max() == 0.25 and bool((acc[:-1] >= acc[1:]).all())
     area = certified_curve_area(torch.tensor(pred), torch.tensor(radius, dtype=torch.float64), torch.tensor(labels))
     assert f"area {area:.3g}" in line.get_label() and area == (0.5 + 1.0) / 4
+
+
+def _example(rng: np.random.Generator, *, domain: str = "representation", norm: str = "l2", bands: int = 5,
+             broken: bool = True, index: int = 3) -> Example:
+    clean = rng.normal(size=(bands, 7)).astype(np.float32)
+    adv = (clean + rng.normal(scale=0.1, size=clean.shape)).astype(np.float32)
+    waves = (rng.uniform(-0.5, 0.5, 40).astype(np.float32), None)
+    if domain == "waveform":
+        waves = (waves[0], (waves[0] + rng.normal(scale=0.01, size=40)).astype(np.float32))
+    return Example(index, "flute", "hi_hat" if broken else "flute", broken, 0.5 if broken else math.inf, domain, norm,
+                   clean, adv, *(waves if domain == "waveform" else (None, None)))
+
+
+@pytest.mark.timeout(60)
+def test_adversarial_examples_panels_scales_and_norms_by_hand() -> None:
+    """Seed 004's Fig. 1: a row of clean / adversarial / perturbation per (representation, attack); the norm of
+    the attack's own norm and domain, computed here from the arrays, on the adversarial and perturbation panels."""
+    rng = np.random.default_rng(0)
+    rows = [("stft", "bim_a", _example(rng)), ("stft", "pgd_linf", _example(rng, norm="linf")),
+            ("stft", "noise", _example(rng, domain="waveform", broken=False)),
+            ("waveform", "jsma", _example(rng, norm="l0", bands=1))]
+    fig = P.adversarial_examples(rows, title="t")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 3 * len(rows)
+    assert sum(bool(ax.get_images()) for ax in panels) == 9 and sum(bool(ax.get_lines()) for ax in panels) == 3
+    by_hand = [f"‖δ‖₂ = {np.linalg.norm(rows[0][2].adv_rep.astype(float) - rows[0][2].clean_rep):.4g} (representation)",
+               f"‖δ‖∞ = {np.abs(rows[1][2].adv_rep.astype(float) - rows[1][2].clean_rep).max():.4g} (representation)",
+               f"‖δ‖₂ = {np.linalg.norm(rows[2][2].adv_input.astype(float) - rows[2][2].clean_input):.4g} (waveform)",
+               f"‖δ‖₀ = {np.count_nonzero(rows[3][2].adv_rep - rows[3][2].clean_rep)} (representation)"]
+    for r, ((rep, attack, ex), text) in enumerate(zip(rows, by_hand)):
+        clean, adv, delta = panels[3 * r:3 * r + 3]
+        assert clean.get_title() == f"{rep}: clean, clip 3 (flute)"
+        outcome = "→ hi_hat" if ex.broken else "not broken"
+        assert adv.get_title() == f"{attack} {outcome}\n{text}" and delta.get_title() == f"{attack}: perturbation\n{text}"
+        if clean.get_images():
+            (a,), (b,), (d,) = clean.get_images(), adv.get_images(), delta.get_images()
+            assert a.get_clim() == b.get_clim() == (min(ex.clean_rep.min(), ex.adv_rep.min()),
+                                                    max(ex.clean_rep.max(), ex.adv_rep.max()))
+            peak = np.abs(ex.adv_rep - ex.clean_rep).max()
+            assert d.get_clim() == pytest.approx((-peak, peak))
+            np.testing.assert_allclose(d.get_array(), ex.adv_rep.astype(float) - ex.clean_rep)
+    assert fig._suptitle.get_text() == "t"
+    with pytest.raises(ValueError, match="no adversarial examples"):
+        P.adversarial_examples([])
+    bad = _example(rng)
+    bad.adv_rep = bad.adv_rep[:, :3]
+    with pytest.raises(ValueError, match="differ in shape"):
+        P.adversarial_examples([("stft", "bim_a", bad)])

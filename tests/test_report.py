@@ -285,3 +285,67 @@ def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: R.ReportDa
     stems = [stem for stem, _, _ in R._sections(tagged, None)]
     assert "table_3_fgsm_mix_seed0" in stems and "table_3_fgsm_mix_seed1" in stems
     assert "ε_max: l0 100; l2 3; noise (l2) 3" in R.format_tables(tagged)
+
+
+@pytest.mark.timeout(180)
+def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 item 5: each attack run keeps one clip (the first of the model's base set); `advaudio report` draws
+    seed 004's Fig. 1 from them: a row per (representation, attack) with clean / adversarial / perturbation panels,
+    the perturbation's norm in the attack's norm and domain on the panels. A run without an example (logged before
+    they existed) is left out."""
+    import numpy as np
+
+    from attacks.base import create_attack
+    from defense.cli import main
+    from evaluation.examples import EXAMPLE_ARTIFACT, example_figures, log_example
+    from evaluation.harness import evaluate_attack, to_record
+    from evaluation.tracking import RECORD_ARTIFACT
+    from tiny import tones, trained_victim
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    victim = trained_victim(steps=5)
+    waves, labels = tones(3, seed=7)
+    attacks = {"fgsm": create_attack("fgsm", domain="representation", norm="l2"),
+               "deepfool": create_attack("deepfool", domain="waveform", steps=30)}
+    evs = {name: evaluate_attack(victim, attack, waves, labels, eps_max=12.0, n_budgets=4, n_bisect=2, name=name)
+           for name, attack in attacks.items()}
+    uri, outputs = store, Path(store.removeprefix("sqlite:///")).parent  # the store of the tables' tests
+    client = MlflowClient(uri)
+    exp = client.create_experiment("figs", artifact_location=(outputs / "figs").as_uri())
+    mlflow.set_tracking_uri(uri)
+    coords = dict(dataset="tones", victim="tiny", defense="none")
+    clock = iter(range(10, 1000))
+    run_ids = {}
+    for frontend in ("stft_b", "stft_a"):
+        _run(client, exp, dict(kind="train", frontend=frontend, **coords), {"test_accuracy": 1.0}, start=next(clock))
+        for name, ev in [*evs.items(), ("noise", None)]:
+            tags = dict(kind="attack", frontend=frontend, attack=name, domain="representation", norm="l2", **coords)
+            run_ids[frontend, name] = run_id = _run(client, exp, tags, {"fooling_auc": 0.5}, start=next(clock))
+            if ev is not None:
+                with mlflow.start_run(run_id=run_id):
+                    mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
+                    log_example(ev, victim, waves[ev.base_index])
+    assert main(["report", "figs", "--outputs", str(outputs)]) == 0
+    assert "seed 004's Fig. 1 (one clip under every attack): fig1_tones_tiny_none.png" in capsys.readouterr().out
+    assert (outputs / "reports" / "figs" / "fig1_tones_tiny_none.png").stat().st_size > 0
+
+    ((stem, fig),) = example_figures(R.collect("figs", uri), uri)
+    assert stem == "fig1_tones_tiny_none"
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    rows = [(f, a) for f in ("stft_a", "stft_b") for a in ("fgsm", "deepfool")]  # noise kept no example
+    assert len(panels) == 3 * len(rows) and all(ax.get_images() for ax in panels)
+    for r, (frontend, name) in enumerate(rows):
+        ev = evs[name]
+        with np.load(client.download_artifacts(run_ids[frontend, name], EXAMPLE_ARTIFACT)) as stored:
+            clean, adv = (stored["clean_rep"], stored["adv_rep"]) if name == "fgsm" else \
+                (stored["clean_input"], stored["adv_input"])
+            by_hand = float(np.linalg.norm(adv.astype(np.float64) - clean))
+            assert int(stored["index"]) == int(ev.base_index[0])
+        assert by_hand == pytest.approx(float(ev.norms[0]), rel=1e-4)  # what the attack measured
+        domain = "representation" if name == "fgsm" else "waveform"
+        text = f"‖δ‖₂ = {by_hand:.4g} ({domain})"
+        label = victim.class_names[int(labels[ev.base_index[0]])]
+        assert panels[3 * r].get_title() == f"{frontend}: clean, clip {int(ev.base_index[0])} ({label})"
+        assert panels[3 * r + 1].get_title().endswith(text) and panels[3 * r + 2].get_title() == \
+            f"{name}: perturbation\n{text}"

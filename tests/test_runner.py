@@ -103,6 +103,16 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     data = collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200)
     assert sorted(data.records) == sorted(r.info.run_id for r in attacks)
     assert len({ev.labels.numel() for ev in data.records.values()}) == 1  # the same clips for every model
+    # seed 004's Fig. 1: every attack run keeps its example, the grid's run holds one figure per model
+    from mlflow.tracking import MlflowClient
+
+    from evaluation.examples import EXAMPLE_ARTIFACT
+
+    client = MlflowClient()
+    assert all(EXAMPLE_ARTIFACT in {a.path for a in client.list_artifacts(r.info.run_id)} for r in attacks)
+    (grid_run,) = _runs(outputs, "grid")
+    assert {a.path for a in client.list_artifacts(grid_run.info.run_id, "plots")} >= {
+        f"plots/fig1_gm_instruments_resnet56_{d}.png" for d in ("none", "fgsm_mix")}
 
 
 def test_grid_errors_are_one_line(grid_file: Path) -> None:

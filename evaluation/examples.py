@@ -1,0 +1,184 @@
+"""Seed 004's Fig. 1: one clip's adversarial representation under each attack, beside the clean one.
+
+Seed 004 (Fig. 1) shows, for one clip and one architecture, the original representation of each front-end and
+the adversarial one each attack crafted, with the perturbation's size written under it. Each attack run keeps
+one example for it (:func:`log_example`, the artifact ``example.npz``, one clip): the first clip of the model's
+base set, the same clip for every attack on a model (the grid evaluates every model on the same seeded clips,
+so where the models classify it correctly, the same clip for every front-end too). It holds the clean and the
+adversarial backbone input (normalised representation) and, for a waveform attack, both waveforms; the
+adversarial input is the one at the clip's ε\\*, or at the search range when the attack never broke it.
+Runs logged before this artifact existed have none and are left out of the figure.
+
+:func:`write_example_figures` draws one figure per data set, victim and defense (the first training seed) with
+a block of rows per representation (:func:`evaluation.plots.adversarial_examples`).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+from torch import Tensor
+
+from attacks.threat import perturbation_norm
+from evaluation import plots
+from evaluation.harness import AttackEvaluation, victim_device
+from evaluation.report import ReportData
+from training.files import atomic_write
+from victims.victim import Victim
+
+log = logging.getLogger(__name__)
+EXAMPLE_ARTIFACT = "example.npz"
+"""One clip's clean and adversarial inputs on an attack run (:func:`log_example`)."""
+_TEXT = ("label", "adv_label", "domain", "norm")
+
+
+@dataclass
+class Example:
+    """One clip attacked once.
+
+    Attributes:
+        index: position of the clip among the evaluated clips (the same clips for every model of a grid).
+        label: its class name (the model's clean prediction: the clip is in the base set).
+        adv_label: the class the model predicts on the adversarial input.
+        broken: whether the attack broke the clip within the search range.
+        eps_star: the clip's ε* (``inf`` when not broken).
+        domain, norm: the attack's domain and norm.
+        clean_rep, adv_rep: ``(F, frames)`` clean and adversarial backbone input (normalised representation).
+        clean_input, adv_input: ``(T,)`` clean and adversarial waveform of a waveform attack, else ``None``.
+    """
+
+    index: int
+    label: str
+    adv_label: str
+    broken: bool
+    eps_star: float
+    domain: str
+    norm: str
+    clean_rep: np.ndarray
+    adv_rep: np.ndarray
+    clean_input: np.ndarray | None = None
+    adv_input: np.ndarray | None = None
+
+    @property
+    def perturbation_norm(self) -> float:
+        """‖adversarial − clean‖ in the attack's norm and domain, from the stored arrays (float64)."""
+        clean, adv = ((self.clean_rep, self.adv_rep) if self.clean_input is None
+                      else (self.clean_input, self.adv_input))
+        delta = torch.from_numpy(np.asarray(adv, np.float64) - np.asarray(clean, np.float64)).reshape(1, -1)
+        return float(perturbation_norm(delta, self.norm)[0])
+
+    def norm_text(self) -> str:
+        """The perturbation's norm as the figure prints it, e.g. ``‖δ‖₂ = 0.8123 (representation)``."""
+        value = self.perturbation_norm
+        symbol = "‖δ‖" + {"l2": "₂", "linf": "∞", "l0": "₀"}.get(self.norm, f"_{self.norm}")
+        text = f"{value:.0f}" if self.norm == "l0" else f"{value:.4g}"
+        return f"{symbol} = {text} ({self.domain})"
+
+
+def make_example(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> Example | None:
+    """The example of an evaluation: the first clip of its base set (``None`` for an empty base set or an
+    evaluation without adversarial inputs, one read back from its record).
+
+    Args:
+        ev: the evaluation (with ``adversarial``).
+        victim: the model attacked; its front-end and normaliser give the representations (no input transform:
+            a transform-defended model shows the representation its transform receives or protects).
+        base_waves: ``(n, 1, T)`` the base set's clean waveforms, in the order of ``ev``'s per-example fields.
+    """
+    if ev.adversarial is None or ev.eps_star.numel() == 0:
+        return None
+    device = victim_device(victim)
+    wave = base_waves[:1].to(device)
+    adversarial = ev.adversarial[:1].to(device)
+    with torch.no_grad():
+        clean_rep = victim.normalizer(victim.frontend(wave))
+        adv_rep = adversarial if ev.domain == "representation" else \
+            victim.normalizer(victim.frontend(adversarial.to(wave.dtype)))
+    names = victim.class_names
+    on_wave = ev.domain == "waveform"
+    return Example(
+        index=int(ev.base_index[0]), label=names[int(ev.labels[ev.base_index[0]])],
+        adv_label=names[int(ev.adv_logits[0].argmax())], broken=bool(ev.success[0]), eps_star=float(ev.eps_star[0]),
+        domain=ev.domain, norm=ev.norm, clean_rep=_plane(clean_rep), adv_rep=_plane(adv_rep),
+        clean_input=wave.reshape(-1).float().cpu().numpy() if on_wave else None,
+        adv_input=adversarial.reshape(-1).float().cpu().numpy() if on_wave else None)
+
+
+def _plane(rep: Tensor) -> np.ndarray:
+    """``(1, 1, F, frames)`` → ``(F, frames)`` float32."""
+    return rep.reshape(rep.shape[-2], rep.shape[-1]).float().cpu().numpy()
+
+
+def log_example(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> None:
+    """Keep :func:`make_example` as ``example.npz`` on the active (attack) run; nothing when there is none."""
+    example = make_example(ev, victim, base_waves)
+    if example is None:
+        return
+    arrays = {k: np.asarray(v) for k, v in vars(example).items() if v is not None}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / EXAMPLE_ARTIFACT
+        np.savez_compressed(path, **arrays)
+        mlflow.log_artifact(str(path))
+
+
+def load_example(client: MlflowClient, run_id: str) -> Example | None:
+    """The example an attack run kept, or ``None`` if it kept none (a run logged before ``example.npz``)."""
+    if EXAMPLE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    with np.load(client.download_artifacts(run_id, EXAMPLE_ARTIFACT), allow_pickle=False) as data:
+        fields = {k: data[k] for k in data.files}
+    return Example(index=int(fields.pop("index")), broken=bool(fields.pop("broken")),
+                   eps_star=float(fields.pop("eps_star")), **{k: str(fields.pop(k)) for k in _TEXT}, **fields)
+
+
+def figure_groups(data: ReportData) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """The attack runs of each figure: ``(dataset, victim, defense)`` → runs of the first training seed, sorted by
+    representation and, within one, in the order the grid ran its attacks."""
+    runs = data.of_kind("attack")
+    runs = runs[runs["seed"] == data.seeds[0]] if not runs.empty else runs
+    return {key: group.sort_values(["frontend", "start_time"], kind="stable")
+            for key, group in runs.groupby(["dataset", "victim", "defense"], sort=True)}
+
+
+def example_figures(data: ReportData, tracking_uri: str | None = None) -> Iterator[tuple[str, Figure]]:
+    """Seed 004's Fig. 1 for each data set, victim and defense: ``(file stem, figure)``, the stem
+    ``fig1_<dataset>_<victim>_<defense>``. Runs without an example are left out; a figure without any is skipped.
+
+    Args:
+        data: the experiment's runs (:func:`evaluation.report.collect`).
+        tracking_uri: the store the runs live in (default: the one MLflow is pointed at).
+    """
+    client = MlflowClient(tracking_uri)
+    seed = data.seeds[0] if data.seeds else "0"
+    for (dataset, victim, defense), runs in figure_groups(data).items():
+        rows = [(str(run["frontend"]), _attack_label(run), example) for _, run in runs.iterrows()
+                if (example := load_example(client, run["run_id"])) is not None]
+        if rows:
+            yield (f"fig1_{dataset}_{victim}_{defense}", plots.adversarial_examples(
+                rows, title=f"{dataset} / {victim} / {defense}, seed {seed}: one clip under every attack "
+                            "(seed 004, Fig. 1)"))
+
+
+def write_example_figures(data: ReportData, out_dir: Path, tracking_uri: str | None = None) -> list[Path]:
+    """Write :func:`example_figures` as PNG files to ``out_dir``; returns the paths written."""
+    paths = []
+    for stem, fig in example_figures(data, tracking_uri):
+        paths.append(atomic_write(Path(out_dir) / f"{stem}.png",
+                                  lambda handle, fig=fig: fig.savefig(handle, format="png", dpi=80), "report figure"))
+    log.info("wrote %d example figures to %s", len(paths), out_dir)
+    return paths
+
+
+def _attack_label(run: pd.Series) -> str:
+    """The attack's name, with its mode for an inference-time defense's run."""
+    mode = run.get("mode", "")
+    return f"{run['attack']} ({mode})" if isinstance(mode, str) and mode else str(run["attack"])
