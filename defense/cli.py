@@ -99,7 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"test accuracy {res.test_accuracy:.4f} (best epoch {res.best_epoch}, {len(res.history)} epochs"
           f"{', stopped early' if res.stopped_early else ''})")
     print(f"checkpoint: {done.checkpoint}")
-    print(f"MLflow run: {done.run_id}")
+    reused = " (reused: finished before, nothing trained or logged)" if done.reused else ""
+    print(f"MLflow run: {done.run_id}{reused}")
     return 0
 
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from defense.grid import Grid
 from evaluation.harness import AttackEvaluation
-from evaluation.tracking import ORIGINAL, find_run, iter_runs
+from evaluation.tracking import ORIGINAL, iter_runs, resumable_run, tag
 from evaluation.transfer import replay
 from training.checkpoints import load_victim
 from training.data import load_splits
@@ -125,11 +125,11 @@ def _victim(client: MlflowClient, run: Any) -> Any:
 
 
 def _log(client: MlflowClient, exp_id: str, parent_id: str, record: dict[str, Any], coords: dict[str, str]) -> None:
+    """Log ``transfer.json`` on the group's transfer run; a finished one is rewritten (the group's models may have
+    changed under the same coordinates)."""
     key = json.dumps(coords, sort_keys=True)
-    previous = find_run(exp_id, "advaudio.transfer_key", key)
-    tags = {**coords, "advaudio.kind": "transfer", "advaudio.transfer_key": key, "mlflow.parentRunId": parent_id,
-            "advaudio.status": "finished"}
-    run_id = previous.info.run_id if previous else client.create_run(
-        exp_id, run_name=f"transfer/{coords['advaudio.frontend']}/{coords['advaudio.attack']}", tags=tags).info.run_id
-    client.log_dict(run_id, record, TRANSFER)
-    client.set_terminated(run_id)
+    name = f"transfer/{coords['advaudio.frontend']}/{coords['advaudio.attack']}"
+    with resumable_run(exp_id, "transfer_key", key, run_name=name, tags={**coords, tag("kind"): "transfer",
+                                                                         "mlflow.parentRunId": parent_id},
+                       what=name) as run:
+        client.log_dict(run.run_id, record, TRANSFER)

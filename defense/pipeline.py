@@ -1,12 +1,11 @@
 """One training run from a resolved config: data → victim → objective → trainer → MLflow.
 
 Shared by ``advaudio train`` and the experiment runner. A run is keyed by a hash of the parts of
-the config that determine the model, so the same command resumes its checkpoint and its MLflow run.
+the config that determine the model, so the same command resumes its checkpoint and its MLflow run, and a
+second command on the same store waits for the first, then reuses its finished run.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from defense.objectives import OBJECTIVES
 from defense.transformed import check_trainable
 from evaluation.stats import wilson_interval
-from evaluation.tracking import OUTPUTS, EpochLogger, find_run, flatten, mark_finished, setup_tracking, tag, tags
+from evaluation.tracking import (OUTPUTS, EpochLogger, flatten, log_once, logged_steps, resumable_run, setup_tracking,
+                                 stable_key, tags)
 from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
 from training.data.base import Splits
@@ -41,12 +41,13 @@ class TrainedVictim:
     run_id: str
     checkpoint: Path
     key: str
+    reused: bool = False
+    """The run was finished before (by an earlier or a concurrent command): nothing was trained or logged."""
 
 
 def run_key(cfg: dict[str, Any]) -> str:
     """Stable 12-hex-digit hash of the config groups that determine a trained victim."""
-    blob = json.dumps({k: cfg.get(k) for k in TRAIN_KEYS}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return stable_key({k: cfg.get(k) for k in TRAIN_KEYS})
 
 
 def build_objective(cfg: dict[str, Any]) -> Any:
@@ -96,32 +97,41 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
                           splits.train.num_samples)
     n_params = sum(p.numel() for p in victim.parameters())
     warn_if_large(n_params, f"{cfg['victim'].get('backbone')} on {cfg['frontend'].get('name')}")
-    previous = find_run(exp_id, tag("run_key"), key)
-    run_id = previous.info.run_id if previous is not None else None
-    run_tags = {**tags(run_key=key, kind="train"), **(extra_tags or {})}
+    run_tags = {**tags(kind="train"), **(extra_tags or {})}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else _run_name(cfg), tags=run_tags) as run:
-        if run_id is None:
+    train_ckpt = ckpt_dir / f"{key}.train.pt"
+    with resumable_run(exp_id, "run_key", key, run_name=_run_name(cfg), tags=run_tags,
+                       what=f"training {_run_name(cfg)}") as run:
+        if run.finished:  # the slim checkpoint of the finished training: no epoch runs, nothing is logged
+            if not train_ckpt.is_file():
+                log.warning("run %s is finished but %s is missing: training again (nothing is logged)",
+                            run.run_id, train_ckpt)
+            result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
+                           checkpoint_path=train_ckpt, on_epoch=on_epoch)
+            if not final_path.is_file():
+                save_atomic(victim_state(result.victim), final_path)
+            return TrainedVictim(result, run.run_id, final_path, key, reused=True)
+        if not run.resumed:
             mlflow.log_params(flatten(cfg))
             mlflow.log_dict(cfg, "config.yaml")
             mlflow.log_params({"data.train_size": len(splits.train), "data.val_size": len(splits.val),
                                "data.test_size": len(splits.test), "model.n_parameters": n_params})
         mlflow.log_param("best_epoch_criterion", criterion)  # idempotent on a resumed run (same key → same value)
+        logged = logged_steps(run.run_id, "val_loss") if run.resumed else frozenset()
         result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
-                       checkpoint_path=ckpt_dir / f"{key}.train.pt", on_epoch=EpochLogger(on_epoch))
+                       checkpoint_path=train_ckpt, on_epoch=EpochLogger(on_epoch, logged))
         save_atomic(victim_state(result.victim), final_path)
         low, high = wilson_interval(result.test_accuracy, len(splits.test))
-        mlflow.log_metrics({"test_accuracy": result.test_accuracy, "test_accuracy_ci_low": low,
-                            "test_accuracy_ci_high": high, "test_loss": result.test_loss,
-                            "best_epoch": float(result.best_epoch),
-                            "checkpoint_mb": final_path.stat().st_size / 2**20})
+        log_once(run.run_id, {"test_accuracy": result.test_accuracy, "test_accuracy_ci_low": low,
+                              "test_accuracy_ci_high": high, "test_loss": result.test_loss,
+                              "best_epoch": float(result.best_epoch),
+                              "checkpoint_mb": final_path.stat().st_size / 2**20})
         mlflow.log_artifact(str(final_path), "model")
         norm = result.victim.normalizer
         mlflow.log_dict({"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()},
                         "model/normalizer.json")
-        mark_finished()
-        return TrainedVictim(result, run.info.run_id, final_path, key)
+        return TrainedVictim(result, run.run_id, final_path, key)
 
 
 def warn_if_large(n_params: int, what: str, limit: int = LARGE_MODEL_PARAMETERS) -> bool:

@@ -14,7 +14,6 @@ intervals, curves and pairwise sanity checks are rebuilt without attacking again
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -44,8 +43,8 @@ from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_
 from evaluation.examples import log_example, write_example_figures
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
-from evaluation.tracking import (ORIGINAL, OUTPUTS, RECORD_ARTIFACT, find_run, flatten, is_finished, load_record,
-                                 mark_finished, setup_tracking, tag, tags)
+from evaluation.tracking import (ORIGINAL, OUTPUTS, RECORD_ARTIFACT, flatten, load_record, log_once, mark_finished,
+                                 owned, resumable_run, setup_tracking, stable_key, tag, tags)
 from evaluation.ui_view import save_runs_view
 from training.data import load_splits
 from training.data.base import ClipSet
@@ -108,10 +107,6 @@ def random_targets(labels: Tensor, num_classes: int, seed: int) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     shift = torch.randint(1, num_classes, labels.shape, generator=gen)
     return (labels + shift) % num_classes
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def auto_defense_eps(defense_cfg: dict[str, Any], original: Victim, val: ClipSet, ev_cfg: EvalConfig
@@ -270,20 +265,18 @@ def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict
                 test: ClipSet, parent_run_id: str | None) -> TrainedVictim:
     """An input-transform defense's model run (``advaudio.kind = defend``): the ``base`` model wrapped in the
     transform, with the deployed model's test accuracy (its clean-accuracy cost) and Wilson interval."""
-    key = _key(base.key, defense_cfg)
+    key = stable_key([base.key, defense_cfg])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
-    done = find_run(exp_id, tag("run_key"), key)
     metrics = _accuracy_metrics(grid, deployed(base.result.victim, defense_cfg), test, "test_accuracy")
-    run_tags = {**column.tags(defense), **tags(kind="defend", run_key=key, base_run=base.run_id,
-                                               grid_run=parent_run_id)}
-    with mlflow.start_run(run_id=done.info.run_id if done else None, run_name=None if done else f"{column.label}/{defense}",
-                          tags=run_tags) as run:
-        if done is None:
-            mlflow.log_params({**flatten(defense_cfg, "defense."), "defense.base_run": base.run_id})
-        mlflow.log_metrics({**metrics, "base_test_accuracy": base.result.test_accuracy})
-        mark_finished()
-    return TrainedVictim(replace(base.result, test_accuracy=metrics["test_accuracy"]), run.info.run_id,
-                         base.checkpoint, key)
+    run_tags = {**column.tags(defense), **tags(kind="defend", base_run=base.run_id, grid_run=parent_run_id)}
+    with resumable_run(exp_id, "run_key", key, run_name=f"{column.label}/{defense}", tags=run_tags,
+                       what=f"wrapping {column.label}/{defense}") as run:
+        if not run.finished:
+            if not run.resumed:
+                mlflow.log_params({**flatten(defense_cfg, "defense."), "defense.base_run": base.run_id})
+            log_once(run.run_id, {**metrics, "base_test_accuracy": base.result.test_accuracy})
+    return TrainedVictim(replace(base.result, test_accuracy=metrics["test_accuracy"]), run.run_id,
+                         base.checkpoint, key, reused=run.finished)
 
 
 def _logged_certificate(run_id: str, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -305,7 +298,7 @@ def _certify(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any], waves: 
     if record is None:
         record = certify(tv.result.victim, defense_cfg, waves, labels, ev_cfg)
         with mlflow.start_run(run_id=tv.run_id):
-            mlflow.log_metrics(certify_metrics(record, ev_cfg.confidence, ev_cfg.n_boot, ev_cfg.seed))
+            log_once(tv.run_id, certify_metrics(record, ev_cfg.confidence, ev_cfg.n_boot, ev_cfg.seed))
             mlflow.log_dict(record, CERTIFY_RECORD)
             units = "normalised" if record["domain"] == "representation" else "waveform"
             mlflow.log_figure(plots.certified_accuracy_curve(record["pred"], record["radius"], record["label"],
@@ -335,38 +328,36 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     is ``naive``/``adaptive`` for an inference-time defense, else empty."""
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
-    key = _key(tv.key, option, attack_cfg, asdict(ev_cfg))
+    key = stable_key([tv.key, option, attack_cfg, asdict(ev_cfg)])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
-    done = find_run(exp_id, tag("cell_key"), key)
-    if done is not None and is_finished(done):
-        record = load_record(done.info.run_id)
-        if record is None:
-            raise ConfigError(f"finished attack run {done.info.run_id} has no {RECORD_ARTIFACT}: it comes from an "
-                             "older advaudio; delete it or use a new --outputs")
-        return done.info.run_id, from_record(record)
-    kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
-    attack = create_attack(attack_cfg["name"], **kwargs)
-    targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
-    ev = evaluate(victim, attack, waves, labels, ev_cfg, targets=targets, name=option)
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
-                                               family=info.family, targeted=info.targeted, in_tables=info.in_tables,
-                                               cell_key=key), "mlflow.parentRunId": tv.run_id}
+                                               family=info.family, targeted=info.targeted, in_tables=info.in_tables),
+                "mlflow.parentRunId": tv.run_id}
     if mode:
         run_tags[tag("mode")] = mode
-    run_id = done.info.run_id if done is not None else None
     name = f"{defense}/{option}" + ("+adaptive" if mode == "adaptive" else "")
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=run_tags) as run:
+    with resumable_run(exp_id, "cell_key", key, run_name=name, tags=run_tags,
+                       what=f"attack {option}{_suffix(mode)} on {column.label}/{defense}") as run:
+        if run.finished:
+            record = load_record(run.run_id)
+            if record is None:
+                raise ConfigError(f"finished attack run {run.run_id} has no {RECORD_ARTIFACT}: it comes from an "
+                                  "older advaudio; delete it or use a new --outputs")
+            return run.run_id, from_record(record)
+        kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
+        attack = create_attack(attack_cfg["name"], **kwargs)
+        targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
+        ev = evaluate(victim, attack, waves, labels, ev_cfg, targets=targets, name=option)
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         intervals = summary_intervals(ev, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
-        mlflow.log_metrics({**ev.summary, **intervals})
+        log_once(run.run_id, {**ev.summary, **intervals})  # a resumed run may hold them from a killed command
         mlflow.log_dict({m: {"budget": b, "value": ev.summary[b]} for m, b in METRIC_BUDGETS.items()},
                         "metric_budgets.json")
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         log_crafted(ev)
         _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{name.split('/')[1]}")
-        mark_finished()
-        return run.info.run_id, ev
+        return run.run_id, ev
 
 
 def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, labels: Tensor,
@@ -479,7 +470,7 @@ def _pairwise_checks(grid: Grid, evals: dict[str, AttackEvaluation]) -> list[san
 
 def _log_sanity(records: list[sanity.SanityRecord]) -> None:
     """Log each check as metric ``sanity.<name>`` (1 pass, 0 warn) and all details as ``sanity.json``."""
-    mlflow.log_metrics({f"sanity.{r.name}": float(r.status == "pass") for r in records})
+    log_once(mlflow.active_run().info.run_id, {f"sanity.{r.name}": float(r.status == "pass") for r in records})
     mlflow.log_dict({r.name: r.as_dict() for r in records}, "sanity.json")
     for r in records:
         if r.status != "pass":
@@ -487,8 +478,7 @@ def _log_sanity(records: list[sanity.SanityRecord]) -> None:
 
 
 def _log_to(run_id: str, metrics: dict[str, float]) -> None:
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    log_once(run_id, metrics)
 
 
 def count_steps(grid: Grid) -> int:
@@ -519,21 +509,20 @@ def run_grid(grid: Grid, *, tracking_uri: str | None = None, outputs: Path = OUT
         raise ConfigError(f"unknown executor '{executor}'; known: local, ray")
     exp_id = setup_tracking(grid.name, tracking_uri, outputs)
     uri = mlflow.get_tracking_uri()
-    grid_key = _key(grid.source)
-    previous = find_run(exp_id, tag("grid_key"), grid_key)
-    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
-                          run_name=None if previous else f"grid:{grid.name}",
-                          tags=tags(kind="grid", grid_key=grid_key)) as run:
-        parent_id = run.info.run_id
-        if previous is None:
+    grid_key = stable_key([grid.source])
+    with resumable_run(exp_id, "grid_key", grid_key, run_name=f"grid:{grid.name}", tags=tags(kind="grid"),
+                       what=f"grid {grid.name}", finish=False) as run:
+        parent_id = run.run_id
+        if not (run.finished or run.resumed):
             mlflow.log_dict(grid.source, "grid.yaml")
     columns = [ModelColumn(*model) for model in grid.models()]
     if executor == "local":
         rows = [row for c in columns for row in run_column(grid, c, parent_id, uri, outputs, progress)]
     else:
         rows = _run_on_ray(grid, columns, parent_id, uri, outputs, ray_address, progress)
-    log_grid_transfer(grid, parent_id, uri)
-    _log_grid_report(grid, parent_id, uri)
+    with owned(grid_key, f"the report of grid {grid.name}"):  # a second command rewrites it after the first
+        log_grid_transfer(grid, parent_id, uri)
+        _log_grid_report(grid, parent_id, uri)
     return rows
 
 

@@ -3,20 +3,33 @@
 Default store: ``sqlite:///<outputs>/mlflow.db`` with artifacts in ``<outputs>/mlartifacts`` (no
 server needed). Any tracking URI works the same; an ``http(s)://`` server is checked first, so a
 dead server is a one-line error instead of minutes of retries.
+
+Run identity: a run is named by a key (:func:`stable_key` of what determines it) in a tag, and
+:func:`resumable_run` is the one way to produce it: it owns the key (a file lock in ``<outputs>/locks``, one
+process at a time, released by the kernel if its holder dies), reuses a finished run, resumes an unfinished
+one and marks it finished. Two commands on one store therefore never log a run twice: the second waits,
+then reuses (or resumes what a killed holder left).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from evaluation.locks import exclusive
 from victims.registry import ConfigError
 
 ORIGINAL = "none"
@@ -30,6 +43,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 """The user's ``$MLFLOW_TRACKING_URI`` as the process started: ``mlflow.set_tracking_uri`` rewrites the
 variable, so reading it later would send a second store's runs to the first one."""
+LOCKS = "locks"
+"""Folder under ``outputs`` with the lock files of run keys and of the store's creation."""
+_lock_folder = [OUTPUTS / LOCKS]  # the folder of the store :func:`setup_tracking` selected last
 
 
 def default_tracking_uri(outputs: Path = OUTPUTS) -> str:
@@ -67,6 +83,10 @@ def server_gone(uri: str | None) -> str | None:
 def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTPUTS) -> str:
     """Point MLflow at ``uri`` (default: the SQLite store) and select ``experiment``.
 
+    Run keys are locked from here on in :func:`lock_folder` (:func:`resumable_run`). A SQLite store and its
+    experiment are opened under a lock there, so commands started together on a fresh ``--outputs`` do not
+    create the schema twice; an experiment another process created first (e.g. through a server) is used.
+
     Returns:
         The experiment id.
 
@@ -76,18 +96,40 @@ def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTP
     uri = uri or default_tracking_uri(outputs)
     if uri.startswith(("http://", "https://")):
         check_server(uri)
+    _lock_folder[0] = lock_folder(uri, outputs)
+    location = (outputs / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        exp_id = found.experiment_id
-    else:
-        location = None
-        if uri.startswith("sqlite:"):
-            location = (outputs / "mlartifacts").resolve().as_uri()
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location,
-                                          tags={"mlflow.experimentKind": "custom_model_development"})
+    if uri.startswith("sqlite:"):
+        with exclusive(_lock_folder[0], "store", f"the MLflow store {uri}"):
+            exp_id = _experiment_id(experiment, location)
+    else:  # a server creates its store when it starts; a file store needs no schema
+        exp_id = _experiment_id(experiment, location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def lock_folder(uri: str, outputs: Path = OUTPUTS) -> Path:
+    """Where the store at ``uri`` keeps its lock files: ``locks/`` beside a SQLite database (the default store:
+    ``<outputs>/locks``), else ``<outputs>/locks`` (commands sharing a server are serialised when they share
+    ``--outputs``)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / LOCKS
+    return outputs.resolve() / LOCKS
+
+
+def _experiment_id(name: str, location: str | None) -> str:
+    """The id of experiment ``name``, created (artifacts in ``location``) if missing."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return mlflow.create_experiment(name, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException as err:  # created meanwhile by a process that does not share this lock folder
+        found = mlflow.get_experiment_by_name(name)
+        if found is None or err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        return found.experiment_id
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -136,6 +178,85 @@ def find_run(experiment_id: str, key: str, value: str) -> Run | None:
     return runs[0] if runs else None
 
 
+def stable_key(value: Any) -> str:
+    """The 12-hex-digit SHA-256 of ``value`` as canonical JSON (sorted keys, ``str`` of anything else): the
+    identity of a run made from ``value`` (a config, or a list of a parent's key and settings)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class KeyedRun:
+    """The run of a key inside :func:`resumable_run`.
+
+    Attributes:
+        run_id: the run.
+        finished: a finished run was found: read it back, log nothing (no run is active).
+        resumed: an unfinished run of the key (an interrupted or killed command's) was reopened (it is active).
+    """
+
+    run_id: str
+    finished: bool
+    resumed: bool
+
+
+@contextmanager
+def owned(key: str, what: str, quiet: bool = False) -> Iterator[None]:
+    """Hold ``key`` for the ``with`` block: other processes on this store wait, saying once for what and for whom
+    unless ``quiet`` (:func:`evaluation.locks.exclusive`)."""
+    with exclusive(_lock_folder[0], key, what, quiet=quiet):
+        yield
+
+
+@contextmanager
+def resumable_run(experiment_id: str, key_tag: str, key: str, *, run_name: str, tags: Mapping[str, str],
+                  what: str, finish: bool = True) -> Iterator[KeyedRun]:
+    """The one way to produce a keyed run: own ``key``, find its run, reuse it if finished, else resume or start
+    it, and mark it finished when the block ends without an error.
+
+    Args:
+        experiment_id: the experiment.
+        key_tag: the tag name (without ``advaudio.``) that holds ``key``: ``run_key``, ``cell_key``, ...
+        key: the run's identity (:func:`stable_key`).
+        run_name: name of a new run.
+        tags: tags of the run (set again on a resumed run).
+        what: how a waiting command names it (e.g. ``"attack fgsm on .../none"``).
+        finish: tag the run finished at the end of the block (``False`` for a parent run that is finished
+            by a later step, after its children).
+
+    Yields:
+        :class:`KeyedRun`; the run is active unless ``finished``.
+    """
+    with owned(key, what):
+        found = find_run(experiment_id, tag(key_tag), key)
+        if found is not None and is_finished(found):
+            client = MlflowClient()
+            for name, value in tags.items():  # e.g. a new parent: tags are state, set again like a resumed run's
+                if found.data.tags.get(name) != value:
+                    client.set_tag(found.info.run_id, name, value)
+            yield KeyedRun(found.info.run_id, finished=True, resumed=False)
+            return
+        run_id = found.info.run_id if found is not None else None
+        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                              run_name=None if run_id else run_name, tags={**tags, tag(key_tag): key}) as run:
+            yield KeyedRun(run.info.run_id, finished=False, resumed=run_id is not None)
+            if finish:
+                mark_finished()
+
+
+def log_once(run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log ``metrics`` on ``run_id`` but those it already holds with the same value: what a model's run gains
+    after it finished (ε_r, sanity checks) is logged once however often a grid is rerun, or run twice at once."""
+    with owned(f"run-{run_id}", f"logging to run {run_id}", quiet=True):
+        held = MlflowClient().get_run(run_id).data.metrics
+        new = {k: float(v) for k, v in metrics.items() if not _same(held.get(k), float(v))}
+        if new:
+            mlflow.log_metrics(new, run_id=run_id)
+
+
+def _same(old: float | None, new: float) -> bool:
+    return old is not None and (old == new or (math.isnan(old) and math.isnan(new)))
+
+
 RECORD_ARTIFACT = "evaluation.json"
 """Per-clip record of an attack run (:func:`evaluation.harness.to_record`): intervals, curves, pairwise
 sanity checks and reports are rebuilt from it."""
@@ -168,12 +289,24 @@ def iter_runs(experiment_id: str, filter_string: str = "", client: MlflowClient 
 
 
 class EpochLogger:
-    """Trainer callback that logs each epoch's metrics to the active MLflow run, then calls ``then``."""
+    """Trainer callback that logs each epoch's metrics to the active MLflow run, then calls ``then``.
 
-    def __init__(self, then: Callable[[dict[str, float], int], None] | None = None) -> None:
+    Epochs in ``logged`` are not logged again: a run resumed from a checkpoint written just before a kill
+    repeats the epoch after it, which the killed command may have logged already (:func:`logged_steps`).
+    """
+
+    def __init__(self, then: Callable[[dict[str, float], int], None] | None = None,
+                 logged: frozenset[int] = frozenset()) -> None:
         self.then = then
+        self.logged = logged
 
     def __call__(self, metrics: dict[str, float], epoch: int) -> None:
-        mlflow.log_metrics(metrics, step=epoch)
+        if epoch not in self.logged:
+            mlflow.log_metrics(metrics, step=epoch)
         if self.then is not None:
             self.then(metrics, epoch)
+
+
+def logged_steps(run_id: str, key: str) -> frozenset[int]:
+    """The steps at which ``run_id`` logged metric ``key``."""
+    return frozenset(m.step for m in MlflowClient().get_metric_history(run_id, key))

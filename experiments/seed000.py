@@ -41,9 +41,9 @@ from evaluation.audio_out import write_adversarial_wavs, write_wav
 from evaluation.harness import victim_device
 from evaluation.metrics import confusion_matrix, snr_db
 from evaluation.seed000_metrics import matched_noise, noise_at_snr, random_targets, target_pairs
-from evaluation.tracking import RECORD_ARTIFACT, find_run, flatten, setup_tracking
+from evaluation.tracking import RECORD_ARTIFACT, flatten, log_once, resumable_run, setup_tracking, stable_key
 from experiments import STUDY_TAG
-from experiments.seed000_config import STUDY, AttackSpec, Seed000Eval, Study, check_classes, load_study, stable_key
+from experiments.seed000_config import STUDY, AttackSpec, Seed000Eval, Study, check_classes, load_study
 from experiments.seed000_report import final_predictions, log_tables, pair_matrix_figure, report, summarize
 from training.data import load_splits
 from victims.victim import Victim
@@ -64,12 +64,11 @@ def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, 
     MlflowClient().set_experiment_tag(exp_id, STUDY_TAG, STUDY)
     splits = load_splits(study.train_cfg["dataset"])
     check_classes(study, splits.class_names)
-    parent = find_run(exp_id, "advaudio.study_key", study.key)
-    tags = {"advaudio.kind": "study", "advaudio.study_key": study.key, STUDY_TAG: STUDY}
-    with mlflow.start_run(run_id=parent.info.run_id if parent else None,
-                          run_name=None if parent else f"study:{study.name}", tags=tags) as run:
-        parent_id = run.info.run_id
-        if parent is None:
+    tags = {"advaudio.kind": "study", STUDY_TAG: STUDY}
+    with resumable_run(exp_id, "study_key", study.key, run_name=f"study:{study.name}", tags=tags,
+                       what=f"study {study.name}", finish=False) as run:
+        parent_id = run.run_id
+        if not (run.finished or run.resumed):
             mlflow.log_dict(study.source, "study.yaml")
     tv = train_from_config(study.train_cfg, experiment=study.name, tracking_uri=tracking_uri, outputs=outputs,
                            splits=splits, parent_run_id=parent_id, extra_tags={STUDY_TAG: STUDY})
@@ -102,27 +101,21 @@ def _row_tags(tv: TrainedVictim, kind: str, name: str, key: str) -> dict[str, st
             "mlflow.parentRunId": tv.run_id}
 
 
-def _finished(exp_id: str, key: str) -> str | None:
-    done = find_run(exp_id, "advaudio.cell_key", key)
-    return done.info.run_id if done is not None and done.data.tags.get("advaudio.status") == "finished" else None
-
-
 def _clean_run(exp_id: str, study: Study, tv: TrainedVictim, labels: Tensor, logits: Tensor) -> str:
     """The clean row (Table 1's first line): predictions and confidences on the evaluation clips."""
-    key = stable_key(tv.key, "clean", asdict(study.evaluation))
-    done = _finished(exp_id, key)
-    if done:
-        return done
-    prob = logits.softmax(dim=1)
-    record = {"row": "clean", "mode": "clean", "paper": "clean", "class_names": tv.result.victim.class_names,
-              "labels": labels.tolist(), "clean_pred": prob.argmax(1).tolist(),
-              "clean_conf": prob.amax(1).tolist()}
-    with mlflow.start_run(run_name="clean", tags=_row_tags(tv, "clean", "clean", key)) as run:
+    key = stable_key([tv.key, "clean", asdict(study.evaluation)])
+    with resumable_run(exp_id, "cell_key", key, run_name="clean", tags=_row_tags(tv, "clean", "clean", key),
+                       what=f"study {study.name}: clean row") as run:
+        if run.finished:
+            return run.run_id
+        prob = logits.softmax(dim=1)
+        record = {"row": "clean", "mode": "clean", "paper": "clean", "class_names": tv.result.victim.class_names,
+                  "labels": labels.tolist(), "clean_pred": prob.argmax(1).tolist(),
+                  "clean_conf": prob.amax(1).tolist()}
         mlflow.log_params(flatten(asdict(study.evaluation), "evaluation."))
         mlflow.log_dict(record, RECORD_ARTIFACT)
-        mlflow.log_metrics(_finite(summarize(record, study.evaluation)))
-        mlflow.set_tag("advaudio.status", "finished")
-        return run.info.run_id
+        log_once(run.run_id, _finite(summarize(record, study.evaluation)))
+        return run.run_id
 
 
 def attempts_of(spec: AttackSpec, labels: Tensor, clean_pred: Tensor, class_names: list[str],
@@ -154,30 +147,30 @@ def _attack_run(exp_id: str, study: Study, tv: TrainedVictim, spec: AttackSpec, 
                 clean_pred: Tensor) -> str:
     """Run one attack row (or find it finished) and log its record, metrics, figures and WAVs."""
     ev = study.evaluation
-    key = stable_key(tv.key, spec.name, spec.config, asdict(ev))
-    done = _finished(exp_id, key)
-    if done:
-        return done
-    victim = tv.result.victim
-    names = victim.class_names
-    clips, targets = attempts_of(spec, labels, clean_pred, names, ev.seed)
-    torch.manual_seed(ev.seed)  # PGDn's random start
-    noise_gen = torch.Generator().manual_seed(ev.seed + 1)
-    found = _execute(victim, spec, waves, clean_pred, clips, targets, ev, noise_gen)
-    record = {"row": spec.name, "option": spec.option, "attack": spec.registry, "mode": spec.mode,
-              "paper": spec.paper, "class_names": names, "snr_trim": ev.snr_trim, "sample_rate": victim.sample_rate,
-              "labels": labels.tolist(), "clean_pred": clean_pred.tolist(), "clip": clips.tolist(),
-              "target": (targets if targets is not None else torch.full_like(clips, -1)).tolist(),
-              **{k: v.tolist() for k, v in found["per_attempt"].items()}}
-    record.update(_noise_at_mean_snr(victim, waves, record, ev.snr_trim, ev.batch_size, noise_gen))
-    with mlflow.start_run(run_name=spec.name, tags=_row_tags(tv, "attack", spec.name, key)) as run:
+    key = stable_key([tv.key, spec.name, spec.config, asdict(ev)])
+    with resumable_run(exp_id, "cell_key", key, run_name=spec.name, tags=_row_tags(tv, "attack", spec.name, key),
+                       what=f"study {study.name}: attack {spec.name}") as run:
+        if run.finished:
+            return run.run_id
+        victim = tv.result.victim
+        names = victim.class_names
+        clips, targets = attempts_of(spec, labels, clean_pred, names, ev.seed)
+        torch.manual_seed(ev.seed)  # PGDn's random start
+        noise_gen = torch.Generator().manual_seed(ev.seed + 1)
+        found = _execute(victim, spec, waves, clean_pred, clips, targets, ev, noise_gen)
+        record = {"row": spec.name, "option": spec.option, "attack": spec.registry, "mode": spec.mode,
+                  "paper": spec.paper, "class_names": names, "snr_trim": ev.snr_trim,
+                  "sample_rate": victim.sample_rate, "labels": labels.tolist(), "clean_pred": clean_pred.tolist(),
+                  "clip": clips.tolist(),
+                  "target": (targets if targets is not None else torch.full_like(clips, -1)).tolist(),
+                  **{k: v.tolist() for k, v in found["per_attempt"].items()}}
+        record.update(_noise_at_mean_snr(victim, waves, record, ev.snr_trim, ev.batch_size, noise_gen))
         mlflow.log_params({**flatten(spec.config, "attack."), **flatten(asdict(ev), "evaluation.")})
         mlflow.log_dict(record, RECORD_ARTIFACT)
-        mlflow.log_metrics(_finite(summarize(record, ev)))
+        log_once(run.run_id, _finite(summarize(record, ev)))
         _log_figures(record, spec)
         _log_wavs(found["examples"], victim.sample_rate, names, spec.name)
-        mlflow.set_tag("advaudio.status", "finished")
-        return run.info.run_id
+        return run.run_id
 
 
 def _execute(victim: Victim, spec: AttackSpec, waves: Tensor, clean_pred: Tensor, clips: Tensor,

@@ -25,14 +25,13 @@ compared with in the report's caption. Command-line overrides reach every key:
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from attacks import ATTACKS, Attack
 from attacks.base import ADAPTIVE_KEYS
 from defense.config import compose, load_option
+from evaluation.tracking import stable_key
 from victims.registry import ConfigError, check_kwargs, to_dataclass
 
 STUDY = "seed000"
@@ -113,12 +112,7 @@ class Study:
     @property
     def key(self) -> str:
         """Stable hash of the resolved study (the parent MLflow run is found by it)."""
-        return stable_key(self.source)
-
-
-def stable_key(*parts: Any) -> str:
-    """12-hex-digit hash of JSON-serialisable parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return stable_key([self.source])
 
 
 def load_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Study:

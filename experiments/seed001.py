@@ -17,7 +17,6 @@ as ``adversarial.pt`` for that).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -35,7 +34,7 @@ from defense.pipeline import TrainedVictim, train_from_config
 from defense.runner import select_examples
 from evaluation.audio_out import write_adversarial_wavs
 from evaluation.harness import victim_device
-from evaluation.tracking import find_run, setup_tracking
+from evaluation.tracking import log_once, resumable_run, setup_tracking, stable_key
 from evaluation.transfer import replay
 from experiments import STUDY_TAG
 from experiments.seed001_config import Study, load_study
@@ -61,10 +60,6 @@ class Attempts:
     labels: Tensor
     clip: Tensor
     targets: Tensor | None = None
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def untargeted_attempts(test: ClipSet, n_examples: int, seed: int) -> Attempts:
@@ -150,14 +145,12 @@ def _run(study: Study, tracking_uri: str | None, outputs: Path, progress: Progre
 
 
 def _parent_run(study: Study, exp_id: str) -> str:
-    key = _key(study.source)
-    previous = find_run(exp_id, "advaudio.study_key", key)
-    tags = {"advaudio.kind": "study", "advaudio.study_key": key, STUDY_TAG: STUDY}
-    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
-                          run_name=None if previous else f"study:{study.name}", tags=tags) as run:
-        if previous is None:
+    tags = {"advaudio.kind": "study", STUDY_TAG: STUDY}
+    with resumable_run(exp_id, "study_key", stable_key([study.source]), run_name=f"study:{study.name}", tags=tags,
+                       what=f"study {study.name}", finish=False) as run:
+        if not (run.finished or run.resumed):
             mlflow.log_dict(study.source, "study.json")  # JSON keeps the order of models and attacks
-        return run.info.run_id
+        return run.run_id
 
 
 def _attack(study: Study, exp_id: str, model: str, tv: TrainedVictim, label: str, attempts: Attempts
@@ -169,12 +162,25 @@ def _attack(study: Study, exp_id: str, model: str, tv: TrainedVictim, label: str
     """
     cfg, ev = study.attacks[label], study.evaluation
     scope = {k: v for k, v in asdict(ev).items() if k not in ("n_boot", "confidence", "wavs", "batch_size", "threads")}
-    key = _key(tv.key, label, cfg, study.fixed_snr_db, scope, study.targeted_classes if study.targeted[label] else None)
-    done = find_run(exp_id, "advaudio.cell_key", key)
-    if done is not None and done.data.tags.get("advaudio.status") == "finished":
-        return key, _read_crafted(done.info.run_id) if label in study.transfer else _nothing(attempts)
+    key = stable_key([tv.key, label, cfg, study.fixed_snr_db, scope,
+                      study.targeted_classes if study.targeted[label] else None])
     victim = tv.result.victim
     attack = create_attack(cfg["name"], **{k: v for k, v in cfg.items() if k != "name"})
+    tags = {"advaudio.kind": "attack", "advaudio.model": model, "advaudio.attack": label,
+            "advaudio.targeted": str(study.targeted[label]).lower(), "advaudio.domain": attack.domain,
+            "advaudio.norm": attack.norm, "advaudio.family": attack.family, "mlflow.parentRunId": tv.run_id}
+    with resumable_run(exp_id, "cell_key", key, run_name=f"{model}/{label}", tags=tags,
+                       what=f"study {study.name}: {label} on {model}") as run:
+        if run.finished:
+            return key, _read_crafted(run.run_id) if label in study.transfer else _nothing(attempts)
+        return key, _attack_logged(study, victim, attack, label, model, attempts, run.run_id)
+
+
+def _attack_logged(study: Study, victim: Victim, attack: Any, label: str, model: str, attempts: Attempts,
+                   run_id: str) -> tuple[Tensor, Tensor]:
+    """Craft, measure and log one attack in the active run; returns the successful attempts' indices and
+    adversarial waveforms."""
+    cfg, ev = study.attacks[label], study.evaluation
     device = victim_device(victim)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True):
         torch.manual_seed(ev.seed)
@@ -190,21 +196,14 @@ def _attack(study: Study, exp_id: str, model: str, tv: TrainedVictim, label: str
               **attempt_record(attempts.labels[base], clean_logits[base], adv_logits, attempts.waves[base],
                                adversarial, targets)}
     success = torch.tensor(record["success"], dtype=torch.bool)
-    tags = {"advaudio.kind": "attack", "advaudio.model": model, "advaudio.attack": label,
-            "advaudio.targeted": str(study.targeted[label]).lower(), "advaudio.domain": attack.domain,
-            "advaudio.norm": attack.norm, "advaudio.family": attack.family, "advaudio.cell_key": key,
-            "mlflow.parentRunId": tv.run_id}
-    with mlflow.start_run(run_id=done.info.run_id if done else None, run_name=None if done else f"{model}/{label}",
-                          tags=tags):
-        mlflow.log_params({f"attack.{k}": json.dumps(v)[:500] for k, v in cfg.items()})
-        mlflow.log_metrics(summary_metrics(record_frame(record), n_boot=ev.n_boot, level=ev.confidence, seed=ev.seed))
-        mlflow.log_dict(record, RECORD)
-        crafted = (base[success], adversarial[success])
-        if label in study.transfer:
-            _log_tensors({"index": crafted[0], "adversarial": crafted[1]}, ADVERSARIAL)
-        _log_wavs(victim, attempts, base, adversarial, success, ev.wavs, label)
-        mlflow.set_tag("advaudio.status", "finished")
-    return key, crafted
+    mlflow.log_params({f"attack.{k}": json.dumps(v)[:500] for k, v in cfg.items()})
+    log_once(run_id, summary_metrics(record_frame(record), n_boot=ev.n_boot, level=ev.confidence, seed=ev.seed))
+    mlflow.log_dict(record, RECORD)
+    crafted = (base[success], adversarial[success])
+    if label in study.transfer:
+        _log_tensors({"index": crafted[0], "adversarial": crafted[1]}, ADVERSARIAL)
+    _log_wavs(victim, attempts, base, adversarial, success, ev.wavs, label)
+    return crafted
 
 
 @torch.no_grad()
@@ -269,17 +268,14 @@ def _log_wavs(victim: Victim, attempts: Attempts, base: Tensor, adversarial: Ten
 def _transfer(study: Study, exp_id: str, parent: str, label: str, attack_keys: list[str],
               victims: dict[str, Victim], attempts: Attempts, crafted: dict[str, tuple[Tensor, Tensor]]) -> None:
     """Replay one attack's examples of every model on every model (Table 5), unless already logged."""
-    key = _key("transfer", label, attack_keys)
-    done = find_run(exp_id, "advaudio.cell_key", key)
-    if done is not None and done.data.tags.get("advaudio.status") == "finished":
-        return
-    record = replay(label, victims, attempts.waves, attempts.labels, crafted, batch_size=study.evaluation.batch_size)
-    tags = {"advaudio.kind": "transfer", "advaudio.attack": label, "advaudio.cell_key": key,
-            "mlflow.parentRunId": parent}
-    with mlflow.start_run(run_id=done.info.run_id if done else None, run_name=None if done else f"transfer/{label}",
-                          tags=tags):
-        mlflow.log_dict(record.to_dict(), TRANSFER)
-        mlflow.set_tag("advaudio.status", "finished")
+    key = stable_key(["transfer", label, attack_keys])
+    tags = {"advaudio.kind": "transfer", "advaudio.attack": label, "mlflow.parentRunId": parent}
+    with resumable_run(exp_id, "cell_key", key, run_name=f"transfer/{label}", tags=tags,
+                       what=f"study {study.name}: transfer of {label}") as run:
+        if not run.finished:
+            record = replay(label, victims, attempts.waves, attempts.labels, crafted,
+                            batch_size=study.evaluation.batch_size)
+            mlflow.log_dict(record.to_dict(), TRANSFER)
 
 
 def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:

@@ -16,7 +16,6 @@ CNN on the original audio) holding metrics and the per-recording record ``seed00
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -32,7 +31,7 @@ from attacks import create_attack
 from defense.pipeline import train_from_config
 from evaluation.audio_out import write_adversarial_wavs, write_wav
 from evaluation.stored import open_experiment
-from evaluation.tracking import find_run, iter_runs, setup_tracking
+from evaluation.tracking import iter_runs, log_once, resumable_run, setup_tracking, stable_key
 from experiments import STUDY_TAG
 from experiments.seed003_config import STUDY, EvalOptions, Study, load_study
 from experiments.seed003_eval import choose_recordings, record, run_input, waveform_probs
@@ -47,10 +46,6 @@ RECORD = "seed003.json"
 EVAL_KIND = "seed003_eval"
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | None, outputs: Path,
         progress: Progress) -> str:
     """Train, attack, reconstruct and log the study (see the module docstring); returns the experiment name.
@@ -62,13 +57,11 @@ def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | N
     exp_id = setup_tracking(study.name, tracking_uri, outputs)
     MlflowClient().set_experiment_tag(exp_id, STUDY_TAG, STUDY)
     uri = mlflow.get_tracking_uri()
-    study_key = _key(study.source)
-    previous = find_run(exp_id, "advaudio.study_key", study_key)
-    tags = {"advaudio.kind": "study", "advaudio.study_key": study_key}
-    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
-                          run_name=None if previous else f"study:{study.name}", tags=tags) as parent:
-        parent_id = parent.info.run_id
-        if previous is None:
+    study_key = stable_key([study.source])
+    with resumable_run(exp_id, "study_key", study_key, run_name=f"study:{study.name}",
+                       tags={"advaudio.kind": "study"}, what=f"study {study.name}", finish=False) as parent:
+        parent_id = parent.run_id
+        if not (parent.finished or parent.resumed):
             mlflow.log_dict(study.source, "study.yaml")
     for fold in study.folds():
         _run_fold(study, fold, parent_id, study_key, uri, outputs, progress)
@@ -121,21 +114,20 @@ def _evaluation(study: Study, fold: int | None, name: str, parent_id: str, study
                 measure: Callable[[], tuple[dict[str, Any], list[Any]]]) -> None:
     """Log one evaluation run (metrics, record, WAVs), or skip it when a finished one exists."""
     exp_id = mlflow.get_experiment_by_name(study.name).experiment_id
-    key = _key(study_key, fold, name)
-    done = find_run(exp_id, "advaudio.cell_key", key)
-    if done is not None and done.data.tags.get("advaudio.status") == "finished":
-        return
-    tags = {"advaudio.kind": EVAL_KIND, "advaudio.cell_key": key, "advaudio.fold": str(fold),
-            "advaudio.input": name, "mlflow.parentRunId": parent_id}
+    key = stable_key([study_key, fold, name])
+    tags = {"advaudio.kind": EVAL_KIND, "advaudio.fold": str(fold), "advaudio.input": name,
+            "mlflow.parentRunId": parent_id}
     run_name = name if fold is None else f"fold{fold}/{name}"
-    with mlflow.start_run(run_id=done.info.run_id if done else None, run_name=None if done else run_name, tags=tags):
+    with resumable_run(exp_id, "cell_key", key, run_name=run_name, tags=tags,
+                       what=f"study {study.name}: {run_name}") as run:
+        if run.finished:
+            return
         data, examples = measure()
         attacks = [] if name == "original" else [*study.attacks, *study.controls()]
         mlflow.log_dict({"fold": fold, "input": name, "attacks": attacks, "class_names": splits.class_names,
                          "data": data}, RECORD)
-        mlflow.log_metrics(_metrics(data, study.evaluation))
+        log_once(run.run_id, _metrics(data, study.evaluation))
         _log_wavs(examples, name, splits)
-        mlflow.set_tag("advaudio.status", "finished")
 
 
 def _metrics(data: dict[str, Any], ev: EvalOptions) -> dict[str, float]:
