@@ -148,6 +148,7 @@ def warn_if_large(n_params: int, what: str, limit: int = LARGE_MODEL_PARAMETERS)
 
 
 def _run_name(cfg: dict[str, Any]) -> str:
-    parts = [cfg["dataset"].get("name"), cfg["frontend"].get("name"), cfg["victim"].get("backbone"),
-             (cfg.get("defense") or {}).get("name", "clean")]
+    """``victim/defense/frontend/dataset``: what tells models apart first, so a cut name in the UI still does."""
+    parts = [cfg["victim"].get("backbone"), (cfg.get("defense") or {}).get("name", "clean"),
+             cfg["frontend"].get("name"), cfg["dataset"].get("name")]
     return "/".join(str(p) for p in parts)

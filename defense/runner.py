@@ -35,6 +35,7 @@ from defense.grid_transfer import load_crafted, log_crafted, log_grid_transfer
 from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, certify_settings,
                                deployed, is_smoothing, transform_config, violation_check)
 from defense.transformed import is_transform
+from defense.worst_case import log_worst_cases
 from evaluation.config import EvalConfig
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation import metrics as M
@@ -203,6 +204,8 @@ def run_column(grid: Grid, column: ModelColumn, parent_run_id: str | None, track
             if len(found) == 2:
                 masking[defense].append(sanity.check_gradient_masking(
                     found["naive"], found["adaptive"], n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed))
+    log_worst_cases(grid, column.tags, {d: (tv.run_id, tv.key) for d, tv in trained.items()}, evals, eval_runs,
+                    _log_ratio)
     _log_curves(grid, evals, {d: tv.run_id for d, tv in trained.items()})
     for defense, tv in trained.items():
         extra = masking[defense]
@@ -248,8 +251,20 @@ def _log_ratio(grid: Grid, option: str, mode: str, ev: AttackEvaluation, origina
     name = option + (".adaptive" if mode == "adaptive" else "")
     on_model = {f"{k}.{name}": ratio[k] for k in ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")}
     on_model[f"fooling_auc.{name}"] = ev.summary["fooling_auc"]
+    on_model = {k: _shown(v) for k, v in on_model.items()}  # the UI's columns: the attack run keeps full precision
+    on_model[f"verdict.{name}"] = VERDICT_VALUE[stats.verdict(ratio["eps_r_ci_low"], ratio["eps_r_ci_high"])]
     _log_to(model_run_id, on_model)
     return ratio
+
+
+VERDICT_VALUE = {"↑": 1.0, "≈": 0.0, "↓": -1.0}
+"""Table III's verdict as a metric (``verdict.<attack>`` on a defended model's run): +1 ε_r's interval above 1,
+−1 below, 0 undecided."""
+
+
+def _shown(value: float) -> float:
+    """A value as the UI shows it: four significant digits."""
+    return float(f"{value:.4g}") if math.isfinite(value) else value
 
 
 def _accuracy_metrics(grid: Grid, victim: Victim, test: ClipSet, name: str) -> dict[str, float]:
@@ -269,7 +284,7 @@ def _wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     metrics = _accuracy_metrics(grid, deployed(base.result.victim, defense_cfg), test, "test_accuracy")
     run_tags = {**column.tags(defense), **tags(kind="defend", base_run=base.run_id, grid_run=parent_run_id)}
-    with resumable_run(exp_id, "run_key", key, run_name=f"{column.label}/{defense}", tags=run_tags,
+    with resumable_run(exp_id, "run_key", key, run_name=f"{column.victim}/{defense}/{column.frontend}/{column.dataset}", tags=run_tags,
                        what=f"wrapping {column.label}/{defense}") as run:
         if not run.finished:
             if not run.resumed:

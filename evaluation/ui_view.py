@@ -13,14 +13,17 @@ import re
 
 from mlflow.tracking import MlflowClient
 
+from evaluation.ensemble import is_ensemble
 from evaluation.tracking import iter_runs, tag
 
 VIEW_KEY = "advaudio"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 KIND_TAG = "mlflow.experimentKind"
-COLUMN_METRICS = re.compile(r"^(eps_r|eps_r_ci_low|eps_r_ci_high|eps_r_p|fooling_auc)\.|^test_accuracy(_ci_low|_ci_high)?$")
-"""Metrics of a training run shown as columns: per-attack ε_r (with interval and p-value), fooling AUC, and
-the test accuracy with its Wilson interval."""
+PER_ATTACK = ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "verdict", "eps_r_p", "broke_share", "fooling_auc")
+"""Per-attack metrics of a model's run shown as columns, in this order for each attack."""
+COLUMN_METRICS = re.compile(rf"^({'|'.join(PER_ATTACK)})\.|^test_accuracy(_ci_low|_ci_high)?$")
+"""Metrics of a training run shown as columns: per-attack ε_r (with interval, verdict and p-value), the share of
+the base set the attack broke, fooling AUC, and the test accuracy with its Wilson interval."""
 COORDINATES = ("dataset", "frontend", "victim", "defense", "seed")
 MODELS_FILTER = f"tags.`{tag('run_key')}` LIKE '%'"
 """Runs of a model: trained ones and trained ones wrapped in an input transform (``advaudio.kind`` ``train`` or
@@ -45,10 +48,19 @@ def save_runs_view(experiment_id: str, client: MlflowClient | None = None) -> li
     keys: set[str] = set()
     for run in iter_runs(experiment_id, MODELS_FILTER, client):
         keys.update(k for k in run.data.metrics if COLUMN_METRICS.match(k))
-    ordered = sorted(keys, key=lambda k: (k.split(".")[-1] if "." in k else "", k.split(".")[0]))
+    ordered = sorted(keys, key=_column_rank)
     client.set_experiment_tag(experiment_id, KIND_TAG, "custom_model_development")
     client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(view_state(ordered)))
     return ordered
+
+
+def _column_rank(key: str) -> tuple[int, str, int]:
+    """Columns left to right: the worst case over each attack group (the headline), the test accuracy, then each
+    attack's ε_r, interval, verdict, p-value, broken share and fooling AUC."""
+    metric, _, attack = key.partition(".")
+    if not attack:
+        return 1, "", ("test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high").index(metric)
+    return (0 if is_ensemble(attack) else 2), attack, PER_ATTACK.index(metric)
 
 
 def view_url(base: str, experiment_id: str) -> str:

@@ -1,0 +1,280 @@
+"""A plan's wall time: a short calibration of each backbone × representation on the training device, times the
+clip-passes the plan counts (:mod:`defense.plan`), printed as a table and logged beside a run's measured time.
+
+Calibration builds each victim from its config as training does (random weights) at the real input size (the
+data set's rate × clip length through the real front-end) and times, after one warm-up, each kind of pass
+(:mod:`defense.passes`) on a batch of the training batch size or, where one such batch would take longer than
+:data:`CALIBRATION_SECONDS`, on fewer clips scaled per clip (a small batch runs slower per clip than a large
+one, so the estimate then errs long). Training passes include the optimiser step and, on CUDA with
+``train.amp``, bfloat16 autocast. What no pass covers — data loading, MLflow logging, bootstrap intervals,
+plots — is left out of the estimate.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from defense.passes import KINDS, Passes
+from defense.plan import Combo, Plan
+from training.trainer import resolve_device
+from victims.victim import Victim, build_victim
+
+log = logging.getLogger(__name__)
+CALIBRATION_SECONDS = 0.5
+"""Longest a calibration batch of one kind may take; larger batches are cut to fit (per-clip time scaled)."""
+REPEATS = 3
+"""Timed calls per kind of pass (after a warm-up); the fastest counts."""
+PROBE_CLIPS = 2
+"""Clips of the first calibration batch, which sizes the second."""
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Seconds per clip-pass of each kind, measured on ``batch`` clips on ``device``."""
+
+    train: float
+    grad: float
+    backward: float
+    forward: float
+    fe_forward: float
+    fe_backward: float
+    batch: int
+    device: str
+
+    def seconds(self, passes: Passes) -> float:
+        return sum(getattr(self, kind) * getattr(passes, kind) for kind in KINDS)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = REPEATS) -> float:
+    """Seconds of one ``fn()``: the fastest of ``repeats`` calls after a warm-up call (the minimum is the
+    estimate least disturbed by other work on the machine, as ``timeit`` advises)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: bool) -> dict[str, float]:
+    """Seconds of one pass of each kind on the batch ``wave``."""
+    opt = torch.optim.Adam(victim.parameters(), lr=1e-9)
+    labels = torch.zeros(wave.shape[0], dtype=torch.long, device=device)
+    with torch.no_grad():
+        rep = victim.represent(wave)
+    victim.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        out["fe_forward"] = _timed(lambda: victim.frontend(wave), device)
+        out["forward"] = _timed(lambda: victim.classify(rep), device)
+    w = wave.clone().requires_grad_(True)
+    out["fe_backward"] = _timed(lambda: torch.autograd.grad(victim.frontend(w).sum(), w), device) - out["fe_forward"]
+    x = rep.clone().requires_grad_(True)
+    out["grad"] = _timed(lambda: victim.classify(x), device)
+    both = _timed(lambda: torch.autograd.grad(F.cross_entropy(victim.classify(x), labels), x), device)
+    out["backward"] = max(both - out["grad"], 0.0)
+    victim.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
+        else contextlib.nullcontext()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(victim.classify(rep), labels)
+        loss.backward()
+        opt.step()
+
+    out["train"] = _timed(step, device)
+    victim.eval()
+    out["fe_backward"] = max(out["fe_backward"], 0.0)
+    return out
+
+
+def calibrate(cfg: dict[str, Any], num_classes: int, sample_rate: int, num_samples: int, batch: int,
+              budget_s: float = CALIBRATION_SECONDS) -> Speeds:
+    """Seconds per clip-pass of the victim of a training config (``frontend``, ``victim``, ``train``) at the real
+    input size, on its ``train.device`` (see the module docstring)."""
+    device = resolve_device(str(cfg["train"].get("device", "auto")))
+    amp = bool(cfg["train"].get("amp", True))
+    torch.manual_seed(0)
+    victim = build_victim(cfg["frontend"], cfg["victim"], [str(c) for c in range(num_classes)], sample_rate,
+                          num_samples).to(device)
+    gen = torch.Generator().manual_seed(0)
+
+    def times(clips: int) -> dict[str, float]:
+        wave = 0.1 * torch.randn(clips, 1, num_samples, generator=gen).to(device)
+        return {k: v / clips for k, v in _pass_times(victim, wave, device, amp).items()}
+
+    probe = min(batch, PROBE_CLIPS)
+    per_clip = times(probe)
+    size = max(probe, min(batch, int(budget_s / max(sum(per_clip.values()), 1e-9))))
+    if size > probe:
+        per_clip = times(size)
+    return Speeds(**per_clip, batch=size, device=str(device))
+
+
+def calibrate_plan(plan: Plan, budget_s: float = CALIBRATION_SECONDS) -> dict[Combo, Speeds]:
+    """:func:`calibrate` for each combo of ``plan`` (once per distinct configuration and input size)."""
+    found: dict[str, Speeds] = {}
+    out = {}
+    for combo, cfg in plan.configs.items():
+        size = plan.sizes[combo.dataset]
+        key = json.dumps([cfg["frontend"], cfg["victim"], cfg["train"].get("device"), size.num_classes,
+                          size.sample_rate, size.num_samples], sort_keys=True, default=str)
+        if key not in found:
+            found[key] = calibrate(cfg, size.num_classes, size.sample_rate, size.num_samples,
+                                   plan.batch_sizes[combo][0], budget_s)
+            log.info("calibrated %s/%s/%s: %s", *asdict(combo).values(), found[key])
+        out[combo] = found[key]
+    return out
+
+
+@dataclass
+class Row:
+    """One line of the plan's table."""
+
+    combo: Combo
+    models: int = 0
+    runs: int = 0
+    clips: int = 0
+    clip_runs: int = 0
+    passes: Passes = field(default_factory=Passes)
+    train_s: float = 0.0
+    eval_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.eval_s
+
+
+@dataclass
+class Estimate:
+    """A plan with its times: per combo rows and the total, in seconds."""
+
+    plan: Plan
+    speeds: dict[Combo, Speeds]
+    rows: list[Row]
+
+    @property
+    def total(self) -> Row:
+        out = Row(Combo("total", "", ""))
+        for r in self.rows:
+            out.models, out.runs, out.clips = out.models + r.models, out.runs + r.runs, out.clips + r.clips
+            out.clip_runs, out.passes = out.clip_runs + r.clip_runs, out.passes + r.passes
+            out.train_s, out.eval_s = out.train_s + r.train_s, out.eval_s + r.eval_s
+        return out
+
+
+def estimate(plan: Plan, speeds: dict[Combo, Speeds]) -> Estimate:
+    """Per-combo counts and seconds of ``plan`` with the calibrated ``speeds``."""
+    rows: dict[Combo, Row] = {}
+    for item in plan.items:
+        row = rows.setdefault(item.combo, Row(item.combo))
+        row.models += item.models
+        row.runs += item.runs
+        row.clips += item.clips
+        row.clip_runs += item.clip_runs
+        row.passes = row.passes + item.passes
+        seconds = speeds[item.combo].seconds(item.passes)
+        if item.phase == "train":
+            row.train_s += seconds
+        else:
+            row.eval_s += seconds
+    return Estimate(plan, speeds, list(rows.values()))
+
+
+def hours(seconds: float) -> str:
+    """``12.3 h``, ``45 min`` or ``30 s``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def format_plan(est: Estimate) -> str:
+    """The plan as text: data sizes, the per-combo table with its total, and what the numbers mean."""
+    plan = est.plan
+    devices = sorted({s.device for s in est.speeds.values()})
+    batches = sorted({s.batch for s in est.speeds.values()})
+    lines = [f"# Plan of {plan.name} on {', '.join(devices)} (calibration batch {', '.join(map(str, batches))} "
+             "clips; nothing is trained or attacked)", ""]
+    for name, size in plan.sizes.items():
+        lines.append(f"{name}: train {size.train}, val {size.val}, test {size.test} clips, {size.num_classes} "
+                     f"classes, {size.num_samples} samples at {size.sample_rate} Hz"
+                     + (" (documented size, not read)" if size.source == "documented" else " (read from the data)"))
+    head = ("dataset", "representation", "backbone", "models", "attack runs", "clip attacks", "clip runs <=",
+            "passes (M)", "train", "evaluation <=", "total <=")
+    body = [(r.combo.dataset, r.combo.frontend, r.combo.victim, str(r.models), str(r.runs), str(r.clips),
+             str(r.clip_runs), f"{r.passes.backbone / 1e6:.3g}", hours(r.train_s), hours(r.eval_s), hours(r.total_s))
+            for r in [*est.rows, est.total]]
+    widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
+    fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines += ["", fmt.format(*head), *(fmt.format(*row) for row in body), ""]
+    total = est.total
+    lines.append(f"Estimated wall time: {hours(total.total_s)} at most (training {hours(total.train_s)}, "
+                 f"evaluation {hours(total.eval_s)}).")
+    lines.append("Passes: clips through the backbone (training, attack and evaluation forwards). Training counts are "
+                 "exact without early stopping (train.patience: null), else an upper bound; attack counts are "
+                 "upper bounds (every clip in the base set, every early-stopping loop at its cap, every ε* search "
+                 "at its deepest: the sweep's budgets plus the bisection to eval_rtol, or the halving to the "
+                 "floor). Clip attacks = evaluations × clips; clip runs = attack runs at one budget summed over "
+                 "clips. Not estimated: data loading, logging, intervals and plots.")
+    lines += [f"Note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def plan_record(est: Estimate) -> dict[str, Any]:
+    """The plan as JSON-ready data (``plan.json`` on the grid's run)."""
+    total = est.total
+    return {"name": est.plan.name, "wall_s": total.total_s, "train_s": total.train_s, "eval_s": total.eval_s,
+            "passes": total.passes.as_dict(), "notes": est.plan.notes,
+            "sizes": {k: asdict(v) for k, v in est.plan.sizes.items()},
+            "rows": [{**asdict(r.combo), "models": r.models, "attack_runs": r.runs, "clip_attacks": r.clips,
+                      "clip_runs": r.clip_runs, "passes": r.passes.as_dict(), "train_s": r.train_s,
+                      "eval_s": r.eval_s} for r in est.rows],
+            "speeds": {f"{c.dataset}/{c.frontend}/{c.victim}": asdict(s) for c, s in est.speeds.items()}}
+
+
+def log_outcome(run_id: str, est: Estimate, wall_s: float, measured: Passes | None) -> None:
+    """Log the plan beside what the run measured on the grid's MLflow run: ``plan.json``, metrics
+    ``plan.wall_s``, ``plan.passes.<kind>``, ``measured.wall_s``, ``measured.passes.<kind>`` (when counted) and
+    ``measured.wall_ratio`` (measured ÷ planned wall time)."""
+    import mlflow
+
+    record = plan_record(est)
+    metrics = {"plan.wall_s": record["wall_s"], "plan.train_s": record["train_s"], "plan.eval_s": record["eval_s"],
+               **{f"plan.passes.{k}": float(v) for k, v in record["passes"].items()},
+               "measured.wall_s": wall_s, "measured.wall_ratio": wall_s / max(record["wall_s"], 1e-9)}
+    if measured is not None:
+        metrics.update({f"measured.passes.{k}": float(v) for k, v in measured.as_dict().items()})
+        record["measured_passes"] = measured.as_dict()
+    record["measured_wall_s"] = wall_s
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(record, "plan.json")
+
+
+@contextlib.contextmanager
+def measuring(counting: bool) -> Iterator[Callable[[], tuple[float, Passes | None]]]:
+    """Time the block and, when ``counting``, count its clip-passes (:class:`defense.passes.PassCounter`); yields a
+    function returning ``(seconds so far, passes or None)``."""
+    from defense.passes import PassCounter
+
+    counter = PassCounter() if counting else None
+    start = time.perf_counter()
+    with counter if counter is not None else contextlib.nullcontext():
+        yield lambda: (time.perf_counter() - start, counter.passes if counter is not None else None)
