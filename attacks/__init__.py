@@ -2,7 +2,9 @@
 
 Importing the package registers every attack in :data:`attacks.base.ATTACKS`.
 """
-from attacks import art_adapter, cw, deepfool, gradient, jsma, lbfgs, nes, noise  # noqa: F401  (registration)
+from attacks import (  # noqa: F401  (registration)
+    apgd, art_adapter, cw, deepfool, fmn, gradient, jsma, lbfgs, nes, noise, square,
+)
 from attacks.base import ATTACKS, Attack, AttackResult, create_attack
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "create_attack"]

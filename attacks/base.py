@@ -24,7 +24,7 @@ from victims.bounds import Bounds
 from victims.registry import ConfigError, Registry
 from victims.victim import DOMAINS, Domain, Victim
 
-Norm = Literal["linf", "l2", "l0"]
+Norm = Literal["linf", "l2", "l1", "l0"]
 FAMILIES = ("single_step", "iterative", "minimum_norm", "black_box", "baseline")
 """What an attack is, for sanity checks and tables: a one-step gradient attack (FGSM), an iterative
 gradient attack (BIM, PGD), a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA), a black-box attack
@@ -104,7 +104,7 @@ class Attack(ABC):
     """Base of every attack.
 
     Class attributes set by subclasses:
-        norm: distance the attack measures (``"linf"``, ``"l2"`` or ``"l0"``).
+        norm: distance the attack measures (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``).
         fixed_budget: ``True`` when the attack takes a budget ``eps`` (FGSM, BIM, PGD, NES,
             noise); ``False`` for minimum-norm attacks (DeepFool, C&W, L-BFGS, JSMA).
         family: one of :data:`FAMILIES`; tables put baselines and single-step attacks in their own

@@ -61,3 +61,37 @@ def class_loss(logits: Tensor, labels: Tensor, targets: Tensor | None,
     if targets is not None:
         return F.cross_entropy(logits, targets, reduction="none")
     return untargeted(logits, labels)
+
+
+def _sorted_logit(logits: Tensor, rank: int) -> Tensor:
+    """The ``rank``-th largest logit per example (1-based), clamped to the number of classes."""
+    return logits.sort(dim=1, descending=True).values[:, min(rank, logits.shape[1]) - 1]
+
+
+def dlr(logits: Tensor, cls: Tensor) -> Tensor:
+    """Difference of logits ratio (Croce & Hein 2020, Eq. 5): ``−(Z_y − max_{i≠y} Z_i) / (Z_π1 − Z_π3)``.
+
+    ``π`` sorts the logits in decreasing order. Invariant to shifting and scaling the logits; needs at
+    least three classes.
+
+    Raises:
+        ValueError: for fewer than three classes (there is no third-largest logit).
+    """
+    if logits.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs at least 3 classes, got {logits.shape[1]}")
+    return -class_margin(logits, cls) / (_sorted_logit(logits, 1) - _sorted_logit(logits, 3) + 1e-12)
+
+
+def dlr_targeted(logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """Targeted DLR (Croce & Hein 2020, Eq. 6): ``−(Z_y − Z_t) / (Z_π1 − (Z_π3 + Z_π4)/2)``.
+
+    With three classes ``Z_π4`` is read as ``Z_π3`` (the untargeted denominator); it needs at least three.
+
+    Raises:
+        ValueError: for fewer than three classes.
+    """
+    if logits.shape[1] < 3:
+        raise ValueError(f"the targeted DLR loss needs at least 3 classes, got {logits.shape[1]}")
+    gap = _own(logits, labels) - _own(logits, targets)
+    scale = _sorted_logit(logits, 1) - 0.5 * (_sorted_logit(logits, 3) + _sorted_logit(logits, 4))
+    return -gap / (scale + 1e-12)

@@ -27,15 +27,17 @@ def norms(t: Tensor) -> Tensor:
 
 
 def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-example norm of ``delta`` (leading dim = examples) in ``linf``, ``l2`` or ``l0``."""
+    """Per-example norm of ``delta`` (leading dim = examples) in ``linf``, ``l2``, ``l1`` or ``l0``."""
     flat = delta.flatten(1)
     if norm == "linf":
         return flat.abs().amax(dim=1)
     if norm == "l2":
         return flat.norm(p=2, dim=1)
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
     if norm == "l0":
         return (flat != 0).sum(dim=1).to(delta.dtype)
-    raise ValueError(f"unknown norm '{norm}'; known: linf, l2, l0")
+    raise ValueError(f"unknown norm '{norm}'; known: linf, l2, l1, l0")
 
 
 class LinfBall:
@@ -80,6 +82,32 @@ def per_example(eps: float | Tensor, like: Tensor, idx: Tensor | None = None) ->
     if not isinstance(eps, Tensor):
         return eps
     return batch_view(eps if idx is None else eps[idx], like)
+
+
+def project_l1(delta: Tensor, eps: Tensor) -> Tensor:
+    """Euclidean projection of each example of ``delta`` onto the L1 ball of radius ``eps`` (``(N,)``),
+    by sorting (Duchi, Shalev-Shwartz, Singer & Chandra 2008, "Efficient projections onto the l1-ball")."""
+    flat = delta.flatten(1)
+    radius = eps.to(flat.dtype).view(-1, 1)
+    mu = flat.abs().sort(dim=1, descending=True).values
+    cumsum = mu.cumsum(dim=1)
+    ranks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    count = (mu * ranks > cumsum - radius).sum(dim=1, keepdim=True).clamp_min(1)  # the condition holds on a prefix
+    theta = (cumsum.gather(1, count - 1) - radius) / count.to(flat.dtype)
+    shrunk = flat.sign() * (flat.abs() - theta).clamp_min(0)
+    inside = flat.abs().sum(dim=1, keepdim=True) <= radius
+    return torch.where(inside, flat, shrunk).view_as(delta)
+
+
+def project_l0(delta: Tensor, eps: Tensor) -> Tensor:
+    """Keep each example's ``⌊eps⌋`` entries of largest magnitude (``eps``: ``(N,)``), zero the rest
+    (ties at the threshold are kept)."""
+    flat = delta.flatten(1)
+    keep = eps.floor().to(torch.int64).clamp(0, flat.shape[1]).view(-1, 1)
+    ranked = flat.abs().sort(dim=1, descending=True).values
+    threshold = ranked.gather(1, (keep - 1).clamp_min(0))
+    mask = (flat.abs() >= threshold) & (keep > 0)
+    return (flat * mask).view_as(delta)
 
 
 BALLS = {"linf": LinfBall(), "l2": L2Ball()}

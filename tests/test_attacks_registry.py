@@ -31,6 +31,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "cw_multiscale": {"learning_rate": 0.01, "clip_eps": 0.3},
     "cw_l2": {"learning_rate": 0.1},
     "lbfgs": {"initial_const": 1.0},
+    "fmn_l0": {"steps": 60},  # L0's constraint grows by about one entry per step from 1
+    "square_linf": {"max_queries": 300},  # each query is one step of a random search: keep the test short
+    "square_l2": {"max_queries": 300},
 }
 SINGLE_STEP = {"fgsm"}  # one step cannot be expected to reach a target; it must move towards it
 # Budgets per (norm, domain); the largest is where the waveform check expects some success.
