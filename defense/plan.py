@@ -56,6 +56,8 @@ class Item:
         clips: clips attacked (attack items).
         clip_runs: attack runs summed over the attacked clips (budgets of the ε* search), at most.
         models: models this item trains or wraps.
+        expected: the plan's expectation of ``passes`` where it differs from the bound
+            (:data:`defense.plan_attacks.EXPECTED_SHARE`, :func:`defense.plan_attacks.expected_search`).
     """
 
     combo: Combo
@@ -67,6 +69,12 @@ class Item:
     clips: int = 0
     clip_runs: int = 0
     models: int = 0
+    expected: Passes | None = None
+
+    @property
+    def likely(self) -> Passes:
+        """The expected passes (the bound where the plan expects no less)."""
+        return self.passes if self.expected is None else self.expected
 
 
 @dataclass
@@ -82,11 +90,12 @@ class Plan:
     batch_sizes: dict[Combo, tuple[int, int]]
     notes: list[str] = field(default_factory=list)
 
-    def passes(self, phase: str | None = None) -> Passes:
+    def passes(self, phase: str | None = None, expected: bool = False) -> Passes:
+        """The passes of every item (of one ``phase``): at most, or ``expected``."""
         out = Passes()
         for item in self.items:
             if phase is None or item.phase == phase:
-                out = out + item.passes
+                out = out + (item.likely if expected else item.passes)
         return out
 
 
@@ -153,7 +162,8 @@ def draws_of(attack_cfg: dict[str, Any], defense_cfg: dict[str, Any]) -> int:
     return int(attack_cfg["eot_samples"]) if TRANSFORMS.get(transform["transform"]).random else 1
 
 
-def checks_cost(attack: Attack, ev_cfg: EvalConfig, clips: int, num_classes: int, draws: int) -> Passes:
+def checks_cost(attack: Attack, ev_cfg: EvalConfig, clips: int, num_classes: int, draws: int,
+                expected: bool = False) -> Passes:
     """An attack run's extras in the runner: the full monotonicity sweep of a fixed-budget untargeted attack
     on ``monotone_sample`` clips, and the representations of the saved examples and of the report's example
     (at most two front-end passes each)."""
@@ -162,7 +172,7 @@ def checks_cost(attack: Attack, ev_cfg: EvalConfig, clips: int, num_classes: int
         m = min(ev_cfg.monotone_sample, clips)
         from defense.plan_attacks import run_cost
 
-        per_run = run_cost(attack, num_classes, draws).passes + model_call(1, attack.domain, graph=False)
+        per_run = run_cost(attack, num_classes, draws, expected).passes + model_call(1, attack.domain, graph=False)
         to_domain = Passes(fe_forward=m if attack.domain == "representation" else 0)
         out = out + model_call(m, "waveform", graph=False) + to_domain + per_run * (m * ev_cfg.n_budgets)
     return out
@@ -218,8 +228,11 @@ def plan_grid(grid: Grid) -> Plan:
             if cfg["defense"].get("eps") == "auto":
                 fgsm = create_attack("fgsm", domain=cfg["defense"].get("domain", "representation"),
                                      norm=cfg["defense"].get("norm", "l2"))
-                found = evaluation_cost(fgsm, ev_cfg, min(ev_cfg.n_examples, size.val), size.num_classes)
-                items.append(Item(combo, "auto_eps", f"{where}/{defense}", found.passes, False))
+                clips = min(ev_cfg.n_examples, size.val)
+                found = evaluation_cost(fgsm, ev_cfg, clips, size.num_classes)
+                likely = evaluation_cost(fgsm, ev_cfg, clips, size.num_classes, expected=True)
+                items.append(Item(combo, "auto_eps", f"{where}/{defense}", found.passes, False,
+                                  expected=likely.passes))
         for defense in grid.axes["defense"]:
             if is_transform(defense_cfgs[defense]):
                 items.append(Item(combo, "wrap", f"{where}/{defense}", model_call(size.test, "waveform", graph=False),
@@ -229,13 +242,14 @@ def plan_grid(grid: Grid) -> Plan:
                 for mode, cfg in _modes(grid, option, attack_cfg, defense_cfgs[defense]).items():
                     attack, draws = attack_from(cfg), draws_of(cfg, defense_cfgs[defense])
                     found = evaluation_cost(attack, ev_cfg, n, size.num_classes, draws=draws)
+                    likely = evaluation_cost(attack, ev_cfg, n, size.num_classes, draws=draws, expected=True)
                     label = f"{where}/{defense}/{option}" + (f"+{mode}" if mode else "")
                     if not found.counted:
                         notes.append(f"{option}: attack family not counted (its passes are left out)")
                     items.append(Item(combo, "attack", label, found.passes, found.exact, runs=1, clips=n,
-                                      clip_runs=found.clip_runs))
-                    items.append(Item(combo, "checks", label, checks_cost(attack, ev_cfg, n, size.num_classes,
-                                                                        draws), False))
+                                      clip_runs=found.clip_runs, expected=likely.passes))
+                    items.append(Item(combo, "checks", label, checks_cost(attack, ev_cfg, n, size.num_classes, draws),
+                                      False, expected=checks_cost(attack, ev_cfg, n, size.num_classes, draws, True)))
         for defense in grid.axes["defense"]:
             items.append(Item(combo, "sanity", f"{where}/{defense}", sanity_cost(domains, ev_cfg, n), False))
             if is_smoothing(defense_cfgs[defense]):

@@ -8,6 +8,9 @@ one call per refinement step (:func:`search_calls`). Where a count depends on th
 at its first success, where a clip's ε* falls, how many clips the victim classifies correctly — the plan is the
 upper bound (every loop at its cap, every clip in the base set, the deepest search); a count that does not
 (BIM-b, PGD and C&W without ``abort_early`` at a given base set, an ε* search at a given outcome) is exact.
+Beside the bound the plan states an expectation (``expected=True``): loops that stop early run
+:data:`EXPECTED_SHARE` of their cap, L-BFGS's line search accepts its first step, and each clip's ε* falls at
+the sweep's middle budget (:func:`expected_search`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ from evaluation.config import EvalConfig
 from evaluation.harness import MAX_REFINE_STEPS, budget_grid
 
 LBFGS_BACKTRACKS = inspect.signature(batched_lbfgs).parameters["max_backtracks"].default
+EXPECTED_SHARE = 0.5
+"""The plan's expectation of a loop that stops at a clip's first success (or when its loss stalls): half its
+cap. A stated assumption, not a measurement: the run logs its measured time and passes beside the plan."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,10 @@ class RunCost:
     counted: bool = True
 
 
-def run_cost(attack: Attack, num_classes: int, draws: int = 1) -> RunCost:
+def run_cost(attack: Attack, num_classes: int, draws: int = 1, expected: bool = False) -> RunCost:
     """The passes of one run of ``attack`` on one clip (``draws``: EoT draws per call of the attacked function,
-    1 unless it attacks a random transform adaptively).
+    1 unless it attacks a random transform adaptively): at most, or with ``expected`` the plan's expectation
+    (a loop that stops early runs :data:`EXPECTED_SHARE` of its cap; L-BFGS's line search accepts its first step).
 
     An attack family the plan does not know (the ART adapter) costs nothing here and is marked
     ``counted=False``.
@@ -52,24 +59,30 @@ def run_cost(attack: Attack, num_classes: int, draws: int = 1) -> RunCost:
     def step(backward: int) -> Passes:
         return model_call(1, d, graph=True, backward=backward, draws=draws)
 
+    def cap(iterations: int) -> int:
+        return max(1, math.ceil(iterations * EXPECTED_SHARE)) if expected else iterations
+
     plain = model_call(1, d, graph=False, draws=draws)
     if isinstance(attack, GradientAttack):
-        return RunCost(step(1) * attack.steps, exact=not attack.early_stop)
+        steps = cap(attack.steps) if attack.early_stop else attack.steps
+        return RunCost(step(1) * steps, exact=not attack.early_stop)
     if isinstance(attack, DeepFool):
         k = 1 if attack.targeted else min(attack.candidates, num_classes - 1)
-        return RunCost(plain + step(k) * attack.steps, exact=False)
+        return RunCost(plain + step(k) * cap(attack.steps), exact=False)
     if isinstance(attack, CarliniWagnerL2):
-        return RunCost(step(1) * (attack.binary_search_steps * attack.max_iterations), exact=not attack.abort_early)
+        iterations = attack.binary_search_steps * attack.max_iterations
+        return RunCost(step(1) * (cap(iterations) if attack.abort_early else iterations), exact=not attack.abort_early)
     if isinstance(attack, _SignAdamCW):
-        return RunCost(step(1) * attack.max_iterations + step(0), exact=False)
+        return RunCost(step(1) * cap(attack.max_iterations) + step(0), exact=False)
     if isinstance(attack, NES):  # its queries are the attacked function's forwards, capped per clip
         per_iteration = attack.n_samples + 1 + int(getattr(attack, "search", False))  # a search checks its radius
         queries = min(attack.max_queries, 1 + attack.max_iterations * per_iteration)
-        return RunCost(model_call(1, d, graph=False) * queries, exact=False)
+        return RunCost(model_call(1, d, graph=False) * cap(queries), exact=False)
     if isinstance(attack, JSMA):
-        return RunCost((Passes() if attack.targeted else plain) + step(2) * attack.steps, exact=False)
+        return RunCost((Passes() if attack.targeted else plain) + step(2) * cap(attack.steps), exact=False)
     if isinstance(attack, LBFGSAttack):
-        per_search = step(1) * (1 + attack.max_iterations * LBFGS_BACKTRACKS) + plain
+        evaluations = 1 if expected else LBFGS_BACKTRACKS
+        per_search = step(1) * (1 + cap(attack.max_iterations) * evaluations) + plain
         return RunCost(per_search * attack.binary_search_steps, exact=False)
     if isinstance(attack, WhiteNoise):
         return RunCost(Passes(), exact=True)
@@ -138,18 +151,25 @@ class EvaluationCost:
     counted: bool = True
 
 
+def expected_search(grid: list[float], chunk: int, rtol: float, floor: float) -> tuple[int, int]:
+    """The plan's expectation of one clip's ε* search: broken at the sweep's middle budget, then bisected."""
+    return search_calls(grid, chunk, rtol, floor, len(grid) // 2)
+
+
 def evaluation_cost(attack: Attack, ev_cfg: EvalConfig, clips: int, num_classes: int, *, base: int | None = None,
-                    draws: int = 1, per_clip: list[tuple[int, int]] | None = None) -> EvaluationCost:
+                    draws: int = 1, per_clip: list[tuple[int, int]] | None = None,
+                    expected: bool = False) -> EvaluationCost:
     """The passes of :func:`evaluation.harness.evaluate` of ``attack`` on ``clips`` clips.
 
     Args:
         base: clips the victim classifies correctly (default: all of them, the bound).
         draws: EoT draws of the attacked function (adaptive attack on a random transform).
-        per_clip: ``(calls, runs)`` of each base clip's ε* search (default: :func:`worst_search` for each);
-            ignored for a minimum-norm attack.
+        per_clip: ``(calls, runs)`` of each base clip's ε* search (default: :func:`worst_search` for each, or
+            :func:`expected_search` with ``expected``); ignored for a minimum-norm attack.
+        expected: the plan's expectation instead of the bound (:func:`run_cost`, :func:`expected_search`).
     """
     n = clips if base is None else base
-    cost = run_cost(attack, num_classes, draws)
+    cost = run_cost(attack, num_classes, draws, expected)
     to_domain = Passes(fe_forward=1) if attack.domain == "representation" else Passes()
     deployed = model_call(1, attack.domain, graph=False)
     predict = model_call(clips, "waveform", graph=False)
@@ -157,9 +177,9 @@ def evaluation_cost(attack: Attack, ev_cfg: EvalConfig, clips: int, num_classes:
         per_clip = [(1, 1)] * n
         exact = cost.exact
     elif per_clip is None:
-        eps_max, search = ev_cfg.budgets(attack.domain, attack.norm)
-        grid = budget_grid(search, ev_cfg.n_budgets).tolist()
-        per_clip = [worst_search(grid, ev_cfg.sweep_chunk, ev_cfg.eps_rtol, grid[0] / 1024)] * n
+        grid = budget_grid(ev_cfg.budgets(attack.domain, attack.norm)[1], ev_cfg.n_budgets).tolist()
+        search = expected_search if expected else worst_search
+        per_clip = [search(grid, ev_cfg.sweep_chunk, ev_cfg.eps_rtol, grid[0] / 1024)] * n
         exact = False
     else:
         exact = cost.exact

@@ -31,10 +31,11 @@ def _attack_item(combo: Combo, label: str, cfg: dict[str, Any], attempts: int, n
     """One attack call per attempt at the attack's own budget: the attacked function's passes, the deployed
     prediction, and mapping to the domain."""
     attack = attack_from(cfg)
-    cost = run_cost(attack, num_classes)
     to_domain = Passes(fe_forward=1 if attack.domain == "representation" else 0)
-    per = to_domain + cost.passes + model_call(1, attack.domain, graph=False)
-    return Item(combo, "attack", label, per * attempts, False, runs=1, clips=attempts, clip_runs=attempts)
+    bound, likely = (to_domain + run_cost(attack, num_classes, expected=e).passes
+                     + model_call(1, attack.domain, graph=False) for e in (False, True))
+    return Item(combo, "attack", label, bound * attempts, False, runs=1, clips=attempts, clip_runs=attempts,
+                expected=likely * attempts)
 
 
 def _plan(name: str, items: list[Item], sizes: dict[str, DataSizes], configs: dict[Combo, dict[str, Any]],

@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import torch
-
 import defense.runner as runner
 from defense.grid import load_grid
-from defense.passes import PassCounter, Passes, model_call
+from defense.passes import KINDS, PassCounter, Passes, model_call
 from defense.plan import attack_from, plan_grid
-from defense.plan_attacks import evaluation_cost, search_calls, worst_search
+from defense.plan_attacks import evaluation_cost, expected_search, search_calls, worst_search
 from defense.plan_data import data_sizes
+from defense.plan_run import record_outcome
+from defense.plan_time import Speeds, estimate
 from evaluation.harness import AttackEvaluation, budget_grid
-from evaluation.tracking import tag
+from evaluation.tracking import iter_runs, setup_tracking, tag
 from tests.tiny import trained_victim, tones
 
 TINY = """
@@ -72,6 +72,7 @@ def test_search_counts_by_hand() -> None:
     assert search_calls(grid, 2, 0.05, floor, 0, fails_at=1) == (1 + 1 + 4, 2 + 1 + 4)
     assert search_calls(grid, 2, 0.05, floor, 0, fails_at=10) == (1 + 14, 2 + 14)
     assert worst_search(grid, 2, 0.05, floor) == (15, 16)
+    assert expected_search(grid, 2, 0.05, floor) == (2 + 4, 4 + 4)  # broken at the middle budget, 3
 
 
 def test_documented_sizes() -> None:
@@ -84,6 +85,24 @@ def test_documented_sizes() -> None:
     assert esc.num_samples == 16000 * 5
     us8k = data_sizes(grid.cell_config("urbansound8k", "stft_db", "resnet18", "none")["dataset"])
     assert (us8k.test, us8k.val, us8k.num_classes) == (837, round(7895 * 0.1), 10)
+
+
+@pytest.mark.timeout(300)
+def test_plan_command_prints_and_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``advaudio experiment FILE --plan``: the table (one row per backbone × representation and a total), the
+    data sizes read from the data, the estimate; no outputs folder, nothing trained."""
+    from defense.cli import main
+
+    monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tinyplan.yaml"
+    path.write_text(TINY)
+    assert main(["experiment", str(path), "--plan", "--outputs", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "# Plan of tinyplan on cpu" in out and "(read from the data)" in out and "Estimated wall time: ~" in out
+    rows = [line for line in out.splitlines() if line.startswith(("gm_instruments ", "total "))]
+    assert [r.split()[:2] for r in rows] == [["gm_instruments", "stft_db_small"], ["total", "2"]]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.timeout(120)
@@ -193,4 +212,13 @@ def test_plan_counts_the_passes_of_a_tiny_run(tmp_path: Path, monkeypatch: pytes
     assert counter.under("sanity").fits_in(plan.passes("sanity"))
     assert counter.under("transfer").fits_in(plan.passes("transfer"))
     assert counter.passes.fits_in(plan.passes())
-    assert torch.tensor(counter.passes.values()).sum() > 0
+    assert plan.passes(expected=True).fits_in(plan.passes())
+    speeds = Speeds(*(1e-3 * (i + 1) for i in range(6)), batch=1, device="cpu")
+    est = estimate(plan, {combo: speeds for combo in plan.configs})
+    record_outcome(grid, est, 12.5, counter.passes)
+    run = next(r for r in iter_runs(setup_tracking("tinyplan", None, tmp_path / "out"))
+               if r.data.tags.get(tag("kind")) == "grid")
+    metrics = run.data.metrics
+    assert metrics["measured.wall_s"] == 12.5 and metrics["plan.wall_max_s"] == est.total.total_s
+    assert {k: int(metrics[f"measured.passes.{k}"]) for k in KINDS} == counter.passes.as_dict()
+    assert metrics["plan.wall_max_s"] == pytest.approx(speeds.seconds(plan.passes()))
