@@ -126,10 +126,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from defense.grid import load_grid
+    from defense.plan_run import bar_format, record_outcome, run_plan
+    from defense.plan_time import measuring
     from defense.runner import count_steps, run_grid
     from defense.config import parse_overrides
 
     raw = _read_experiment(str(args.experiment))
+    if args.plan:
+        from defense.plan_run import print_plan
+
+        return print_plan(raw, str(args.experiment), parse_overrides(args.overrides))
     if "study" in raw:
         return _run_study(raw, args)
     grid = load_grid(args.experiment, parse_overrides(args.overrides))
@@ -137,9 +143,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         raise ConfigError(f"experiment '{grid.name}' has no attacks (grid.attack): train its model with "
                           f"`advaudio train -e {args.experiment}`")
     total = count_steps(grid) if args.executor == "local" else len(list(grid.models()))
-    with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress) as bar:
+    est = run_plan(raw, str(args.experiment), parse_overrides(args.overrides))
+    with tqdm(total=total, desc=grid.name, unit="step", disable=args.no_progress, bar_format=bar_format(est)) as bar, \
+            measuring(args.executor == "local") as measured:  # a Ray run's passes are counted in its workers
         run_grid(grid, tracking_uri=args.tracking_uri, outputs=_writable_outputs(args), executor=args.executor,
                  ray_address=args.ray_address, progress=_ticker(bar))
+    record_outcome(grid, est, *measured())
     return _report(grid.name, args.tracking_uri, _outputs(args))
 
 
@@ -169,9 +178,12 @@ def _run_study(raw: dict, args: argparse.Namespace) -> int:
 
     from experiments import study_module
     from defense.config import parse_overrides
+    from defense.plan_run import bar_format, run_plan
 
     module = study_module(str(raw["study"]))
-    with tqdm(desc=str(raw.get("name", raw["study"])), unit="step", disable=args.no_progress) as bar:
+    est = run_plan(raw, str(args.experiment), parse_overrides(args.overrides))
+    with tqdm(desc=str(raw.get("name", raw["study"])), unit="step", disable=args.no_progress,
+              bar_format=bar_format(est, steps=False)) as bar:
         name = module.run(raw, parse_overrides(args.overrides), tracking_uri=args.tracking_uri,
                           outputs=_writable_outputs(args), progress=_ticker(bar))
     print(module.report(name, args.tracking_uri, _outputs(args)))
@@ -271,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run model columns one after another (local) or as Ray tasks (ray)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--plan", action="store_true",
+                   help="print the models, attack runs, clip-passes and estimated wall time on this machine's device "
+                        "(a short calibration); train and attack nothing")
     p.set_defaults(handler=cmd_experiment)
 
     p = sub.add_parser("report", help="rebuild Tables I-III from MLflow", description=cmd_report.__doc__)
