@@ -43,6 +43,8 @@ from defense.inference import AdaptiveConfig, base_defense, transform_domain
 from defense.transformed import is_transform
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
+from training.data import parse_config
+from training.trainer import TrainConfig
 from victims.registry import ConfigError, to_dataclass
 
 CELL_GROUPS = ("dataset", "frontend", "victim", "defense")
@@ -117,7 +119,8 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
     """Read a grid experiment and apply command-line ``overrides``.
 
     Raises:
-        ConfigError: for a missing axis, an unknown option, key or wrong value (one line).
+        ConfigError: for a missing axis, an unknown option, key or wrong value, or a value outside its domain
+            (:mod:`victims.schema`: the train, data set and evaluation settings of every cell), in one line.
     """
     path = Path(str(experiment))
     raw = read_yaml(path) if path.suffix in (".yaml", ".yml") else load_option("experiment", str(experiment), root)
@@ -163,8 +166,11 @@ def load_grid(experiment: str | Path, overrides: Mapping[str, Any] | None = None
                 cell_overrides, attacks, evaluation, list(seeds), info, spec,
                 to_dataclass(AdaptiveConfig, spec["adaptive"], "adaptive"))
     trained = [d for d in grid.axes["defense"] if not is_transform(grid.defense_config(d))]
-    for cell in grid.cells():  # resolve every cell now: a typo fails before training
-        _check_inference_defense(grid, cell[3], grid.cell_config(*cell)["defense"], trained)
+    for cell in grid.cells():  # resolve and check every cell now: a typo or a value out of range fails before training
+        cfg = grid.cell_config(*cell)
+        to_dataclass(TrainConfig, cfg["train"], "train")
+        parse_config(cfg["dataset"])
+        _check_inference_defense(grid, cell[3], cfg["defense"], trained)
     return grid
 
 

@@ -22,6 +22,7 @@ from evaluation.tracking import (OUTPUTS, EpochLogger, flatten, log_once, logged
 from training.checkpoints import save_atomic, victim_state
 from training.data import load_splits
 from training.data.base import Splits
+from training.devices import resolve_device
 from training.trainer import MetricsCallback, TrainConfig, TrainResult, selection_criterion, train
 from victims.registry import to_dataclass
 from victims.registry import ConfigError
@@ -85,6 +86,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
         ConfigError: for a wrong key or value anywhere in ``cfg``.
     """
     tcfg = to_dataclass(TrainConfig, cfg["train"], "train")
+    resolve_device(tcfg.device)  # a device this machine lacks is one line before any data or run
     objective = build_objective(cfg.get("defense") or {"name": "clean"})
     criterion = selection_criterion(tcfg.select_on, objective)
     exp_id = setup_tracking(experiment, tracking_uri, outputs)

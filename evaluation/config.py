@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from victims.registry import ConfigError
+from victims.schema import above, at_least, between, check_domains
 
 
 @dataclass
@@ -15,6 +16,7 @@ class EvalConfig:
     ``domain → norm → budget`` (``{representation: {l2: 3.0}}`` is seed 004's ‖ε‖₂ ≤ 3), so an L0 count
     (JSMA) or an L∞ radius never shares an ε_max with L2 attacks. Every attack of a grid needs an
     ``eps_max`` for its own domain and norm; ``search_eps_max`` defaults to it and may not be smaller.
+    Each field's domain is declared beside it (:mod:`victims.schema`) and checked when the config is built.
 
     Attributes:
         n_examples: test clips attacked per model (a fixed, seeded, class-balanced subset, the same clips
@@ -42,30 +44,29 @@ class EvalConfig:
             domain's L2 ``eps_max``).
     """
 
-    n_examples: int = 64
-    eps_max: dict[str, dict[str, float]] = field(default_factory=lambda: {"representation": {"l2": 3.0}})
-    search_eps_max: dict[str, dict[str, float]] = field(default_factory=dict)
-    n_budgets: int = 8
-    eps_rtol: float = 0.05
-    batch_size: int = 64
-    sweep_chunk: int = 2
+    n_examples: int = field(default=64, metadata=at_least(1))
+    eps_max: dict[str, dict[str, float]] = field(default_factory=lambda: {"representation": {"l2": 3.0}},
+                                                 metadata=above(0, each=True))
+    search_eps_max: dict[str, dict[str, float]] = field(default_factory=dict, metadata=above(0, each=True))
+    n_budgets: int = field(default=8, metadata=at_least(1))
+    eps_rtol: float = field(default=0.05, metadata=between(0, 1, "()"))
+    batch_size: int = field(default=64, metadata=at_least(1))
+    sweep_chunk: int = field(default=2, metadata=at_least(1))
     seed: int = 0
-    snr_trim: int = 0
-    wavs: int = 2
-    unbounded_eps: float = 1000.0
-    unbounded_steps: int = 100
-    monotone_sample: int = 16
-    n_boot: int = 1000
-    confidence: float = 0.95
-    certify_n0: int = 100
-    certify_n: int = 1000
-    certify_alpha: float = 0.001
-    certify_radii: dict[str, list[float]] = field(default_factory=dict)
+    snr_trim: int = field(default=0, metadata=at_least(0))
+    wavs: int = field(default=2, metadata=at_least(0))
+    unbounded_eps: float = field(default=1000.0, metadata=above(0))
+    unbounded_steps: int = field(default=100, metadata=at_least(1))
+    monotone_sample: int = field(default=16, metadata=at_least(0))
+    n_boot: int = field(default=1000, metadata=at_least(1))
+    confidence: float = field(default=0.95, metadata=between(0, 1, "()"))
+    certify_n0: int = field(default=100, metadata=at_least(1))
+    certify_n: int = field(default=1000, metadata=at_least(1))
+    certify_alpha: float = field(default=0.001, metadata=between(0, 0.5, "()"))
+    certify_radii: dict[str, list[float]] = field(default_factory=dict, metadata=at_least(0, each=True))
 
     def __post_init__(self) -> None:
-        if not (0 < self.certify_n0 and 0 < self.certify_n and 0 < self.certify_alpha < 0.5):
-            raise ConfigError(f"evaluation.certify_n0 and certify_n must be > 0 and certify_alpha in (0, 0.5), got "
-                              f"{self.certify_n0}, {self.certify_n}, {self.certify_alpha}")
+        check_domains(self, "evaluation")
 
     def budgets(self, domain: str, norm: str, attack: str = "") -> tuple[float, float]:
         """``(eps_max, search_eps_max)`` of an attack in ``domain`` and ``norm``.

@@ -62,5 +62,5 @@ def test_augment_pitch_keeps_label_group_and_fold() -> None:
 
 
 def test_bad_factor_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="pitch_factors: 0 outside"):
+    with pytest.raises(ConfigError, match=r"dataset.augment.pitch_factors must be numbers in \[0.25, 4\], got \[0\]"):
         AugmentOptions(pitch_factors=[0])

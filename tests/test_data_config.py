@@ -55,7 +55,7 @@ def test_unknown_key_names_it_with_a_suggestion() -> None:
     ({"name": "gm_instruments", "align": "middle"}, "dataset.align"),
     ({"name": "gm_instruments", "silent": "ignore"}, "dataset.silent"),
     ({"name": "gm_instruments", "overlap": 1.0}, "dataset.overlap"),
-    ({"name": "gm_instruments", "clip_seconds": 0}, "positive"),
+    ({"name": "gm_instruments", "clip_seconds": 0}, "dataset.clip_seconds must be > 0, got 0"),
     ({"name": "gm_instruments", "split": {"method": "random"}}, "dataset.split.method"),
     ({"name": "gm_instruments", "split": {"fold": 2}}, "unknown key 'dataset.split.fold'"),
     ({"name": "gm_instruments", "augment": {"pitch": [1.5]}}, "unknown key 'dataset.augment.pitch'"),

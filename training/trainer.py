@@ -27,8 +27,10 @@ from torch import Tensor
 
 from training.checkpoints import load_checkpoint, load_state_into, save_atomic
 from training.data.base import ClipSet
+from training.devices import DEVICE_PATTERN, DEVICE_SYNTAX, resolve_device
 from training.objective import AdversarialObjective, CleanObjective, Objective
 from victims.registry import ConfigError
+from victims.schema import above, at_least, between, check_domains, matching
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -51,32 +53,38 @@ class TrainConfig:
             [90] with 0.1) or ``cosine`` (to zero over ``epochs``).
         milestones: epochs at which ``step`` decays the learning rate.
         gamma: decay factor of ``step``.
-        patience: stop after this many epochs without a better validation score (``None``: never).
+        patience: stop after this many epochs without a better validation score (``None``: never; 0 would
+            stop before the first epoch and is refused).
         select_on: the best epoch's score. ``clean``: validation accuracy, ties broken by the lower
             validation loss. ``robust``: validation accuracy under the objective's own attack
             (``val_robust_accuracy``), ties broken by clean accuracy, then loss. ``auto``: ``robust``
             for an adversarial objective, ``clean`` otherwise.
         amp: bfloat16 autocast on CUDA (ignored on CPU).
         seed: seeds initialisation, shuffling and dropout.
-        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:N]``.
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda[:N]`` or ``mps``; one this machine lacks is refused
+            when training starts (:func:`training.devices.resolve_device`), not here: a Ray driver without a GPU
+            composes configs for GPU workers.
         eval_batch_size: batch size for validation, test and fitting the normaliser.
     """
 
-    epochs: int = 20
-    batch_size: int = 32
+    epochs: int = field(default=20, metadata=at_least(1))
+    batch_size: int = field(default=32, metadata=at_least(1))
     optimizer: Literal["adam", "adamw", "sgd", "adadelta"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
+    lr: float = field(default=1e-3, metadata=above(0))
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
+    momentum: float = field(default=0.9, metadata=between(0, 1, "[)"))
     schedule: Literal["none", "step", "cosine"] = "none"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    patience: int | None = 5
+    milestones: list[int] = field(default_factory=list, metadata=at_least(1, each=True))
+    gamma: float = field(default=0.1, metadata=above(0))
+    patience: int | None = field(default=5, metadata=at_least(1))
     select_on: Literal["auto", "clean", "robust"] = "auto"
     amp: bool = True
     seed: int = 0
-    device: str = "auto"
-    eval_batch_size: int = 128
+    device: str = field(default="auto", metadata=matching(DEVICE_PATTERN, DEVICE_SYNTAX))
+    eval_batch_size: int = field(default=128, metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        check_domains(self, "train")
 
 
 @dataclass
@@ -91,13 +99,6 @@ class TrainResult:
     test_loss: float
     stopped_early: bool
     criterion: Criterion
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def batches(clips: ClipSet, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -29,9 +29,9 @@ from training.data.base import DATASETS, ClipSet, Splits
 from training.data.cache import default_cache_dir
 from training.data.errors import AudioError, DataError
 from training.data.source import Decoded, DecodeSpec
-from training.data.splits import SplitOptions, check_disjoint, split_clips
-from victims.registry import to_dataclass
-from victims.registry import ConfigError, _suggest
+from training.data.splits import SplitOptions, check_disjoint, check_usable, split_clips
+from victims.registry import ConfigError, _suggest, to_dataclass
+from victims.schema import above, at_least, between, check_domains
 
 __all__ = ["AudioError", "ClipOptions", "ClipSet", "DATASETS", "DataError", "DatasetConfig", "Splits", "load_clips",
            "load_splits", "parse_config"]
@@ -57,22 +57,22 @@ class ClipOptions:
         cache_dir: decoded-audio cache folder; ``null`` = ``$ADVAUDIO_CACHE`` or ``~/.cache/advaudio``.
     """
 
-    sample_rate: int = 16000
-    clip_seconds: float = 1.0
+    sample_rate: int = field(default=16000, metadata=at_least(1))
+    clip_seconds: float = field(default=1.0, metadata=above(0))
     align: Align = "start"
     segment: bool = False
-    overlap: float = 0.75
-    min_energy: float = 1e-5
-    max_seconds: float = 600.0
+    overlap: float = field(default=0.75, metadata=between(0.0, 1.0, "[)"))
+    min_energy: float = field(default=1e-5, metadata=at_least(0))
+    max_seconds: float = field(default=600.0, metadata=above(0, finite=False))
     silent: Literal["drop", "keep", "error"] = "drop"
     unreadable: Literal["error", "skip"] = "error"
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.clip_seconds <= 0 or self.max_seconds <= 0:
-            raise ConfigError("dataset.sample_rate, clip_seconds and max_seconds must be positive")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"dataset.overlap must be in [0, 1), got {self.overlap}")
+        check_domains(self, "dataset")
+        if self.num_samples < 1:
+            raise ConfigError(f"dataset.clip_seconds={self.clip_seconds} at sample_rate {self.sample_rate} is "
+                              "shorter than one sample")
 
     @property
     def num_samples(self) -> int:
@@ -169,11 +169,15 @@ def load_splits(cfg: Mapping[str, Any]) -> Splits:
 
     Returns:
         Train / validation / test clip sets whose recordings (groups) are disjoint.
+
+    Raises:
+        DataError: for splits that cannot train or evaluate a classifier (fewer than two classes, an empty split).
     """
     parsed = parse_config(cfg)
     splits = split_clips(load_clips(cfg), parsed.split)
     splits = Splits(augment_pitch(splits.train, parsed.augment), splits.val, splits.test)
     check_disjoint(splits)
+    check_usable(splits, parsed.name, parsed.split.method)
     log.info("splits: %d train, %d val, %d test clips, %d classes", len(splits.train), len(splits.val),
              len(splits.test), len(splits.class_names))
     return splits

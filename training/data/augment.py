@@ -19,7 +19,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from training.data.base import ClipSet
-from victims.registry import ConfigError
+from victims.schema import between, check_domains
 
 SEED_004_FACTORS = (0.75, 0.9, 1.15, 1.5)
 CHUNK = 64
@@ -35,13 +35,11 @@ class AugmentOptions:
         keep_original: keep the unshifted clips next to the shifted copies.
     """
 
-    pitch_factors: list[float] = field(default_factory=list)
+    pitch_factors: list[float] = field(default_factory=list, metadata=between(0.25, 4.0, each=True))
     keep_original: bool = True
 
     def __post_init__(self) -> None:
-        bad = [f for f in self.pitch_factors if not 0.25 <= f <= 4.0]
-        if bad:
-            raise ConfigError(f"dataset.augment.pitch_factors: {bad[0]} outside [0.25, 4]")
+        check_domains(self, "dataset.augment")
 
 
 def pitch_shift(waves: Tensor, factor: float) -> Tensor:

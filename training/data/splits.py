@@ -16,7 +16,7 @@ share of the training recordings (for quick runs; validation and test are untouc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -26,29 +26,25 @@ from sklearn.model_selection import StratifiedGroupKFold
 from training.data.base import ClipSet, Splits
 from training.data.errors import DataError
 from victims.registry import ConfigError
+from victims.schema import at_least, between, check_domains
 
 
 @dataclass
 class SplitOptions:
-    """The ``dataset.split`` config mapping (see the module docstring)."""
+    """The ``dataset.split`` config mapping (see the module docstring); each field's domain is declared beside
+    it (a fraction of 0 would leave its split empty)."""
 
     method: Literal["official", "kfold", "fractions"] = "fractions"
-    folds: int = 5
-    test_fold: int = 0
-    val_fold: int | None = None
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    train_fraction: float = 1.0
+    folds: int = field(default=5, metadata=at_least(2))
+    test_fold: int = field(default=0, metadata=at_least(0))
+    val_fold: int | None = field(default=None, metadata=at_least(0))
+    test_fraction: float = field(default=0.2, metadata=between(0.0, 1.0, "()"))
+    val_fraction: float = field(default=0.1, metadata=between(0.0, 1.0, "()"))
+    train_fraction: float = field(default=1.0, metadata=between(0.0, 1.0, "(]"))
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.train_fraction <= 1.0:
-            raise ConfigError(f"dataset.split.train_fraction must be in (0, 1], got {self.train_fraction}")
-        if self.folds < 2:
-            raise ConfigError(f"dataset.split.folds must be >= 2, got {self.folds}")
-        for key in ("test_fraction", "val_fraction"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"dataset.split.{key} must be in [0, 1), got {getattr(self, key)}")
+        check_domains(self, "dataset.split")
         if self.val_fold is not None and self.val_fold == self.test_fold and self.method != "fractions":
             raise ConfigError(f"dataset.split.val_fold equals test_fold ({self.test_fold})")
 
@@ -131,3 +127,24 @@ def check_disjoint(splits: Splits) -> None:
         shared = sets[a] & sets[b]
         if shared:
             raise DataError(f"split leak: {len(shared)} recordings in both {a} and {b} (e.g. group {min(shared)})")
+
+
+def check_usable(splits: Splits, name: str, method: str) -> None:
+    """Refuse splits a classifier cannot be trained or evaluated on: fewer than two classes (in the data set or
+    its training split) or an empty train, validation or test split.
+
+    Raises:
+        DataError: one line naming the data set, the problem and the split sizes.
+    """
+    sizes = f"{len(splits.train)} train, {len(splits.val)} validation, {len(splits.test)} test clips"
+    classes = splits.class_names
+    if len(classes) < 2:
+        raise DataError(f"{name} has {len(classes)} class{'' if len(classes) == 1 else 'es'} "
+                        f"({', '.join(classes) or 'none'}): a classifier needs at least 2")
+    for which, clips in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        if len(clips) == 0:
+            raise DataError(f"{name}: the {which} split is empty ({sizes}; dataset.split.method {method}): give "
+                            "each class more recordings or change dataset.split")
+    present = sorted({classes[i] for i in splits.train.labels.tolist()})
+    if len(present) < 2:
+        raise DataError(f"{name}: the training split holds only class '{present[0]}' ({sizes})")
