@@ -30,6 +30,8 @@ FAMILIES = ("single_step", "iterative", "minimum_norm", "black_box", "baseline")
 gradient attack (BIM, PGD), a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA), a black-box attack
 (NES; queries only) or a baseline that is not an attack (white noise)."""
 ModelFn = Callable[[Tensor], Tensor]
+QueryHook = Callable[[Tensor, Tensor], None]
+"""Called with the inputs and logits (both detached) of every evaluation of the attacked function."""
 BPDA_MODES = ("identity", "approx")
 """BPDA's backward pass (Athalye et al. 2018 Sec. 4.1): the identity (straight-through) or the
 transform's differentiable approximation."""
@@ -178,7 +180,7 @@ class Attack(ABC):
 
     @final
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, *, targets: Tensor | None = None,
-                 epsilons: Sequence[float] | Tensor | None = None) -> AttackResult:
+                 epsilons: Sequence[float] | Tensor | None = None, on_query: QueryHook | None = None) -> AttackResult:
         """Attack waveforms ``(N, 1, T)`` of ``victim`` with each budget in ``epsilons``.
 
         ``epsilons`` is a list of ``K`` budgets shared by the examples, or, for a fixed-budget attack with
@@ -189,6 +191,8 @@ class Attack(ABC):
         random transform): BPDA and EoT are the attacker's tools for finding an input, while the
         defense is judged by what it outputs when deployed. ``queries`` count evaluations of the
         attacked function; with ``eot_samples = k`` on a random transform each is ``k`` forward passes.
+        ``on_query`` sees every evaluation of the attacked function as it happens (progress, a time limit: an
+        exception it raises ends the attack and propagates).
 
         Raises:
             ValueError: if a targeted attack gets no targets, or a fixed-budget attack no budget.
@@ -202,6 +206,8 @@ class Attack(ABC):
             x = victim.to_domain(wave, self.domain)
             bounds = victim.bounds(self.domain)
             model = victim.logits_fn(self.domain, bpda=self.bpda, eot_samples=self.eot_samples)
+            if on_query is not None:
+                model = watched(model, on_query)
             deployed = victim.logits_fn(self.domain)
             if self.fixed_budget:
                 outs = [self.run(model, x, labels, targets, bounds,
@@ -241,6 +247,17 @@ class Attack(ABC):
         if self.fixed_budget and self.eps is None:
             raise ValueError(f"{type(self).__name__} needs a budget: set eps or pass epsilons")
         return [self.eps] if self.fixed_budget else [float("inf")]
+
+
+def watched(model: ModelFn, on_query: QueryHook) -> ModelFn:
+    """``model``, calling ``on_query(inputs, logits)`` (detached) after each evaluation."""
+
+    def evaluate(inputs: Tensor) -> Tensor:
+        logits = model(inputs)
+        on_query(inputs.detach(), logits.detach())
+        return logits
+
+    return evaluate
 
 
 class AttackRegistry(Registry):

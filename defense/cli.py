@@ -8,10 +8,11 @@ arguments override them, e.g. ``advaudio train victim=resnet34 train.epochs=5``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from victims.registry import ConfigError
 
@@ -106,18 +107,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """Craft an adversarial WAV from a WAV and a checkpoint, printing the prediction before and after and
-    the SNR. Trailing key=value arguments override the attack's config (e.g. eps=0.01 steps=200)."""
+    the SNR; a bar on stderr shows the model calls and the best SNR so far. Trailing key=value arguments override
+    the attack's config (e.g. eps=0.01 steps=200). Exit status: 0 the victim is fooled and the WAV written;
+    3 the attack did not fool it (nothing is written); 2 a user error (one line); 1 a crash."""
     from defense.craft import craft_file
     from defense.config import load_option, parse_overrides, set_dotted
 
     cfg = load_option("attack", args.attack)
     for key, value in parse_overrides(args.overrides).items():
         set_dotted(cfg, key, value)
-    done = craft_file(args.checkpoint, args.input, args.output, cfg, target=args.target, device=args.device)
+    with _attack_progress(args.attack, args.no_progress) as tick:
+        done = craft_file(args.checkpoint, args.input, args.output, cfg, target=args.target, device=args.device,
+                          progress=tick, max_seconds=args.max_seconds)
     print(f"before: {done.before} ({done.before_confidence:.3f})")
     print(f"after:  {done.after} ({done.after_confidence:.3f}) -> {'success' if done.success else 'failed'}")
-    print(f"SNR: {done.snr_db:.2f} dB; written to {done.output}")
-    return 0 if done.success else 1
+    ran = f"{done.calls} model call{'' if done.calls == 1 else 's'} in {done.seconds:.1f} s"
+    if done.timed_out:
+        ran = f"stopped at --max-seconds {args.max_seconds:g} after {ran}"
+    if done.output is None:
+        print(f"not fooled ({ran}); nothing written to {args.output}")
+        return 3
+    print(f"SNR: {done.snr_db:.2f} dB; written to {done.output} ({ran})")
+    return 0
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -162,6 +173,32 @@ def _ticker(bar: Any) -> Callable[..., None]:
             bar.update(1)
 
     return tick
+
+
+@contextlib.contextmanager
+def _attack_progress(attack: str, hidden: bool) -> Iterator[Callable[[Any], None]]:
+    """Progress hook of ``advaudio attack``: a tqdm bar on stderr, opened at the attack's first model call (a
+    check that fails before prints its line alone), with the calls (out of a gradient attack's steps) and the
+    least-perturbed fooling input so far."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def tick(done: Any) -> None:
+        if hidden:
+            return
+        if not bars:
+            bars.append(tqdm(total=done.limit, desc=f"attack {attack}", unit="call", leave=False))
+        best = ("not fooled yet" if done.best_norm is None else f"best SNR {done.best_snr_db:.1f} dB"
+                if done.best_snr_db is not None else f"best L2 {done.best_norm:.3g}")
+        bars[0].set_postfix_str(best, refresh=False)
+        bars[0].update(done.calls - bars[0].n)
+
+    try:
+        yield tick
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _read_experiment(name: str) -> dict:
@@ -272,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="adversarial WAV to write")
     p.add_argument("--attack", default="pgdn", help="attack option in configs/attack/ (default: pgdn)")
     p.add_argument("--target", default=None, help="target class name or index (makes the attack targeted)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop the attack after this long and keep its least-perturbed fooling input so far")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="attack config overrides, e.g. eps=0.01")
     p.set_defaults(handler=cmd_attack)
 

@@ -10,7 +10,8 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from types import MappingProxyType
+from typing import BinaryIO, Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,36 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str 
             raise
         raise OutputError(f"cannot write {what} {path}: {reason}") from err
     return path
+
+
+def check_output_file(path: str | Path, what: str, reads: Mapping[str, str | Path] = MappingProxyType({})) -> Path:
+    """Refuse, before any work, an output file path that would destroy something: an existing folder or other
+    non-regular file, or a file the command reads (the same file by inode, so also through a symbolic or hard
+    link or a linked folder). Its folder is :func:`writable_folder`'s to check.
+
+    Args:
+        path: the file the command will write.
+        what: how messages name it (e.g. ``"--output"``).
+        reads: the files the command reads, by how messages name them (e.g. ``{"--input": path}``).
+
+    Raises:
+        OutputError: one line naming ``what``, the path and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder: give a file name in it, e.g. {path / 'adversarial.wav'}")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{what} {path} exists and is not a regular file (a FIFO, socket or device)")
+    for name, source in reads.items():
+        if same_file(path, source):
+            raise OutputError(f"{what} {path} is the same file as {name} {source}: it would be overwritten; "
+                              "choose another output name")
+    return path
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` both exist and are one file (device and inode: links and linked folders count)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
