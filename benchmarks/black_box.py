@@ -10,8 +10,10 @@ the inputs both broke, seconds, and the NES/Square ratio of that median. NES run
 estimate (50 antithetic samples, σ = 0.001, momentum 0.9, plateau schedule) with a learning rate of ε/5;
 Square its paper's schedule with ``p_init`` 0.8 (AutoAttack's) for both norms.
 
-Usage: ``python benchmarks/black_box.py [--device cpu|cuda] [--inputs N] [--max-queries 2000]``
-(about 2 minutes on 2 CPU cores with the defaults).
+On the CPU defaults (2 CPU-minutes) it measured NES/Square median-query ratios of 0.42 and 0.57 at L∞ 0.03
+and 0.06, 1.16 and 0.73 at L2 1 and 2: on this small, smooth model NES's gradient estimate is the cheaper.
+
+Usage: ``python benchmarks/black_box.py [--device cpu|cuda] [--inputs N] [--max-queries 2000]``.
 """
 from __future__ import annotations
 
