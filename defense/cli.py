@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from defense.interrupt import Interrupted, interruptible
 from victims.registry import ConfigError
 
 log = logging.getLogger("advaudio")
 Handler = Callable[[argparse.Namespace], int]
+RESUMABLE = ("prepare", "train", "experiment")
+"""Commands whose rerun after SIGINT/SIGTERM resumes (cache, checkpoints and finished runs are kept)."""
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -262,29 +265,36 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Open the MLflow UI on 127.0.0.1 over the experiment store and print, per experiment, the address of
-    the runs table with every trained model's eps_r, fooling AUC and their intervals as columns."""
-    import subprocess
+    """Open the MLflow UI on 127.0.0.1 over the experiment store and print, once it answers, per experiment the
+    address of the runs table with every trained model's eps_r, fooling AUC and their intervals as columns.
+    The server's processes are stopped with the command (Ctrl-C, SIGTERM); a port that is not free, a tracking
+    server that does not answer or a UI that does not come up is a one-line error."""
+    from defense.ui_server import ServerError, UiServer, check_port
 
+    check_port(args.port)  # before loading MLflow: a second
     from mlflow.tracking import MlflowClient
 
-    from evaluation.tracking import default_tracking_uri, iter_runs, tag
+    from evaluation.tracking import check_server, default_tracking_uri, iter_runs, tag
     from evaluation.ui_view import save_runs_view, view_url
 
     uri = args.tracking_uri or default_tracking_uri(_outputs(args))
-    base = f"http://127.0.0.1:{args.port}"
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     client = MlflowClient(uri)
+    views = []
     for exp in client.search_experiments():
         if next(iter_runs(exp.experiment_id, f"tags.`{tag('kind')}` = 'train'", client), None) is not None:
             save_runs_view(exp.experiment_id, client)
-            print(f"{exp.name}: {view_url(base, exp.experiment_id)}")
-    print(f"MLflow UI on {base} (store: {uri}); Ctrl-C stops it", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
+            views.append((exp.name, exp.experiment_id))
     try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+        with UiServer(uri, args.port) as server:
+            for name, exp_id in views:
+                print(f"{name}: {view_url(server.url, exp_id)}")
+            print(f"MLflow UI on {server.url} (store: {uri}); Ctrl-C stops it", flush=True)
+            server.wait()
+    except ServerError as err:
+        print(f"advaudio ui: error: {err}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(command: str, err: Interrupted) -> str:
+    """The one line for a command stopped by SIGINT or SIGTERM."""
+    line = f"interrupted ({err.name})"
+    if command in RESUMABLE:
+        line += "; rerun the same command to resume"
+    if err.unmarked:
+        line += f"; the store did not answer: runs {', '.join(err.unmarked)} are not marked KILLED"
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advaudio`` console script."""
     parser = build_parser()
@@ -356,12 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _experiment_first(args)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        with interruptible():
+            return handler(args)
+    except Interrupted as err:
+        print(f"advaudio {args.command}: {_interrupted(args.command, err)}", file=sys.stderr)
+        return err.exit_code
     except Exception as err:
         gone = _tracking_gone(args)
         if gone is not None and not args.verbose:  # whatever failed, the cause is the store going away
-            print(f"advaudio {args.command}: error: {gone}; finished runs are kept: rerun the same command once "
-                  "the server is back and it resumes", file=sys.stderr)
+            resume = ("; finished runs are kept: rerun the same command once the server is back and it resumes"
+                      if args.command in RESUMABLE else "")
+            print(f"advaudio {args.command}: error: {gone}{resume}", file=sys.stderr)
             return 2
         if args.verbose or not isinstance(err, user_errors()):
             raise

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import signal
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from attacks import create_attack
 from attacks.base import GRADIENT_FREE
 from defense.grid import Grid
 from defense.grid_transfer import load_crafted, log_crafted, log_grid_transfer
+from defense.interrupt import interruptible, keep_handlers
 from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, certify_settings,
                                deployed, is_smoothing, transform_config, violation_check)
 from defense.transformed import is_transform
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 CERTIFY_RECORD = "certify.json"
 """Randomized smoothing's per-clip certificates on the smoothed model's run (:func:`defense.inference.certify`)."""
 RAY_TASK_RETRIES = 3
+RAY_CANCEL_GRACE_S = 30.0
+"""How long an interrupted driver waits for its cancelled Ray tasks to mark their runs KILLED."""
 """Retries of a model column whose Ray worker died (a killed process, a lost node)."""
 
 
@@ -567,7 +571,9 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
 
     Workers get the driver's ``ADVAUDIO_*`` and ``MLFLOW_*`` environment (cache, configs, outputs, store).
     A task whose worker dies is retried (``max_retries``): the retry resumes its training from the last
-    epoch's checkpoint and reuses every finished MLflow run, so nothing is logged twice.
+    epoch's checkpoint and reuses every finished MLflow run, so nothing is logged twice. Interrupted
+    (Ctrl-C, SIGTERM: :mod:`defense.interrupt`), the driver cancels the tasks left, which mark their active
+    runs KILLED, waits for them up to ``RAY_CANCEL_GRACE_S`` and shuts down the Ray it started.
     """
     import ray
 
@@ -575,10 +581,12 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
     if started:
         forwarded = {k: v for k, v in os.environ.items() if k.startswith(("ADVAUDIO_", "MLFLOW_"))}
         # address None: a fresh local instance ("local"), never whatever cluster this machine started last
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": forwarded} if forwarded else None)
+        with keep_handlers():
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": forwarded} if forwarded else None)
+    pending: dict[Any, ModelColumn] = {}
     try:
-        task = ray.remote(max_retries=RAY_TASK_RETRIES)(run_column)
+        task = ray.remote(max_retries=RAY_TASK_RETRIES)(_column_task)
         pending = {task.options(num_gpus=_gpus(grid, c)).remote(grid, c, parent_id, uri, outputs.resolve()): c
                    for c in columns}
         rows: list[dict[str, Any]] = []
@@ -589,9 +597,22 @@ def _run_on_ray(grid: Grid, columns: list[ModelColumn], parent_id: str, uri: str
             if progress is not None:
                 progress(f"finished column {column.label}")
         return rows
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=RAY_CANCEL_GRACE_S)
+        raise
     finally:
         if started:
             ray.shutdown()
+
+
+def _column_task(grid: Grid, column: ModelColumn, parent_id: str, uri: str, outputs: Path) -> list[dict[str, Any]]:
+    """:func:`run_column` as a Ray task: Ray cancels a task by raising SIGINT's handler in its worker, which
+    then marks the task's active MLflow runs KILLED (SIGTERM stays Ray's: it stops the worker process)."""
+    with interruptible((signal.SIGINT,)):
+        return run_column(grid, column, parent_id, uri, outputs)
 
 
 def _gpus(grid: Grid, column: ModelColumn) -> int:

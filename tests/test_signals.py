@@ -1,0 +1,188 @@
+"""SIGINT and SIGTERM (issue 17 item 4): a command stopped by Ctrl-C (SIGINT to its process group, as a terminal
+sends it) or by SIGTERM (to its process, as ``kill``, a scheduler or ``docker stop`` sends it) prints one line,
+no traceback, exits with 128 + the signal's number, leaves the MLflow run it was logging KILLED (not RUNNING,
+not FAILED), and the rerun of the same command resumes to the end. Real ``advaudio experiment`` processes on a
+tiny grid, stopped during training and after it (the attack and its checks); in-process, nested runs are all
+marked KILLED."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from test_runner import TINY_FGSM
+
+GRID = (TINY_FGSM.replace("train.epochs: 2", "train.epochs: 3").replace("defense: [none, fgsm_mix]", "defense: [none]")
+        .replace("n_examples: 6", "n_examples: 4"))
+"""One model (three epochs) and one attack: the smallest grid with a training and an attack phase."""
+WAIT_S = 900.0
+"""Bound of every wait for a moment in a child's work (generous: the test machine is shared)."""
+
+
+def _command(grid_file: Path, outputs: Path) -> list[str]:
+    return [sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs", str(outputs),
+            "--no-progress"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache")}
+
+
+def _interrupt_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], sig: signal.Signals,
+                    group: bool) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Start ``cmd`` in its own session; once ``ready()``, send ``sig`` to its process group (a terminal's Ctrl-C)
+    or to its process alone (``kill``); return how it ended and its pid (its process group's id)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while proc.poll() is None and not ready():
+            assert time.monotonic() < deadline, "the moment to interrupt never came"
+            time.sleep(0.02)
+        assert proc.poll() is None, "the command finished before it could be interrupted"
+        (os.killpg if group else os.kill)(proc.pid, sig)
+        out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), proc.pid
+
+
+def _assert_one_line(done: subprocess.CompletedProcess[str], sig: signal.Signals) -> None:
+    assert done.returncode == 128 + sig, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    message = f"advaudio experiment: interrupted ({sig.name}); rerun the same command to resume"
+    assert lines[-1] == message, lines[-5:]
+    assert sum("interrupt" in line.lower() for line in lines) == 1, lines
+
+
+def _statuses(outputs: Path, kind: str | None = None) -> list[str]:
+    client = MlflowClient(f"sqlite:///{(outputs / 'mlflow.db').resolve()}")
+    exp = client.get_experiment_by_name("tiny")
+    query = f"tags.`advaudio.kind` = '{kind}'" if kind else ""
+    return [r.info.status for r in client.search_runs([exp.experiment_id], query)]
+
+
+def _train_finished(outputs: Path) -> bool:
+    """Whether the store (read while the command writes it) holds a finished training run."""
+    if not (outputs / "mlflow.db").exists():
+        return False
+    with sqlite3.connect(f"file:{outputs / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as db:
+        try:
+            rows = db.execute("SELECT r.status FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
+                              "WHERE t.key = 'advaudio.kind' AND t.value = 'train'").fetchall()
+        except sqlite3.OperationalError:  # tables not created yet, or locked by the writer
+            return False
+    return any(status == "FINISHED" for (status,) in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_interrupted_training_is_killed_and_resumes(tmp_path: Path) -> None:
+    """Ctrl-C after the first epoch, SIGTERM after the resumed run's next epoch, then the rerun finishes."""
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(GRID)
+    outputs, env = tmp_path / "out", _env(tmp_path)
+    ckpts = outputs / "checkpoints"
+    cmd = _command(grid_file, outputs)
+
+    def epoch_after(previous: float) -> Callable[[], bool]:
+        """A training checkpoint newer than ``previous`` (an epoch done), the model not yet finished."""
+        def ready() -> bool:
+            found = list(ckpts.glob("*.train.pt"))
+            return bool(found) and found[0].stat().st_mtime > previous and not any(ckpts.glob("*.victim.pt"))
+        return ready
+
+    _assert_one_line(_interrupt_when(cmd, env, epoch_after(0.0), signal.SIGINT, group=True)[0], signal.SIGINT)
+    assert _statuses(outputs, "train") == ["KILLED"]
+    first_epoch = next(ckpts.glob("*.train.pt")).stat().st_mtime
+
+    _assert_one_line(_interrupt_when(cmd, env, epoch_after(first_epoch), signal.SIGTERM, group=False)[0],
+                     signal.SIGTERM)
+    assert _statuses(outputs, "train") == ["KILLED"]  # the same run, resumed and killed again
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _statuses(outputs, "train") == ["FINISHED"]
+    assert set(_statuses(outputs)) == {"FINISHED"}
+    assert len(_statuses(outputs, "attack")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_sigterm_after_training_leaves_nothing_running_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM once the model is trained (its attack and checks under way): no run is left RUNNING or FAILED;
+    the rerun reuses the trained model and finishes."""
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(GRID)
+    outputs, env = tmp_path / "out", _env(tmp_path)
+    cmd = _command(grid_file, outputs)
+    _assert_one_line(_interrupt_when(cmd, env, lambda: _train_finished(outputs), signal.SIGTERM, group=False)[0],
+                     signal.SIGTERM)
+    assert set(_statuses(outputs)) <= {"FINISHED", "KILLED"}, _statuses(outputs)
+    assert _statuses(outputs, "train") == ["FINISHED"]
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(_statuses(outputs)) == {"FINISHED"}
+    assert len(_statuses(outputs, "train")) == 1 and len(_statuses(outputs, "attack")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_sigterm_with_the_ray_executor_kills_its_task_runs_and_stops_ray(tmp_path: Path) -> None:
+    """SIGTERM to the driver while a Ray task trains (``ray.init`` would make it ``sys.exit(15)``): the task is
+    cancelled and marks its training run KILLED, Ray is shut down (nothing of the driver's process group is left),
+    one line, exit 143."""
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(GRID)
+    outputs, env = tmp_path / "out", {**_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [*_command(grid_file, outputs), "--executor", "ray"]
+    done, pgid = _interrupt_when(cmd, env, lambda: any((outputs / "checkpoints").glob("*.train.pt")),
+                                 signal.SIGTERM, group=False)
+    _assert_one_line(done, signal.SIGTERM)
+    assert _statuses(outputs, "train") == ["KILLED"]
+    assert set(_statuses(outputs)) <= {"FINISHED", "KILLED"}, _statuses(outputs)
+    with pytest.raises(ProcessLookupError):  # Ray's processes were started in the driver's group
+        os.killpg(pgid, 0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_marks_every_active_run_killed(sig: signal.Signals, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nested runs (a parent and the run inside it) are both KILLED; a run ended before the signal keeps its
+    status; the handlers are restored after the block."""
+    from defense.interrupt import Interrupted, active_run_ids, interruptible
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # restored after the test
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted) as caught:
+        with interruptible():
+            with mlflow.start_run() as done:
+                pass
+            with mlflow.start_run() as outer, mlflow.start_run(nested=True) as inner:
+                assert active_run_ids() == [inner.info.run_id, outer.info.run_id]
+                assert mlflow.active_run().info.run_id == active_run_ids()[0]
+                os.kill(os.getpid(), sig)
+                time.sleep(30)  # the handler raises before this returns
+    assert caught.value.exit_code == 128 + sig and caught.value.unmarked == []
+    client = MlflowClient()
+    assert client.get_run(outer.info.run_id).info.status == "KILLED"
+    assert client.get_run(inner.info.run_id).info.status == "KILLED"
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"
+    assert mlflow.active_run() is None
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
