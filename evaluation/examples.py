@@ -2,12 +2,13 @@
 
 Seed 004 (Fig. 1) shows, for one clip and one architecture, the original representation of each front-end and
 the adversarial one each attack crafted, with the perturbation's size written under it. Each attack run keeps
-one example for it (:func:`log_example`, the artifact ``example.npz``, one clip): the first clip of the model's
-base set, the same clip for every attack on a model (the grid evaluates every model on the same seeded clips,
-so where the models classify it correctly, the same clip for every front-end too). It holds the clean and the
-adversarial backbone input (normalised representation) and, for a waveform attack, both waveforms; the
-adversarial input is the one at the clip's ε\\*, or at the search range when the attack never broke it.
-Runs logged before this artifact existed have none and are left out of the figure.
+its candidates (:func:`log_example`, the artifact ``example.npz``): the first clip of the model's base set (the
+same clip for every attack on a model; the grid evaluates every model on the same seeded clips, so where the
+models classify it correctly, the same clip for every front-end too) and, when the attack did not break that
+one, the first clip it broke. Each holds the clean and the adversarial backbone input (normalised
+representation) and, for a waveform attack, both waveforms; the adversarial input is the one at the clip's ε\*,
+or at the search range when the attack never broke it. The figure shows the clip broken in the most rows
+(:func:`choose_clip`). Runs logged before this artifact existed have none and are left out of the figure.
 
 :func:`write_example_figures` draws one figure per data set, victim and defense (the first training seed) with
 a block of rows per representation (:func:`evaluation.plots.adversarial_examples`).
@@ -18,7 +19,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import mlflow
 import numpy as np
@@ -84,9 +85,10 @@ class Example:
         return f"{symbol} = {text} ({self.domain})"
 
 
-def make_example(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> Example | None:
-    """The example of an evaluation: the first clip of its base set (``None`` for an empty base set or an
-    evaluation without adversarial inputs, one read back from its record).
+def make_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> list[Example]:
+    """The candidate clips of an evaluation for Fig. 1: the first clip of its base set and, when the attack did
+    not break that one, the first clip it broke (none for an empty base set or an evaluation without adversarial
+    inputs, one read back from its record).
 
     Args:
         ev: the evaluation (with ``adversarial``).
@@ -95,49 +97,81 @@ def make_example(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> Ex
         base_waves: ``(n, 1, T)`` the base set's clean waveforms, in the order of ``ev``'s per-example fields.
     """
     if ev.adversarial is None or ev.eps_star.numel() == 0:
-        return None
+        return []
+    broken = ev.success.nonzero().flatten()
+    chosen = [0] + ([int(broken[0])] if broken.numel() and int(broken[0]) != 0 else [])
     device = victim_device(victim)
-    wave = base_waves[:1].to(device)
-    adversarial = ev.adversarial[:1].to(device)
+    waves = base_waves[chosen].to(device)
+    adversarial = ev.adversarial[chosen].to(device)
     with torch.no_grad():
-        clean_rep = victim.normalizer(victim.frontend(wave))
+        clean_rep = victim.normalizer(victim.frontend(waves))
         adv_rep = adversarial if ev.domain == "representation" else \
-            victim.normalizer(victim.frontend(adversarial.to(wave.dtype)))
-    names = victim.class_names
-    on_wave = ev.domain == "waveform"
-    return Example(
-        index=int(ev.base_index[0]), label=names[int(ev.labels[ev.base_index[0]])],
-        adv_label=names[int(ev.adv_logits[0].argmax())], broken=bool(ev.success[0]), eps_star=float(ev.eps_star[0]),
-        domain=ev.domain, norm=ev.norm, clean_rep=_plane(clean_rep), adv_rep=_plane(adv_rep),
-        clean_input=wave.reshape(-1).float().cpu().numpy() if on_wave else None,
-        adv_input=adversarial.reshape(-1).float().cpu().numpy() if on_wave else None)
+            victim.normalizer(victim.frontend(adversarial.to(waves.dtype)))
+    names, on_wave = victim.class_names, ev.domain == "waveform"
+    return [Example(index=int(ev.base_index[i]), label=names[int(ev.labels[ev.base_index[i]])],
+                    adv_label=names[int(ev.adv_logits[i].argmax())], broken=bool(ev.success[i]),
+                    eps_star=float(ev.eps_star[i]), domain=ev.domain, norm=ev.norm, clean_rep=_plane(clean_rep[j]),
+                    adv_rep=_plane(adv_rep[j]), clean_input=_numpy(waves[j]) if on_wave else None,
+                    adv_input=_numpy(adversarial[j]) if on_wave else None)
+            for j, i in enumerate(chosen)]
 
 
 def _plane(rep: Tensor) -> np.ndarray:
-    """``(1, 1, F, frames)`` → ``(F, frames)`` float32."""
-    return rep.reshape(rep.shape[-2], rep.shape[-1]).float().cpu().numpy()
+    """``(1, F, frames)`` → ``(F, frames)`` float32."""
+    return _numpy(rep).reshape(rep.shape[-2], rep.shape[-1])
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    """Flat float32 copy on the CPU (a waveform ``(1, T)`` → ``(T,)``)."""
+    return x.reshape(-1).float().cpu().numpy()
 
 
 def log_example(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> None:
-    """Keep :func:`make_example` as ``example.npz`` on the active (attack) run; nothing when there is none."""
-    example = make_example(ev, victim, base_waves)
-    if example is None:
+    """Keep :func:`make_examples` as ``example.npz`` (each field stacked over the clips) on the active (attack)
+    run; nothing when there is none."""
+    examples = make_examples(ev, victim, base_waves)
+    if not examples:
         return
-    arrays = {k: np.asarray(v) for k, v in vars(example).items() if v is not None}
+    fields = [vars(e) for e in examples]
+    arrays = {k: np.stack([np.asarray(f[k]) for f in fields]) for k, v in fields[0].items() if v is not None}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / EXAMPLE_ARTIFACT
         np.savez_compressed(path, **arrays)
         mlflow.log_artifact(str(path))
 
 
-def load_example(client: MlflowClient, run_id: str) -> Example | None:
-    """The example an attack run kept, or ``None`` if it kept none (a run logged before ``example.npz``)."""
+def load_examples(client: MlflowClient, run_id: str) -> list[Example]:
+    """The examples an attack run kept (none for a run logged before ``example.npz``)."""
     if EXAMPLE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
-        return None
+        return []
     with np.load(client.download_artifacts(run_id, EXAMPLE_ARTIFACT), allow_pickle=False) as data:
         fields = {k: data[k] for k in data.files}
-    return Example(index=int(fields.pop("index")), broken=bool(fields.pop("broken")),
-                   eps_star=float(fields.pop("eps_star")), **{k: str(fields.pop(k)) for k in _TEXT}, **fields)
+    if fields["index"].ndim == 0:  # one clip, unstacked (the first format, before the candidates)
+        fields = {k: v[None] for k, v in fields.items()}
+    return [Example(index=int(fields["index"][j]), broken=bool(fields["broken"][j]),
+                    eps_star=float(fields["eps_star"][j]), **{k: str(fields[k][j]) for k in _TEXT},
+                    **{k: v[j] for k, v in fields.items() if k not in (*_TEXT, "index", "broken", "eps_star")})
+            for j in range(len(fields["index"]))]
+
+
+def choose_clip(candidates: Sequence[Sequence[Example]]) -> int | None:
+    """The clip a figure shows: of the clips the rows kept, the one broken in the most rows, then kept in the most
+    rows, then the first (``None`` without candidates). Every row keeps its model's first base-set clip, so that
+    one is chosen where the attacks broke it."""
+    kept = [{e.index: e for e in row} for row in candidates]
+    clips = sorted({i for row in kept for i in row})
+    if not clips:
+        return None
+    return max(clips, key=lambda c: (sum(c in row and row[c].broken for row in kept), sum(c in row for row in kept),
+                                     -c))
+
+
+def pick(examples: Sequence[Example], clip: int | None) -> Example | None:
+    """A row's example of ``clip``; a row without it shows its first broken clip, else its first one."""
+    for example in examples:
+        if example.index == clip:
+            return example
+    return next((e for e in examples if e.broken), examples[0] if examples else None)
 
 
 def figure_groups(data: ReportData) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -151,7 +185,8 @@ def figure_groups(data: ReportData) -> dict[tuple[str, str, str], pd.DataFrame]:
 
 def example_figures(data: ReportData, tracking_uri: str | None = None) -> Iterator[tuple[str, Figure]]:
     """Seed 004's Fig. 1 for each data set, victim and defense: ``(file stem, figure)``, the stem
-    ``fig1_<dataset>_<victim>_<defense>``. Runs without an example are left out; a figure without any is skipped.
+    ``fig1_<dataset>_<victim>_<defense>``, on the clip :func:`choose_clip` picks. Runs without an example are left
+    out; a figure without any is skipped.
 
     Args:
         data: the experiment's runs (:func:`evaluation.report.collect`).
@@ -160,8 +195,11 @@ def example_figures(data: ReportData, tracking_uri: str | None = None) -> Iterat
     client = MlflowClient(tracking_uri)
     seed = data.seeds[0] if data.seeds else "0"
     for (dataset, victim, defense), runs in figure_groups(data).items():
-        rows = [(str(run["frontend"]), _attack_label(run), example) for _, run in runs.iterrows()
-                if (example := load_example(client, run["run_id"])) is not None]
+        found = [(str(run["frontend"]), _attack_label(run), load_examples(client, run["run_id"]))
+                 for _, run in runs.iterrows()]
+        clip = choose_clip([examples for *_, examples in found])
+        rows = [(frontend, attack, example) for frontend, attack, examples in found
+                if (example := pick(examples, clip)) is not None]
         if rows:
             yield (f"fig1_{dataset}_{victim}_{defense}", plots.adversarial_examples(
                 rows, title=f"{dataset} / {victim} / {defense}, seed {seed}: one clip under every attack "

@@ -5,12 +5,14 @@ import math
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from evaluation import report as R
+from evaluation.examples import Example, choose_clip, pick
 from victims.registry import ConfigError
 
 STFT, CWT = "stft_db_small", "cwt_tonnetz_small"
@@ -290,12 +292,10 @@ def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: R.ReportDa
 @pytest.mark.timeout(180)
 def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 16 item 5: each attack run keeps one clip (the first of the model's base set); `advaudio report` draws
-    seed 004's Fig. 1 from them: a row per (representation, attack) with clean / adversarial / perturbation panels,
-    the perturbation's norm in the attack's norm and domain on the panels. A run without an example (logged before
-    they existed) is left out."""
-    import numpy as np
-
+    """Issue 16 item 5: each attack run keeps its base set's first clip (and its first broken one); `advaudio report`
+    draws seed 004's Fig. 1 from them: a row per (representation, attack) with clean / adversarial / perturbation
+    panels, the perturbation's norm in the attack's norm and domain, computed here from the stored arrays, on the
+    panels. A run without an example (logged before they existed) is left out."""
     from attacks.base import create_attack
     from defense.cli import main
     from evaluation.examples import EXAMPLE_ARTIFACT, example_figures, log_example
@@ -306,10 +306,11 @@ def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkey
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     victim = trained_victim(steps=5)
     waves, labels = tones(3, seed=7)
-    attacks = {"fgsm": create_attack("fgsm", domain="representation", norm="l2"),
-               "deepfool": create_attack("deepfool", domain="waveform", steps=30)}
-    evs = {name: evaluate_attack(victim, attack, waves, labels, eps_max=12.0, n_budgets=4, n_bisect=2, name=name)
-           for name, attack in attacks.items()}
+    attacks = {"fgsm": (create_attack("fgsm", domain="representation", norm="l2"), 12.0),
+               "deepfool": (create_attack("deepfool", domain="waveform", steps=30), 12.0),
+               "noise": (create_attack("noise", domain="waveform"), 3.0)}  # breaks a few clips, not the first
+    evs = {name: evaluate_attack(victim, attack, waves, labels, eps_max=eps, n_budgets=4, n_bisect=2, name=name, seed=0)
+           for name, (attack, eps) in attacks.items()}
     uri, outputs = store, Path(store.removeprefix("sqlite:///")).parent  # the store of the tables' tests
     client = MlflowClient(uri)
     exp = client.create_experiment("figs", artifact_location=(outputs / "figs").as_uri())
@@ -319,7 +320,7 @@ def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkey
     run_ids = {}
     for frontend in ("stft_b", "stft_a"):
         _run(client, exp, dict(kind="train", frontend=frontend, **coords), {"test_accuracy": 1.0}, start=next(clock))
-        for name, ev in [*evs.items(), ("noise", None)]:
+        for name, ev in [*evs.items(), ("old", None)]:
             tags = dict(kind="attack", frontend=frontend, attack=name, domain="representation", norm="l2", **coords)
             run_ids[frontend, name] = run_id = _run(client, exp, tags, {"fooling_auc": 0.5}, start=next(clock))
             if ev is not None:
@@ -333,19 +334,40 @@ def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkey
     ((stem, fig),) = example_figures(R.collect("figs", uri), uri)
     assert stem == "fig1_tones_tiny_none"
     panels = [ax for ax in fig.axes if ax.get_title()]
-    rows = [(f, a) for f in ("stft_a", "stft_b") for a in ("fgsm", "deepfool")]  # noise kept no example
+    rows = [(f, a) for f in ("stft_a", "stft_b") for a in ("fgsm", "deepfool", "noise")]  # "old" kept no example
     assert len(panels) == 3 * len(rows) and all(ax.get_images() for ax in panels)
     for r, (frontend, name) in enumerate(rows):
-        ev = evs[name]
+        ev, clean_ax, adv_ax, delta_ax = evs[name], *panels[3 * r:3 * r + 3]
+        clip = int(clean_ax.get_title().split("clip ")[1].split()[0])
         with np.load(client.download_artifacts(run_ids[frontend, name], EXAMPLE_ARTIFACT)) as stored:
-            clean, adv = (stored["clean_rep"], stored["adv_rep"]) if name == "fgsm" else \
-                (stored["clean_input"], stored["adv_input"])
+            assert int(stored["index"][0]) == int(ev.base_index[0])  # every run keeps its base set's first clip
+            assert len(stored["index"]) == 1 + (not ev.success[0] and bool(ev.success.any()))  # and its first broken
+            (j,) = np.flatnonzero(stored["index"] == clip)
+            clean, adv = (stored["clean_rep"][j], stored["adv_rep"][j]) if name == "fgsm" else \
+                (stored["clean_input"][j], stored["adv_input"][j])
             by_hand = float(np.linalg.norm(adv.astype(np.float64) - clean))
-            assert int(stored["index"]) == int(ev.base_index[0])
-        assert by_hand == pytest.approx(float(ev.norms[0]), rel=1e-4)  # what the attack measured
+        (pos,) = (ev.base_index == clip).nonzero().flatten().tolist()
+        assert by_hand == pytest.approx(float(ev.norms[pos]), rel=1e-4)  # what the attack measured
         domain = "representation" if name == "fgsm" else "waveform"
         text = f"‖δ‖₂ = {by_hand:.4g} ({domain})"
-        label = victim.class_names[int(labels[ev.base_index[0]])]
-        assert panels[3 * r].get_title() == f"{frontend}: clean, clip {int(ev.base_index[0])} ({label})"
-        assert panels[3 * r + 1].get_title().endswith(text) and panels[3 * r + 2].get_title() == \
-            f"{name}: perturbation\n{text}"
+        assert clean_ax.get_title() == f"{frontend}: clean, clip {clip} ({victim.class_names[int(labels[clip])]})"
+        assert adv_ax.get_title().endswith(text) and delta_ax.get_title() == f"{name}: perturbation\n{text}"
+        assert ("→" in adv_ax.get_title()) == bool(ev.success[pos])
+
+
+def _kept(index: int, broken: bool) -> Example:
+    return Example(index, "a", "b" if broken else "a", broken, 1.0 if broken else math.inf, "representation", "l2",
+                   np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32))
+
+
+def test_fig1_shows_the_clip_broken_in_the_most_rows() -> None:
+    """Each row keeps its base set's first clip and, where that one was not broken, its first broken clip; the figure
+    shows the clip broken in the most rows (then kept in the most, then the first); a row without it shows its own
+    first broken clip."""
+    rows = [[_kept(0, False), _kept(2, True)], [_kept(0, False), _kept(2, True)], [_kept(0, True)]]
+    assert choose_clip(rows) == 2
+    assert [pick(row, 2).index for row in rows] == [2, 2, 0]
+    assert choose_clip([[_kept(0, True)], [_kept(0, False), _kept(3, True)]]) == 0  # tie on broken: kept in both
+    assert choose_clip([[_kept(4, False)], [_kept(1, False)]]) == 1
+    assert choose_clip([[], []]) is None and pick([], None) is None
+    assert pick([_kept(5, False), _kept(6, False)], 1).index == 5
