@@ -79,15 +79,14 @@ class Item:
 
 @dataclass
 class Plan:
-    """Every item of an experiment, the data sizes it was counted with, each combo's configs (for
-    calibration), the training device and notes on what the counts leave out."""
+    """Every item of an experiment, the data sizes it was counted with, each combo's training config and batch
+    size (for calibration) and notes on what the counts leave out."""
 
     name: str
     items: list[Item]
     sizes: dict[str, DataSizes]
     configs: dict[Combo, dict[str, Any]]
-    device: str
-    batch_sizes: dict[Combo, tuple[int, int]]
+    batch_sizes: dict[Combo, int]
     notes: list[str] = field(default_factory=list)
 
     def passes(self, phase: str | None = None, expected: bool = False) -> Passes:
@@ -203,22 +202,20 @@ def plan_grid(grid: Grid) -> Plan:
     items: list[Item] = []
     sizes: dict[str, DataSizes] = {}
     configs: dict[Combo, dict[str, Any]] = {}
-    batch_sizes: dict[Combo, tuple[int, int]] = {}
+    batch_sizes: dict[Combo, int] = {}
     notes: list[str] = []
     defense_cfgs = {d: grid.defense_config(d) for d in grid.axes["defense"]}
     trainable = [d for d in grid.axes["defense"] if d != ORIGINAL and not is_transform(defense_cfgs[d])]
     attacks = {option: attack_from(cfg) for option, cfg in grid.attacks.items()}
     domains = sorted({a.domain for a in attacks.values()} or {"representation"})
-    device = "auto"
     for dataset, frontend, victim, seed in grid.models():
         combo = Combo(dataset, frontend, victim)
         cell = grid.cell_config(dataset, frontend, victim, ORIGINAL, seed)
-        device = str(cell["train"].get("device", "auto"))
         if dataset not in sizes:
             sizes[dataset] = data_sizes(cell["dataset"])
         size = sizes[dataset]
         configs[combo] = cell
-        batch_sizes[combo] = (int(cell["train"].get("batch_size", 32)), ev_cfg.batch_size)
+        batch_sizes[combo] = int(cell["train"].get("batch_size", 32))
         n = min(ev_cfg.n_examples, size.test)
         where = f"seed{seed}"
         for defense in [ORIGINAL, *trainable]:
@@ -259,7 +256,7 @@ def plan_grid(grid: Grid) -> Plan:
     for name, size in sizes.items():
         if size.source == "documented":
             notes.append(f"{name}: documented size ({size.note})")
-    return Plan(grid.name, items, sizes, configs, device, batch_sizes, sorted(set(notes)))
+    return Plan(grid.name, items, sizes, configs, batch_sizes, sorted(set(notes)))
 
 
 def _certify_cost(defense_cfg: dict[str, Any], grid: Grid, attacks: dict[str, Attack], n: int,

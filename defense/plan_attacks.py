@@ -19,14 +19,17 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from attacks.apgd import APGD
 from attacks.base import Attack
 from attacks.cw import CarliniWagnerL2, _SignAdamCW
 from attacks.deepfool import DeepFool
+from attacks.fmn import FMN
 from attacks.gradient import GradientAttack
 from attacks.jsma import JSMA
 from attacks.lbfgs import LBFGSAttack, batched_lbfgs
 from attacks.nes import NES
 from attacks.noise import WhiteNoise
+from attacks.square import Square
 from defense.passes import Passes, model_call, total
 from evaluation.config import EvalConfig
 from evaluation.harness import MAX_REFINE_STEPS, budget_grid
@@ -84,6 +87,14 @@ def run_cost(attack: Attack, num_classes: int, draws: int = 1, expected: bool = 
         evaluations = 1 if expected else LBFGS_BACKTRACKS
         per_search = step(1) * (1 + cap(attack.max_iterations) * evaluations) + plain
         return RunCost(per_search * attack.binary_search_steps, exact=False)
+    if isinstance(attack, APGD):  # per restart: the start's evaluation and one per step
+        if attack.restarts == 1 and not attack.early_stop:
+            return RunCost(step(1) * (1 + attack.steps), exact=True)
+        return RunCost(step(1) * (cap(attack.restarts * (1 + attack.steps))), exact=False)
+    if isinstance(attack, FMN):
+        return RunCost(step(1) * attack.steps, exact=True)
+    if isinstance(attack, Square):  # queries of the attacked function, capped per clip
+        return RunCost(model_call(1, d, graph=False) * cap(attack.max_queries), exact=False)
     if isinstance(attack, WhiteNoise):
         return RunCost(Passes(), exact=True)
     return RunCost(Passes(), exact=False, counted=False)

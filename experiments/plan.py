@@ -38,12 +38,10 @@ def _attack_item(combo: Combo, label: str, cfg: dict[str, Any], attempts: int, n
                 expected=likely * attempts)
 
 
-def _plan(name: str, items: list[Item], sizes: dict[str, DataSizes], configs: dict[Combo, dict[str, Any]],
-          batch: int) -> Plan:
+def _plan(name: str, items: list[Item], sizes: dict[str, DataSizes], configs: dict[Combo, dict[str, Any]]) -> Plan:
     notes = [f"{k}: documented size ({s.note})" for k, s in sizes.items() if s.source == "documented"]
-    device = str(next(iter(configs.values()))["train"].get("device", "auto"))
-    return Plan(name, items, sizes, configs, device,
-                {c: (int(cfg["train"].get("batch_size", 32)), batch) for c, cfg in configs.items()}, notes)
+    return Plan(name, items, sizes, configs, {c: int(cfg["train"].get("batch_size", 32)) for c, cfg in configs.items()},
+                notes)
 
 
 def _seed000(raw: dict[str, Any], overrides: dict[str, Any]) -> Plan:
@@ -64,7 +62,7 @@ def _seed000(raw: dict[str, Any], overrides: dict[str, Any]) -> Plan:
         items.append(_attack_item(combo, spec.name, attack_cfg, attempts, size.num_classes))
         noise = model_call(attempts, "waveform", graph=False) + model_call(n, "waveform", graph=False)
         items.append(Item(combo, "checks", f"{spec.name}/noise", noise, False))
-    return _plan(study.name, items, {combo.dataset: size}, {combo: cfg}, ev.batch_size)
+    return _plan(study.name, items, {combo.dataset: size}, {combo: cfg})
 
 
 def _seed001(raw: dict[str, Any], overrides: dict[str, Any]) -> Plan:
@@ -93,14 +91,13 @@ def _seed001(raw: dict[str, Any], overrides: dict[str, Any]) -> Plan:
         for label in study.transfer:  # replayed on this model: the clean clips and every model's examples
             replay = model_call(n, "waveform", graph=False) * (1 + len(study.models))
             items.append(Item(combo, "transfer", f"{model}/{label}", replay, False))
-    return _plan(study.name, items, {dataset: size}, configs, ev.batch_size)
+    return _plan(study.name, items, {dataset: size}, configs)
 
 
 def _seed003(raw: dict[str, Any], overrides: dict[str, Any]) -> Plan:
     from experiments.seed003_config import load_study
 
     study = load_study(raw, overrides)
-    ev = study.evaluation
     items: list[Item] = []
     configs: dict[Combo, dict[str, Any]] = {}
     sizes: dict[str, DataSizes] = {}
@@ -128,4 +125,4 @@ def _seed003(raw: dict[str, Any], overrides: dict[str, Any]) -> Plan:
             items.append(Item(combo, "checks", f"{name}/clean", clean))
             for label, attack_cfg in study.attacks.items():
                 items.append(_attack_item(combo, f"{name}/{label}", attack_cfg, n, size.num_classes))
-    return _plan(study.name, items, sizes, configs, ev.batch_size)
+    return _plan(study.name, items, sizes, configs)
