@@ -147,7 +147,8 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 TAG_PREFIX = "advaudio."
 """Every tag advaudio writes: coordinates (``dataset``, ``frontend``, ``victim``, ``defense``, ``seed``,
 ``attack``), an attack's ``domain``/``norm``/``family``/``targeted``/``in_tables``, the run ``kind``
-(``train``, ``attack``, ``grid``), resume keys (``run_key``, ``cell_key``, ``grid_key``) and ``status``."""
+(``train``, ``attack``, ``grid``), run keys (``run_key``, ``cell_key``, ``grid_key``, ``study_key``,
+``transfer_key``: :func:`resumable_run`) and ``status``."""
 FINISHED = "finished"
 
 
@@ -251,6 +252,20 @@ def log_once(run_id: str, metrics: Mapping[str, float]) -> None:
         new = {k: float(v) for k, v in metrics.items() if not _same(held.get(k), float(v))}
         if new:
             mlflow.log_metrics(new, run_id=run_id)
+
+
+def log_next(run_id: str, metrics: Mapping[str, float], counter: str) -> int:
+    """Log ``metrics`` on ``run_id`` at the step after the last one metric ``counter`` holds (0 for the first):
+    what each command measures anew (a grid's wall time) gets a step per command, never two values at one step.
+
+    Returns:
+        The step.
+    """
+    with owned(f"run-{run_id}", f"logging to run {run_id}", quiet=True):
+        steps = logged_steps(run_id, counter)
+        step = max(steps) + 1 if steps else 0
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=run_id)
+    return step
 
 
 def _same(old: float | None, new: float) -> bool:
