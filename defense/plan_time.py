@@ -3,10 +3,11 @@ clip-passes the plan counts (:mod:`defense.plan`), printed as a table and logged
 
 Calibration builds each victim from its config as training does (random weights) at the real input size (the
 data set's rate × clip length through the real front-end) and times, after one warm-up, each kind of pass
-(:mod:`defense.passes`) on a batch of the training batch size or, where one such batch would take longer than
-:data:`CALIBRATION_SECONDS`, on fewer clips scaled per clip (a small batch runs slower per clip than a large
-one, so the estimate then errs long). Training passes include the optimiser step and, on CUDA with
-``train.amp``, bfloat16 autocast. What no pass covers — data loading, MLflow logging, bootstrap intervals,
+(:mod:`defense.passes`) on two small batches (:data:`PROBE_CLIPS` clips, then twice to four times as many: four
+times where a pass stays within :data:`CALIBRATION_SECONDS`); a line through the two (a fixed cost per call and a cost per
+clip, :func:`per_clip`) gives the seconds per clip in a batch of the training batch size. A small batch costs
+more per clip than a large one, on a busy machine many times more, so timing it alone would err long. Training
+passes include the optimiser step and, on CUDA with ``train.amp``, bfloat16 autocast. What no pass covers — data loading, MLflow logging, bootstrap intervals,
 plots — is left out of the estimate.
 """
 from __future__ import annotations
@@ -28,17 +29,18 @@ from training.trainer import resolve_device
 from victims.victim import Victim, build_victim
 
 log = logging.getLogger(__name__)
-CALIBRATION_SECONDS = 0.5
-"""Longest a calibration batch of one kind may take; larger batches are cut to fit (per-clip time scaled)."""
+CALIBRATION_SECONDS = 2.0
+"""Longest one pass (of the slowest kind) of the second calibration batch may take, unless it holds only twice
+the first batch's clips."""
 REPEATS = 3
 """Timed calls per kind of pass (after a warm-up); the fastest counts."""
 PROBE_CLIPS = 2
-"""Clips of the first calibration batch, which sizes the second."""
+"""Clips of the first calibration batch, which sizes the second (at most four times as many)."""
 
 
 @dataclass(frozen=True)
 class Speeds:
-    """Seconds per clip-pass of each kind, measured on ``batch`` clips on ``device``."""
+    """Seconds per clip-pass of each kind in a batch of ``batch`` clips on ``device``."""
 
     train: float
     grad: float
@@ -59,8 +61,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = REPEATS) -> float:
-    """Seconds of one ``fn()``: the fastest of ``repeats`` calls after a warm-up call (the minimum is the
-    estimate least disturbed by other work on the machine, as ``timeit`` advises)."""
+    """Seconds of one ``fn()``: the fastest of up to ``repeats`` calls after a warm-up call, fewer when one call
+    takes over a second (the minimum is the estimate least disturbed by other work, as ``timeit`` advises)."""
     fn()
     best = float("inf")
     for _ in range(repeats):
@@ -69,11 +71,17 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = REPEATS) 
         fn()
         _sync(device)
         best = min(best, time.perf_counter() - start)
+        if best > 1.0:
+            break
     return best
 
 
 def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: bool) -> dict[str, float]:
-    """Seconds of one pass of each kind on the batch ``wave``."""
+    """Seconds of one pass of each kind on the batch ``wave``: the front-end's forward and backward, the
+    backbone's forward and training step are timed; an attack's gradient pass (a forward that builds a graph, and
+    a backward to the input) is taken as a training step's forward and backward (``grad`` = ``forward``,
+    ``backward`` = ``train`` − ``forward``): one backward pass through the same layers, to the input instead of
+    the weights."""
     opt = torch.optim.Adam(victim.parameters(), lr=1e-9)
     labels = torch.zeros(wave.shape[0], dtype=torch.long, device=device)
     with torch.no_grad():
@@ -82,13 +90,10 @@ def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: b
     out: dict[str, float] = {}
     with torch.no_grad():
         out["fe_forward"] = _timed(lambda: victim.frontend(wave), device)
-        out["forward"] = _timed(lambda: victim.classify(rep), device)
+        out["forward"] = out["grad"] = _timed(lambda: victim.classify(rep), device)
     w = wave.clone().requires_grad_(True)
-    out["fe_backward"] = _timed(lambda: torch.autograd.grad(victim.frontend(w).sum(), w), device) - out["fe_forward"]
-    x = rep.clone().requires_grad_(True)
-    out["grad"] = _timed(lambda: victim.classify(x), device)
-    both = _timed(lambda: torch.autograd.grad(F.cross_entropy(victim.classify(x), labels), x), device)
-    out["backward"] = max(both - out["grad"], 0.0)
+    fe_both = _timed(lambda: torch.autograd.grad(victim.frontend(w).sum(), w), device)
+    out["fe_backward"] = max(fe_both - out["fe_forward"], 0.0)
     victim.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
         else contextlib.nullcontext()
@@ -101,8 +106,8 @@ def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: b
         opt.step()
 
     out["train"] = _timed(step, device)
+    out["backward"] = max(out["train"] - out["forward"], 0.0)
     victim.eval()
-    out["fe_backward"] = max(out["fe_backward"], 0.0)
     return out
 
 
@@ -118,15 +123,25 @@ def calibrate(cfg: dict[str, Any], num_classes: int, sample_rate: int, num_sampl
     gen = torch.Generator().manual_seed(0)
 
     def times(clips: int) -> dict[str, float]:
-        wave = 0.1 * torch.randn(clips, 1, num_samples, generator=gen).to(device)
-        return {k: v / clips for k, v in _pass_times(victim, wave, device, amp).items()}
+        return _pass_times(victim, 0.1 * torch.randn(clips, 1, num_samples, generator=gen).to(device), device, amp)
 
-    probe = min(batch, PROBE_CLIPS)
-    per_clip = times(probe)
-    size = max(probe, min(batch, int(budget_s / max(sum(per_clip.values()), 1e-9))))
-    if size > probe:
-        per_clip = times(size)
-    return Speeds(**per_clip, batch=size, device=str(device))
+    small = min(batch, PROBE_CLIPS)
+    first = times(small)
+    fits = int(budget_s * small / max(max(first.values()), 1e-9))  # clips a pass of the slowest kind fits
+    large = min(batch, PROBE_CLIPS * 4, max(2 * small, fits))
+    if large <= small:
+        return Speeds(**{k: v / small for k, v in first.items()}, batch=small, device=str(device))
+    second = times(large)
+    return Speeds(**{k: per_clip(first[k], second[k], small, large, batch) for k in first}, batch=batch,
+                  device=str(device))
+
+
+def per_clip(t_small: float, t_large: float, small: int, large: int, batch: int) -> float:
+    """Seconds per clip in a batch of ``batch`` from two timed batches, fitting ``t(b) = a + c·b``: a fixed cost per
+    call (framework overhead, waiting for a busy machine) and a cost per clip; both kept non-negative."""
+    c = max((t_large - t_small) / (large - small), 0.0)
+    a = max(t_small - c * small, 0.0)
+    return (a + c * batch) / batch
 
 
 def calibrate_plan(plan: Plan, budget_s: float = CALIBRATION_SECONDS) -> dict[Combo, Speeds]:
@@ -139,7 +154,7 @@ def calibrate_plan(plan: Plan, budget_s: float = CALIBRATION_SECONDS) -> dict[Co
                           size.sample_rate, size.num_samples], sort_keys=True, default=str)
         if key not in found:
             found[key] = calibrate(cfg, size.num_classes, size.sample_rate, size.num_samples,
-                                   plan.batch_sizes[combo][0], budget_s)
+                                   plan.batch_sizes[combo], budget_s)
             log.info("calibrated %s/%s/%s: %s", *asdict(combo).values(), found[key])
         out[combo] = found[key]
     return out
@@ -220,8 +235,8 @@ def format_plan(est: Estimate) -> str:
     plan = est.plan
     devices = sorted({s.device for s in est.speeds.values()})
     batches = sorted({s.batch for s in est.speeds.values()})
-    lines = [f"# Plan of {plan.name} on {', '.join(devices)} (calibration batch {', '.join(map(str, batches))} "
-             "clips; nothing is trained or attacked)", ""]
+    lines = [f"# Plan of {plan.name} on {', '.join(devices)} (passes timed per clip in batches of "
+             f"{', '.join(map(str, batches))}; nothing is trained or attacked)", ""]
     for name, size in plan.sizes.items():
         lines.append(f"{name}: train {size.train}, val {size.val}, test {size.test} clips, {size.num_classes} "
                      f"classes, {size.num_samples} samples at {size.sample_rate} Hz"
