@@ -2,6 +2,7 @@
 module hooks), hand-computed ε* search counts, documented split sizes, and the printed plan. Never a timing."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,9 +12,9 @@ from defense.grid import load_grid
 from defense.passes import KINDS, PassCounter, Passes, model_call
 from defense.plan import attack_from, plan_grid
 from defense.plan_attacks import evaluation_cost, expected_search, search_calls, worst_search
-from defense.plan_data import data_sizes
+from defense.plan_data import DOCUMENTED, data_sizes, documented_sizes
 from defense.plan_run import record_outcome
-from defense.plan_time import Speeds, estimate
+from defense.plan_time import Speeds, estimate, per_clip
 from evaluation.harness import AttackEvaluation, budget_grid
 from evaluation.tracking import iter_runs, setup_tracking, tag
 from tests.tiny import trained_victim, tones
@@ -85,6 +86,24 @@ def test_documented_sizes() -> None:
     assert esc.num_samples == 16000 * 5
     us8k = data_sizes(grid.cell_config("urbansound8k", "stft_db", "resnet18", "none")["dataset"])
     assert (us8k.test, us8k.val, us8k.num_classes) == (837, round(7895 * 0.1), 10)
+
+
+@pytest.mark.timeout(300)
+def test_documented_fsdd_matches_the_data() -> None:
+    """FSDD's documented layout (3,000 recordings, 300 in the official test fold) gives the split sizes the
+    real data set has (the FSDD grid's config: 10 % of the 2,700 training recordings for validation)."""
+    cfg = load_grid("fsdd").cell_config("fsdd", "stft_db_128", "resnet18", "none")["dataset"]
+    if not Path(cfg["root"]).is_dir():
+        pytest.skip(f"FSDD is not at {cfg['root']}")
+    real = data_sizes(cfg)
+    assert real.source == "data"
+    assert documented_sizes(cfg, DOCUMENTED["fsdd"], "") == replace(real, source="documented")
+
+
+def test_per_clip_fit() -> None:
+    """A fixed cost per call and a cost per clip through two timed batches: 1 s + 0.1 s per clip, read at 32."""
+    assert per_clip(1.2, 1.8, 2, 8, 32) == pytest.approx((1.0 + 0.1 * 32) / 32)
+    assert per_clip(1.0, 0.9, 2, 8, 32) == pytest.approx(1.0 / 32)  # noise: no negative cost per clip
 
 
 @pytest.mark.timeout(300)
