@@ -3,9 +3,9 @@
 The definitions are those of :mod:`evaluation.metrics` (SPEC "Evaluation", seed 004):
 
 - Base set: evaluation examples the victim classifies correctly on clean input (report its size).
-- Minimal perturbation ε*ᵢ: for a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA;
-  ``Attack.fixed_budget`` False) the norm of what it found; for a fixed-budget attack (FGSM, BIM,
-  PGD, NES) the smallest budget at which it succeeds, found by a budget sweep refined by bisection;
+- Minimal perturbation ε*ᵢ: for a minimum-norm attack (DeepFool, C&W, L-BFGS, JSMA, and NES with
+  ``search``; ``Attack.fixed_budget`` False) the norm of what it found; for a fixed-budget attack (FGSM,
+  BIM, PGD, NES) the smallest budget at which it succeeds, found by a budget sweep refined by bisection;
   ∞ where it never succeeds up to the search range.
 
 Two budgets, in the attack's own norm and domain: ``eps_max`` closes the fooling AUC, FR(ε_max) and
@@ -29,7 +29,11 @@ How ε* is found for a fixed-budget attack (a cascade over still-unbroken exampl
    call, so brackets stay on one lattice and calls stay batched; an attack that takes one budget per
    example (``Attack.per_example_budgets``) refines every example in one call per step.
 
-A minimum-norm attack runs once per mini-batch; its ε* is exact (resolution 0).
+A minimum-norm attack runs once per mini-batch; its ε* is exact (resolution 0): the norm of the example it
+returns, which succeeds. NES with ``search`` is one: a black-box attack pays its whole query budget in every
+run, so instead of a run per budget and bisection step (each failing run spends every query) it grows and
+shrinks its radius in one run per clip (Ilyas et al.'s ε schedule, :mod:`attacks.nes`) and returns the
+smallest adversarial example it found; its clips' queries are in ``total_queries`` (= ``queries``).
 Stochastic attacks (NES, noise, PGD's random start) draw fresh noise in every call, so their ε* is the
 smallest budget at which one draw succeeded; pass ``seed`` to make a run reproducible.
 """
@@ -429,7 +433,8 @@ class _Runner:
         res = self.attack(self.victim, wave, ev.labels[ev.base_index[idx]].to(self.device),
                           targets=targets, epsilons=epsilons)
         ev.attack_calls += 1
-        ev.total_queries[idx] += res.queries.sum(dim=0).cpu()
+        spent = res.queries.sum(dim=0) if self.attack.fixed_budget else res.queries[0]  # one run, every budget
+        ev.total_queries[idx] += spent.cpu()
         return res
 
     def _store(self, idx: Tensor, res: AttackResult, k: Tensor) -> None:

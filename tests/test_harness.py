@@ -332,3 +332,48 @@ def test_evaluate_takes_the_experiment_settings_whole_and_the_budgets_of_the_att
     assert torch.equal(ev.eps_star, direct.eps_star)
     with pytest.raises(ConfigError, match="no evaluation.eps_max.waveform.l2 \\(attack 'thr'\\)"):
         evaluate(line_victim(), Threshold(), waves, labels, EvalConfig(eps_max={"waveform": {"linf": 1.0}}), name="thr")
+
+
+class _CountRows(nn.Module):
+    """Counts the input rows the model evaluates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += x.shape[0]
+        return x
+
+
+@pytest.mark.timeout(180)
+def test_nes_search_matches_sweep_and_bisection_in_one_call_with_exact_query_counts() -> None:
+    """NES's one-run ε search (``search``) against the fixed-budget sweep + bisection, on the line victim
+    whose minimal L2 perturbation is each clip's threshold: every ε* is at least the threshold (nothing
+    smaller succeeds), the search's is within the sweep's 5 % resolution of the sweep's or below it, in one
+    attack call and fewer queries; its stored examples succeed at norm ε*, and ``total_queries`` counts
+    every row the victim evaluated (plus the harness's clean prediction and each call's check)."""
+    from attacks import create_attack
+
+    thresholds = [0.1, 0.2, 0.4, 0.8]
+    waves, labels = waves_with_thresholds(thresholds), torch.zeros(4, dtype=torch.long)
+    common = {"domain": "waveform", "norm": "l2", "sigma": 1e-3, "n_samples": 8, "max_queries": 10_000}
+    fixed = create_attack("nes", learning_rate=0.05, max_iterations=60, **common)
+    search = create_attack("nes", search=True, eps_start=0.02, momentum=0.99, patience=20, max_iterations=600,
+                           **common)
+    old = evaluate_attack(line_victim(), fixed, waves, labels, eps_max=1.0, search_eps_max=2.0, n_budgets=5, rtol=0.05,
+                          seed=0)
+    victim, counter = line_victim(), _CountRows()
+    victim.backbone = nn.Sequential(counter, victim.backbone)
+    new = evaluate_attack(victim, search, waves, labels, eps_max=1.0, search_eps_max=2.0, n_budgets=5, rtol=0.05,
+                          seed=0)
+    assert counter.rows == int(new.total_queries.sum()) + 4 + 4  # + the clean predictions and the success check
+    thr = torch.tensor(thresholds, dtype=torch.float64)
+    assert old.success.all() and new.success.all()
+    assert (old.eps_star >= thr * (1 - 1e-5)).all() and (new.eps_star >= thr * (1 - 1e-5)).all()
+    assert (new.eps_star <= old.eps_star * 1.05).all(), new.eps_star / old.eps_star
+    assert new.attack_calls == 1 and int(new.total_queries.sum()) < int(old.total_queries.sum())
+    assert torch.equal(new.total_queries, new.queries)
+    logits = line_victim().logits_fn("waveform")(new.adversarial)
+    assert (logits.argmax(dim=1) != 0).all()
+    assert torch.allclose(new.norms, new.eps_star)
