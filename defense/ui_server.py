@@ -4,7 +4,8 @@
 session of its own (``start_new_session``), they form one process group that :class:`UiServer` stops whole:
 SIGTERM to the group, then SIGKILL to whatever is left after ``STOP_GRACE_S`` — when ``advaudio ui`` is stopped
 (SIGINT, SIGTERM: :mod:`defense.interrupt`), fails, or the server dies. A terminal's Ctrl-C no longer reaches
-the server's processes directly (their tracebacks), only ``advaudio ui``, which stops them.
+the server's processes directly (their tracebacks), only ``advaudio ui``, which stops them. The group's leader is
+:func:`supervise`, which stops the group when ``advaudio ui`` dies without a chance to (``kill -9``).
 
 Before anything is printed the port is checked (a TCP port, free on 127.0.0.1), and the addresses are printed
 once the server answers ``/health``; a server that exits or does not answer within ``START_TIMEOUT_S`` is a
@@ -12,6 +13,7 @@ once the server answers ``/health``; a server that exits or does not answer with
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -21,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import NoReturn
 
 from victims.registry import ConfigError
@@ -32,6 +34,8 @@ busy cores)."""
 STOP_GRACE_S = 15.0
 """How long the server's processes get to exit on SIGTERM before SIGKILL."""
 POLL_S = 0.25
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when its parent dies."""
 
 
 class ServerError(RuntimeError):
@@ -108,12 +112,12 @@ class UiServer:
         check_port(self.port, self.host)
         fd, log_name = tempfile.mkstemp(prefix="advaudio-ui-", suffix=".log")
         self.log_path = Path(log_name)
-        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.store_uri, "--host", self.host,
-               "--port", str(self.port), "--workers", "1"]
+        cmd = [sys.executable, "-m", __name__, str(os.getpid()), sys.executable, "-m", "mlflow", "ui",
+               "--backend-store-uri", self.store_uri, "--host", self.host, "--port", str(self.port), "--workers", "1"]
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        self.pgid = self.proc.pid  # the session leader's pid is its group's id
+        self.pgid = self.proc.pid  # the session leader (:func:`supervise`): its pid is its group's id
         deadline = time.monotonic() + self.start_timeout
         while not self._answers():
             if self.proc.poll() is not None:
@@ -163,3 +167,25 @@ class UiServer:
     def _last_log_line(self) -> str:
         lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         return f"last log line: {lines[-1][:300]}" if lines else "nothing logged"
+
+
+def supervise(parent: int, cmd: list[str]) -> int:
+    """The server group's leader: run ``cmd`` (``mlflow ui``) in this process group and stop the group on
+    SIGTERM — which Linux also sends when ``parent`` (``advaudio ui``) dies, even by SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``), so no server outlives the command. Returns ``cmd``'s exit code."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(0, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except AttributeError:  # not Linux: the parent stops the group when it is stopped (SIGINT, SIGTERM, exit)
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        return 0
+    return subprocess.Popen(cmd).wait()
+
+
+if __name__ == "__main__":
+    sys.exit(supervise(int(sys.argv[1]), sys.argv[2:]))

@@ -1,6 +1,6 @@
 """``advaudio ui`` owns its processes (issue 17 item 5), with real processes and no browser: stopped by SIGINT or
 SIGTERM to its own process, it leaves no process of its server's group (uvicorn, its workers, MLflow's job
-runner) and frees the port; a server that dies is a one-line error and nothing is left; a port that is not a
+runner) and frees the port, and killed (SIGKILL) its server's group stops by itself; a server that dies is a one-line error and nothing is left; a port that is not a
 TCP port or not free, and a tracking server that does not answer, are one-line errors before any address is
 printed; a UI that does not answer in time is stopped whole."""
 from __future__ import annotations
@@ -71,16 +71,20 @@ def _start_ui(tmp_path: Path, port: int) -> tuple[subprocess.Popen[str], dict[in
     proc = subprocess.Popen(_ui(tmp_path, "--port", str(port)), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout is not None
-    deadline, printed = time.monotonic() + WAIT_S, ""
-    while "MLflow UI on " not in printed or not printed.endswith("\n"):
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        assert time.monotonic() < deadline and proc.poll() is None, "the UI did not come up"
-        if ready:  # read what is there (readline could wait on a line that is not complete)
-            printed += os.read(proc.stdout.fileno(), 65536).decode()
-    assert f"MLflow UI on http://127.0.0.1:{port} " in printed, printed
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as resp:  # printed once it answers
-        assert resp.status == 200
-    return proc, _children(proc.pid)
+    try:
+        deadline, printed = time.monotonic() + WAIT_S, ""
+        while "MLflow UI on " not in printed or not printed.endswith("\n"):
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            assert time.monotonic() < deadline and proc.poll() is None, "the UI did not come up"
+            if ready:  # read what is there (readline could wait on a line that is not complete)
+                printed += os.read(proc.stdout.fileno(), 65536).decode()
+        assert f"MLflow UI on http://127.0.0.1:{port} " in printed, printed
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as resp:  # printed once it answers
+            assert resp.status == 200
+        return proc, _children(proc.pid)
+    except BaseException:
+        _stop_all(proc, {proc.pid, *_children(proc.pid).values()})
+        raise
 
 
 def _stop_all(proc: subprocess.Popen[str], groups: set[int]) -> None:
@@ -95,17 +99,25 @@ def _stop_all(proc: subprocess.Popen[str], groups: set[int]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_stopping_ui_stops_its_server_group_and_frees_the_port(sig: signal.Signals, tmp_path: Path) -> None:
+    """SIGINT and SIGTERM: advaudio ui stops its server's group before it exits (one line, 128 + signal); SIGKILL:
+    the group's leader sees its parent die and stops the group."""
     port = free_port()
     proc, children = _start_ui(tmp_path, port)
     groups = {proc.pid, *children.values()}  # advaudio's own group and its server's
     try:
         os.kill(proc.pid, sig)  # to the process alone, as `kill` or a supervisor sends it
         out, err = proc.communicate(timeout=WAIT_S)
+        deadline = time.monotonic() + (WAIT_S if sig == signal.SIGKILL else 0.0)
+        while not all(_gone(pgid) for pgid in groups) and time.monotonic() < deadline:
+            time.sleep(0.5)
         left = [pgid for pgid in groups if not _gone(pgid)]
         assert not left, f"process groups still running after advaudio ui exited: {left}"
         assert _port_free(port)
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+            return
         assert proc.returncode == 128 + sig, err[-3000:]
         assert "Traceback" not in err, err[-3000:]
         assert err.strip().splitlines()[-1] == f"advaudio ui: interrupted ({sig.name})"
@@ -132,6 +144,17 @@ def test_a_ui_server_that_dies_is_one_line_and_leaves_nothing(tmp_path: Path) ->
         _stop_all(proc, groups)
 
 
+def _run_ui(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``advaudio ui`` to its end (bounded); whatever it started in its group is killed after."""
+    proc = subprocess.Popen(_ui(tmp_path, *args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=150)
+    finally:
+        _stop_all(proc, {proc.pid})
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _one_line_error(done: subprocess.CompletedProcess[str], *expected: str) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stdout == "", done.stdout  # no address printed
@@ -143,7 +166,7 @@ def _one_line_error(done: subprocess.CompletedProcess[str], *expected: str) -> N
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("port", ["99999", "0", "-1"])
 def test_a_port_out_of_range_is_one_line(port: str, tmp_path: Path) -> None:
-    done = subprocess.run(_ui(tmp_path, "--port", port), env=_env(), capture_output=True, text=True, timeout=150)
+    done = _run_ui(tmp_path, "--port", port)
     _one_line_error(done, f"--port {port} is not a TCP port (1-65535)")
 
 
@@ -153,16 +176,14 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = subprocess.run(_ui(tmp_path, "--port", str(port)), env=_env(), capture_output=True, text=True,
-                              timeout=150)
+        done = _run_ui(tmp_path, "--port", str(port))
     _one_line_error(done, f"port {port} on 127.0.0.1 is not free")
 
 
 @pytest.mark.timeout(180)
 def test_a_dead_tracking_server_is_one_line(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    done = subprocess.run(_ui(tmp_path, "--tracking-uri", dead, "--port", str(free_port())), env=_env(),
-                          capture_output=True, text=True, timeout=150)
+    done = _run_ui(tmp_path, "--tracking-uri", dead, "--port", str(free_port()))
     _one_line_error(done, f"MLflow server at {dead} is not reachable")
     assert "rerun" not in done.stderr
 
