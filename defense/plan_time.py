@@ -4,7 +4,8 @@ clip-passes the plan counts (:mod:`defense.plan`), printed as a table and logged
 Calibration builds each victim from its config as training does (random weights) at the real input size (the
 data set's rate × clip length through the real front-end) and times, after one warm-up, each kind of pass
 (:mod:`defense.passes`) on two small batches (:data:`PROBE_CLIPS` clips, then twice to four times as many: four
-times where a pass stays within :data:`CALIBRATION_SECONDS`); a line through the two (a fixed cost per call and a cost per
+times where a pass stays within :data:`CALIBRATION_SECONDS`; none for a model whose passes take many seconds,
+:data:`HEAVY`); a line through the two (a fixed cost per call and a cost per
 clip, :func:`per_clip`) gives the seconds per clip in a batch of the training batch size. A small batch costs
 more per clip than a large one, on a busy machine many times more, so timing it alone would err long. Training
 passes include the optimiser step and, on CUDA with ``train.amp``, bfloat16 autocast. What no pass covers — data loading, MLflow logging, bootstrap intervals,
@@ -34,6 +35,9 @@ CALIBRATION_SECONDS = 2.0
 the first batch's clips."""
 REPEATS = 3
 """Timed calls per kind of pass (after a warm-up); the fastest counts."""
+HEAVY = 10
+"""A first calibration batch whose slowest pass takes over ``HEAVY`` × :data:`CALIBRATION_SECONDS` is taken per clip
+as it is: at that size the fixed cost per call is negligible, and a second batch would cost minutes."""
 PROBE_CLIPS = 2
 """Clips of the first calibration batch, which sizes the second (at most four times as many)."""
 
@@ -127,7 +131,10 @@ def calibrate(cfg: dict[str, Any], num_classes: int, sample_rate: int, num_sampl
 
     small = min(batch, PROBE_CLIPS)
     first = times(small)
-    fits = int(budget_s * small / max(max(first.values()), 1e-9))  # clips a pass of the slowest kind fits
+    slowest = max(max(first.values()), 1e-9)
+    if slowest > HEAVY * budget_s:  # the cost per clip dominates: no second batch
+        return Speeds(**{k: v / small for k, v in first.items()}, batch=small, device=str(device))
+    fits = int(budget_s * small / slowest)  # clips a pass of the slowest kind fits in the budget
     large = min(batch, PROBE_CLIPS * 4, max(2 * small, fits))
     if large <= small:
         return Speeds(**{k: v / small for k, v in first.items()}, batch=small, device=str(device))
