@@ -81,11 +81,8 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = REPEATS) 
 
 
 def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: bool) -> dict[str, float]:
-    """Seconds of one pass of each kind on the batch ``wave``: the front-end's forward and backward, the
-    backbone's forward and training step are timed; an attack's gradient pass (a forward that builds a graph, and
-    a backward to the input) is taken as a training step's forward and backward (``grad`` = ``forward``,
-    ``backward`` = ``train`` − ``forward``): one backward pass through the same layers, to the input instead of
-    the weights."""
+    """Seconds of the timed passes on the batch ``wave``: the front-end's forward (``fe_forward``) and forward with
+    backward (``fe_both``), the backbone's forward (``forward``) and training step (``train``)."""
     opt = torch.optim.Adam(victim.parameters(), lr=1e-9)
     labels = torch.zeros(wave.shape[0], dtype=torch.long, device=device)
     with torch.no_grad():
@@ -94,10 +91,9 @@ def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: b
     out: dict[str, float] = {}
     with torch.no_grad():
         out["fe_forward"] = _timed(lambda: victim.frontend(wave), device)
-        out["forward"] = out["grad"] = _timed(lambda: victim.classify(rep), device)
+        out["forward"] = _timed(lambda: victim.classify(rep), device)
     w = wave.clone().requires_grad_(True)
-    fe_both = _timed(lambda: torch.autograd.grad(victim.frontend(w).sum(), w), device)
-    out["fe_backward"] = max(fe_both - out["fe_forward"], 0.0)
+    out["fe_both"] = _timed(lambda: torch.autograd.grad(victim.frontend(w).sum(), w), device)
     victim.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
         else contextlib.nullcontext()
@@ -110,9 +106,18 @@ def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: b
         opt.step()
 
     out["train"] = _timed(step, device)
-    out["backward"] = max(out["train"] - out["forward"], 0.0)
     victim.eval()
     return out
+
+
+def speeds_from(timed: dict[str, float], batch: int, device: str) -> Speeds:
+    """:class:`Speeds` from seconds per clip of the timed passes (:func:`_pass_times`). An attack's gradient pass
+    (a forward that builds a graph and a backward to the input) is taken as a training step's forward and
+    backward (``grad`` = ``forward``, ``backward`` = ``train`` − ``forward``): one backward pass through the same
+    layers, to the input instead of the weights."""
+    return Speeds(train=timed["train"], grad=timed["forward"], backward=max(timed["train"] - timed["forward"], 0.0),
+                  forward=timed["forward"], fe_forward=timed["fe_forward"],
+                  fe_backward=max(timed["fe_both"] - timed["fe_forward"], 0.0), batch=batch, device=device)
 
 
 def calibrate(cfg: dict[str, Any], num_classes: int, sample_rate: int, num_samples: int, batch: int,
@@ -132,15 +137,12 @@ def calibrate(cfg: dict[str, Any], num_classes: int, sample_rate: int, num_sampl
     small = min(batch, PROBE_CLIPS)
     first = times(small)
     slowest = max(max(first.values()), 1e-9)
-    if slowest > HEAVY * budget_s:  # the cost per clip dominates: no second batch
-        return Speeds(**{k: v / small for k, v in first.items()}, batch=small, device=str(device))
     fits = int(budget_s * small / slowest)  # clips a pass of the slowest kind fits in the budget
     large = min(batch, PROBE_CLIPS * 4, max(2 * small, fits))
-    if large <= small:
-        return Speeds(**{k: v / small for k, v in first.items()}, batch=small, device=str(device))
+    if slowest > HEAVY * budget_s or large <= small:  # heavy: the cost per clip dominates, no second batch
+        return speeds_from({k: v / small for k, v in first.items()}, small, str(device))
     second = times(large)
-    return Speeds(**{k: per_clip(first[k], second[k], small, large, batch) for k in first}, batch=batch,
-                  device=str(device))
+    return speeds_from({k: per_clip(first[k], second[k], small, large, batch) for k in first}, batch, str(device))
 
 
 def per_clip(t_small: float, t_large: float, small: int, large: int, batch: int) -> float:
