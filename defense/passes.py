@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -104,7 +105,7 @@ class PassCounter:
     def __init__(self) -> None:
         self.by_phase: dict[str, Passes] = {}
         self._phases: list[str] = []
-        self._hooked: set[int] = set()
+        self._hooked: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # ids of freed modules are reused
         self._handles: list[Any] = []
         self._init: Callable[..., None] | None = None
 
@@ -134,8 +135,8 @@ class PassCounter:
         """Hook ``victim``'s backbone and front-end, once each; a module around an already hooked one (seed 003's
         view of a model in dB units wraps its backbone) is left alone, its inner module counts."""
         for module, front in ((victim.backbone, False), (victim.frontend, True)):
-            if not any(id(m) in self._hooked for m in module.modules()):
-                self._hooked.add(id(module))
+            if not any(m in self._hooked for m in module.modules()):
+                self._hooked.add(module)
                 self._handles.append(module.register_forward_hook(self._hook(front)))
 
     def __enter__(self) -> "PassCounter":
