@@ -66,9 +66,15 @@ def _sync(device: torch.device) -> None:
 
 def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = REPEATS) -> float:
     """Seconds of one ``fn()``: the fastest of up to ``repeats`` calls after a warm-up call, fewer when one call
-    takes over a second (the minimum is the estimate least disturbed by other work, as ``timeit`` advises)."""
+    takes over a second (the minimum is the estimate least disturbed by other work, as ``timeit`` advises); a
+    warm-up call over :data:`CALIBRATION_SECONDS` is the only one (its one-time costs are small beside it)."""
+    _sync(device)
+    start = time.perf_counter()
     fn()
-    best = float("inf")
+    _sync(device)
+    best = time.perf_counter() - start
+    if best > CALIBRATION_SECONDS:
+        return best
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
