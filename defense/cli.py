@@ -145,6 +145,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from defense.runner import count_steps, run_grid
     from defense.config import parse_overrides
 
+    if args.dry_run:
+        from defense.dryrun import main as dry_run
+
+        return dry_run(args)
     raw = _read_experiment(str(args.experiment))
     if args.plan:
         from defense.plan_run import print_plan
@@ -333,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run model columns one after another (local) or as Ray tasks (ray)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every cell for a few steps (stand-in data where a root is absent, every model at its real "
+                        "input size, the cells end to end on short clips) to a throw-away store; exit 1 naming the "
+                        "first failing cell")
+    p.add_argument("--cover", action="store_true",
+                   help="with --dry-run: run cells end to end only in the model columns that cover every data set, "
+                        "front-end, backbone and seed (each with every defense and attack); every model is still "
+                        "checked at its real input size")
+    p.add_argument("--keep", action="store_true", help="keep the dry run's folder (under --outputs if given)")
     p.add_argument("--plan", action="store_true",
                    help="print the models, attack runs, clip-passes and estimated wall time on this machine's device "
                         "(a short calibration); train and attack nothing")

@@ -73,7 +73,7 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
     client = MlflowClient(tracking_uri)
     exp_id = client.get_experiment_by_name(grid.name).experiment_id
     runs = [r for r in iter_runs(exp_id, client=client) if r.data.tags.get("advaudio.status") == "finished"]
-    trains = {_coords(r): r for r in runs if r.data.tags.get("advaudio.kind") == "train"}
+    trains = {run_coords(r): r for r in runs if r.data.tags.get("advaudio.kind") == "train"}
     logged = 0
     for dataset, frontend, victim0, seed in grid.models():
         if victim0 != grid.axes["victim"][0]:
@@ -89,7 +89,7 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
             for name in victims:
                 v, d = name.split("/")
                 run = next((r for r in runs if r.data.tags.get("advaudio.kind") == "attack"
-                            and _coords(r) == (dataset, frontend, v, d, str(seed))
+                            and run_coords(r) == (dataset, frontend, v, d, str(seed))
                             and r.data.tags.get("advaudio.attack") == attack), None)
                 found = load_crafted(client, run.info.run_id) if run is not None else None
                 if found is None:
@@ -111,7 +111,8 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
     return logged
 
 
-def _coords(run: Any) -> tuple[str, ...]:
+def run_coords(run: Any) -> tuple[str, ...]:
+    """A model or attack run's ``(dataset, frontend, victim, defense, seed)`` tags."""
     t = run.data.tags
     return (t.get("advaudio.dataset", ""), t.get("advaudio.frontend", ""), t.get("advaudio.victim", ""),
             t.get("advaudio.defense", ""), t.get("advaudio.seed", "0"))

@@ -189,12 +189,23 @@ def certify_metrics(record: dict[str, Any], level: float = 0.95, n_boot: int = 1
 
 def accuracy(victim: Victim, waves: Tensor, labels: Tensor, batch_size: int, seed: int) -> float:
     """Test accuracy of the deployed ``victim`` (eval mode; a random transform draws once per clip, seeded)."""
-    correct = 0
+    return int((predictions(victim, waves, batch_size, seed) == labels).sum()) / max(len(labels), 1)
+
+
+def predictions(victim: Victim, waves: Tensor, batch_size: int, seed: int) -> Tensor:
+    """The deployed ``victim``'s clean predictions (eval mode; a random transform draws once per clip, seeded as
+    :func:`evaluation.harness.evaluate_attack` draws its clean predictions)."""
+    parts = []
     with seeded_eval(victim, seed) as device:
-        for start in range(0, len(labels), batch_size):
-            logits = victim(waves[start:start + batch_size].to(device))
-            correct += int((logits.argmax(dim=1).cpu() == labels[start:start + batch_size]).sum())
-    return correct / max(len(labels), 1)
+        for start in range(0, len(waves), batch_size):
+            parts.append(victim(waves[start:start + batch_size].to(device)).argmax(dim=1).cpu())
+    return torch.cat(parts).long() if parts else torch.zeros(0, dtype=torch.long)
+
+
+def attacked_labels(victim: Victim, waves: Tensor, labels: Tensor, ev_cfg: EvalConfig) -> Tensor:
+    """The labels an attack's success is judged against (``evaluation.base_set``): the true ones (``correct``), or
+    the deployed model's clean predictions (``all``: every clip is in the base set, seed 000's rule)."""
+    return labels if ev_cfg.base_set == "correct" else predictions(victim, waves, ev_cfg.batch_size, ev_cfg.seed)
 
 
 def violation_check(victim: Victim, record: dict[str, Any], index: Tensor, adversarial: Tensor, waves: Tensor,

@@ -34,8 +34,8 @@ from attacks.base import GRADIENT_FREE
 from defense.grid import Grid
 from defense.grid_transfer import load_crafted, log_crafted, log_grid_transfer
 from defense.interrupt import interruptible, keep_handlers
-from defense.inference import (accuracy, adaptive_options, base_defense, certify, certify_metrics, certify_settings,
-                               deployed, is_smoothing, transform_config, violation_check)
+from defense.inference import (accuracy, adaptive_options, attacked_labels, base_defense, certify, certify_metrics,
+                               certify_settings, deployed, is_smoothing, transform_config, violation_check)
 from defense.transformed import is_transform
 from defense.worst_case import log_worst_cases
 from evaluation.config import EvalConfig
@@ -133,6 +133,7 @@ def auto_defense_eps(defense_cfg: dict[str, Any], original: Victim, val: ClipSet
     domain, norm = cfg.get("domain", "representation"), cfg.get("norm", "l2")
     search = ev_cfg.budgets(domain, norm, "fgsm (defense eps: auto)")[1]
     waves, labels = select_examples(val, ev_cfg.n_examples, ev_cfg.seed)
+    labels = attacked_labels(original, waves, labels, ev_cfg)
     ev = evaluate(original, create_attack("fgsm", domain=domain, norm=norm), waves, labels, ev_cfg, name="fgsm")
     median = M.median(ev.eps_star)  # nan for an empty base set
     base_eps = median if math.isfinite(median) else search
@@ -365,8 +366,10 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
             return run.run_id, from_record(record)
         kwargs = {k: v for k, v in attack_cfg.items() if k != "name"}
         attack = create_attack(attack_cfg["name"], **kwargs)
-        targets = random_targets(labels, victim.num_classes, ev_cfg.seed) if attack.targeted else None
-        ev = evaluate(victim, attack, waves, labels, ev_cfg, targets=targets, name=option)
+        attacked = attacked_labels(victim, waves, labels, ev_cfg)
+        targets = random_targets(attacked, victim.num_classes, ev_cfg.seed) if attack.targeted else None
+        ev = evaluate(victim, attack, waves, attacked, ev_cfg, targets=targets, name=option)
+        ev.labels = labels  # what ratios pair the models' clips on and confusion matrices show (base_set: all)
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         intervals = summary_intervals(ev, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
         log_once(run.run_id, {**ev.summary, **intervals})  # a resumed run may hold them from a killed command
@@ -374,7 +377,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
                         "metric_budgets.json")
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         log_crafted(ev)
-        _log_sanity([_monotone(ev, victim, attack, waves, labels, ev_cfg)])
+        _log_sanity([_monotone(ev, victim, attack, waves, attacked, ev_cfg)])
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{name.split('/')[1]}")
         return run.run_id, ev
 

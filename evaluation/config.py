@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from victims.registry import ConfigError
 from victims.schema import above, at_least, between, check_domains
@@ -42,6 +43,10 @@ class EvalConfig:
             holds with probability ≥ 1 − α). Cohen et al. use 100, 100,000 and 0.001.
         certify_radii: L2 radii certified accuracy is reported at, by domain (default: ¼, ½ and 1 × the
             domain's L2 ``eps_max``).
+        base_set: which clips each attack runs on. ``correct`` (seed 004's base set): those the model classifies
+            correctly. ``all``: every clip, its clean prediction standing in for its label (seed 000's rule: an
+            attack succeeds when the prediction changes); the dry run (``--dry-run``) uses it, its barely trained
+            models classifying few clips correctly.
     """
 
     n_examples: int = field(default=64, metadata=at_least(1))
@@ -64,6 +69,7 @@ class EvalConfig:
     certify_n: int = field(default=1000, metadata=at_least(1))
     certify_alpha: float = field(default=0.001, metadata=between(0, 0.5, "()"))
     certify_radii: dict[str, list[float]] = field(default_factory=dict, metadata=at_least(0, each=True))
+    base_set: Literal["correct", "all"] = "correct"
 
     def __post_init__(self) -> None:
         check_domains(self, "evaluation")

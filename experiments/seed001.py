@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -185,7 +185,7 @@ def _attack_logged(study: Study, victim: Victim, attack: Any, label: str, model:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True):
         torch.manual_seed(ev.seed)
         clean_logits = _logits(victim, attempts.waves, ev.batch_size)
-        base = (clean_logits.argmax(dim=1) == attempts.labels).nonzero().flatten()
+        attempts, base = _base_set(attempts, clean_logits.argmax(dim=1), ev.base_set)
         adversarial, iterations = _craft(victim, attack, attempts, base, study.fixed_snr_db, ev.batch_size)
     adv_logits = _logits(victim, adversarial, ev.batch_size)
     targets = attempts.targets[base] if attempts.targets is not None else None
@@ -204,6 +204,15 @@ def _attack_logged(study: Study, victim: Victim, attack: Any, label: str, model:
         _log_tensors({"index": crafted[0], "adversarial": crafted[1]}, ADVERSARIAL)
     _log_wavs(victim, attempts, base, adversarial, success, ev.wavs, label)
     return crafted
+
+
+def _base_set(attempts: Attempts, pred: Tensor, base_set: str) -> tuple[Attempts, Tensor]:
+    """The attempts an attack runs (``evaluation.base_set``): those whose clip the model classifies correctly, or
+    every one not already predicted as its target, each labelled with its clean prediction (``all``)."""
+    if base_set == "correct":
+        return attempts, (pred == attempts.labels).nonzero().flatten()
+    keep = pred != attempts.targets if attempts.targets is not None else torch.ones_like(pred, dtype=torch.bool)
+    return replace(attempts, labels=pred), keep.nonzero().flatten()
 
 
 @torch.no_grad()

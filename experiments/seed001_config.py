@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from attacks import create_attack
 from defense.config import compose, load_option, set_dotted
@@ -55,6 +55,9 @@ class StudyEval:
         wavs: adversarial examples per model and attack written as WAV files.
         threads: CPU threads torch uses during the run (``None``: leave torch's default). On a 2-core
             machine shared with other jobs, one thread ran these small models about twice as fast.
+        base_set: the attempts attacked: ``correct`` (seed 001: clips the model classifies correctly) or ``all``
+            (every attempt, the clean prediction standing in for the label; attempts already predicted as their
+            target are left out), which the dry run uses.
     """
 
     n_examples: int = 36
@@ -65,6 +68,7 @@ class StudyEval:
     confidence: float = 0.95
     wavs: int = 1
     threads: int | None = None
+    base_set: Literal["correct", "all"] = "correct"
 
 
 @dataclass

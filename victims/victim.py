@@ -108,20 +108,39 @@ def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names
     Raises:
         ConfigError: for an unknown name or keyword.
     """
+    fe = build_frontend(frontend, sample_rate)
+    net = build_backbone(backbone, len(class_names), fe.output_shape(num_samples), sample_rate)
+    spec = {"frontend": dict(frontend), "victim": dict(backbone), "class_names": list(class_names),
+            "sample_rate": int(sample_rate), "num_samples": int(num_samples)}
+    return Victim(fe, net, class_names, num_samples, spec)
+
+
+def build_frontend(frontend: dict[str, Any], sample_rate: int) -> FrontEnd:
+    """The front-end of a ``frontend`` config group at ``sample_rate`` Hz.
+
+    Raises:
+        ConfigError: for an unknown name or keyword.
+    """
+    return FRONTENDS.create(frontend["name"], sample_rate=sample_rate,
+                            **{k: v for k, v in frontend.items() if k != "name"})
+
+
+def build_backbone(backbone: dict[str, Any], num_classes: int, input_shape: tuple[int, int],
+                   sample_rate: int) -> nn.Module:
+    """The backbone of a ``victim`` config group for ``(F, frames)`` inputs; a waveform model (seed 003's gammatone
+    CNN) is given the data's ``sample_rate``.
+
+    Raises:
+        ConfigError: for an unknown name or keyword.
+    """
     import inspect
 
     from victims.backbones import BACKBONES
 
-    fe_kwargs = {k: v for k, v in frontend.items() if k != "name"}
-    fe = FRONTENDS.create(frontend["name"], sample_rate=sample_rate, **fe_kwargs)
-    bb_kwargs = {k: v for k, v in backbone.items() if k != "backbone"}
+    kwargs = {k: v for k, v in backbone.items() if k != "backbone"}
     if "sample_rate" in inspect.signature(BACKBONES.get(backbone["backbone"])).parameters:
-        bb_kwargs["sample_rate"] = sample_rate  # waveform models (seed 003's gammatone CNN) follow the data
-    net = BACKBONES.create(backbone["backbone"], num_classes=len(class_names),
-                           input_shape=fe.output_shape(num_samples), **bb_kwargs)
-    spec = {"frontend": dict(frontend), "victim": dict(backbone), "class_names": list(class_names),
-            "sample_rate": int(sample_rate), "num_samples": int(num_samples)}
-    return Victim(fe, net, class_names, num_samples, spec)
+        kwargs["sample_rate"] = sample_rate
+    return BACKBONES.create(backbone["backbone"], num_classes=num_classes, input_shape=input_shape, **kwargs)
 
 
 def victim_from_spec(spec: dict[str, Any]) -> Victim:

@@ -1,0 +1,223 @@
+"""``advaudio experiment NAME --dry-run``: every shipped experiment and study config runs every cell (counted in the
+throw-away MLflow store against the runner's own step count or the study's layout), a broken cell is named in one
+line with exit 1, the stand-in layouts are read by the real loaders, and the dry settings are the documented ones."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from defense.cli import main
+from defense.config import CONFIG_ROOT, load_option, options
+from defense.dryrun_grid import store_uri
+from defense.dryrun_models import ShapeError, check_model
+from defense.dryrun_shrink import (CLIP_SAMPLES, capped, clip_seconds, dry_evaluation, lowered, widest_window)
+from defense.grid import load_grid
+from defense.runner import count_steps
+from evaluation.tracking import iter_runs
+from training.data import load_splits
+from training.data.standin import ESC50_CLASSES, LAYOUTS, write_standin
+from victims.victim import build_victim
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_ROOT / "experiment").glob("*.yaml"))
+
+
+TINY = """
+name: tiny_dry
+train: demo
+grid:
+  dataset: [gm_instruments]
+  frontend: [stft_db_128]
+  victim: [averagepool_cnn]
+  defense: [none, fgsm_mix]
+  attack: [deepfool_l2, fgsm]
+attack_overrides:
+  fgsm: {domain: representation, norm: l2}
+overrides:
+  dataset.classes: [flute, hi_hat]
+  dataset.clip_seconds: 0.25
+  dataset.sample_rate: 8000
+"""
+
+
+def _tiny(tmp_path: Path, text: str = TINY) -> str:
+    path = tmp_path / "tiny_dry.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _dry(args: list[str], outputs: Path) -> int:
+    return main(["experiment", *args, "--dry-run", "--keep", "--no-progress", "--outputs", str(outputs)])
+
+
+def _store(outputs: Path, name: str) -> list:
+    """Finished (and transfer) runs of experiment ``name`` in every store the kept dry run left."""
+    folder = next(outputs.glob("advaudio-dry-run-*"))
+    runs = []
+    for db in sorted(folder.glob("outputs/**/mlflow.db")):
+        client = MlflowClient(store_uri(db.parent))
+        exp = client.get_experiment_by_name(name)
+        runs += [r for r in iter_runs(exp.experiment_id, client=client) if r.data.tags.get("advaudio.status") ==
+                 "finished" or r.data.tags.get("advaudio.kind") == "transfer"]
+    return runs
+
+
+def _kinds(runs: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for run in runs:
+        out.setdefault(run.data.tags.get("advaudio.kind", ""), []).append(run)
+    return out
+
+
+def _expected_study_runs(raw: dict) -> dict[str, tuple[int, str | None]]:
+    """Runs each study's layout implies (from the YAML alone): kind -> (count, metric >= 1 on each)."""
+    if raw["study"] == "seed000":
+        return {"train": (1, None), "clean": (1, None), "attack": (len(raw["attacks"]), "attempts")}
+    if raw["study"] == "seed001":
+        models, attacks = len(raw["models"]), len(raw["attacks"])
+        return {"train": (models, None), "attack": (models * attacks, "base_size"),
+                "transfer": (len(raw["transfer"]), None)}
+    folds = len(raw.get("test_folds") or [None])
+    inputs = 1 + len(raw["spectrogram_models"])
+    return {"train": (folds * inputs, None), "seed003_eval": (folds * inputs, None)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_dry_run_of_every_shipped_config_runs_every_cell(name: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    assert _dry([name], tmp_path) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    raw = load_option("experiment", name)
+    runs = _kinds(_store(tmp_path, raw.get("name", name)))
+    if "study" in raw:
+        for kind, (count, metric) in _expected_study_runs(raw).items():
+            assert len(runs.get(kind, [])) == count, (kind, out)
+            assert all(r.data.metrics[metric] >= 1 for r in runs[kind]) if metric else True
+    else:
+        grid = load_grid(name)
+        seeds = min(len(grid.seeds), 2)
+        steps = count_steps(grid) // len(grid.seeds) * seeds  # one per model and per attack evaluation
+        models = runs.get("train", []) + runs.get("defend", [])
+        attacks = [r for r in runs.get("attack", []) if r.data.tags.get("advaudio.family") != "ensemble"]
+        assert len(models) + len(attacks) == steps
+        assert len(models) == len(list(grid.cells())) // len(grid.seeds) * seeds
+        assert all(r.data.metrics["base_size"] >= 1 for r in attacks)
+        if grid.axes["attack"]:
+            assert runs.get("transfer"), "no transfer run"
+    assert "every cell ran" in out
+    print(f"dry run of {name}: {time.monotonic() - started:.0f} s")  # shown with -s: the per-config budget
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_failing_attack_names_its_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from attacks.gradient import FGSM
+
+    def broken(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        raise RuntimeError("broken attack")
+
+    monkeypatch.setattr(FGSM, "run", broken)
+    assert _dry([_tiny(tmp_path)], tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "dry run failed in gm_instruments / stft_db_128 / averagepool_cnn / none / fgsm" in err[0]
+    assert err[0].endswith("RuntimeError: broken attack")
+    found = _kinds(_store(tmp_path / "out", "tiny_dry"))
+    assert {r.data.tags["advaudio.attack"] for r in found["attack"]} == {"deepfool_l2"}  # it stopped at the first
+
+
+@pytest.mark.timeout(300)
+def test_a_model_that_cannot_take_its_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _dry([_tiny(tmp_path, TINY.replace("victim: [averagepool_cnn]", "victim: [m5]"))], tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("advaudio experiment: dry run failed in the full-size check of "
+                          "gm_instruments / stft_db_128 / m5: ConfigError: ")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("dataset", sorted(LAYOUTS))
+def test_standins_are_read_by_the_real_loaders(dataset: str, tmp_path: Path) -> None:
+    cfg = load_option("dataset", dataset)
+    info = write_standin(cfg, tmp_path / "data", 0.2)
+    splits = load_splits({**cfg, "root": str(tmp_path / "data"), "clip_seconds": 0.2,
+                          "cache_dir": str(tmp_path / "cache")})
+    assert min(len(splits.train), len(splits.val), len(splits.test)) >= 1
+    assert len(splits.class_names) == info.classes
+    assert splits.train.sample_rate == cfg["sample_rate"]
+    if dataset == "esc50":
+        assert splits.class_names == sorted(ESC50_CLASSES, key=ESC50_CLASSES.index)  # targets 0-49 in order
+        assert set(splits.test.labels.tolist()) == set(range(50))  # every class has a test clip
+    if dataset == "fsdkaggle2019":
+        assert "Accordion" in splits.class_names
+
+
+def test_gtzan_standin_serves_every_kfold(tmp_path: Path) -> None:
+    cfg = load_option("dataset", "gtzan")
+    write_standin(cfg, tmp_path / "data", 0.3)
+    for fold in range(3):
+        part = {**cfg, "root": str(tmp_path / "data"), "clip_seconds": 0.2, "cache_dir": str(tmp_path / "cache"),
+                "split": {**cfg["split"], "test_fold": fold}}
+        splits = load_splits(part)
+        assert min(len(splits.train), len(splits.val), len(splits.test)) >= 1
+
+
+def test_dry_settings_only_lower_counts() -> None:
+    attack = {"name": "cw_l2", "max_iterations": 1000, "binary_search_steps": 4, "learning_rate": 0.01,
+              "confidence": 0.0, "params": {"max_iter": 1}, "targeted": True}
+    assert lowered(attack, {"max_iterations": 2, "binary_search_steps": 1, "max_iter": 2}) == {
+        **attack, "max_iterations": 2, "binary_search_steps": 1}
+    assert capped(attack, {"max_iterations": 2, "max_iter": 2}, "attacks.cw.") == {"attacks.cw.max_iterations": 2}
+    assert capped({"stft": {"n_fft": 2048}, "tonnetz": {"n_fft": 32}}, {"n_fft": 64}, "frontend.") == {
+        "frontend.stft.n_fft": 64}
+    ev = dry_evaluation({"n_examples": 500, "eps_rtol": 0.05, "snr_trim": 2048, "base_set": "correct", "seed": 3},
+                        1024)
+    assert ev == {"n_examples": 2, "eps_rtol": 0.5, "snr_trim": 128, "base_set": "all", "seed": 3}
+    assert widest_window({"n_fft": 128}, [{"fft_sizes": [2048, 64]}, {"steps": 5000}]) == 2048
+    assert clip_seconds({"sample_rate": 16000, "clip_seconds": 5.0}, 2048) == 4096 / 16000
+    assert clip_seconds({"sample_rate": 8000, "clip_seconds": 0.1}, 0) == 0.1  # never longer than the real clip
+    assert clip_seconds({"sample_rate": 8000, "clip_seconds": 4.0}, 0) == CLIP_SAMPLES / 8000
+
+
+@pytest.mark.timeout(120)
+def test_full_size_check_counts_the_real_parameters(tmp_path: Path) -> None:
+    cfg = {**load_option("dataset", "esc50"), "clip_seconds": 5.0}
+    write_standin(cfg, tmp_path / "data", 5.0)
+    splits = load_splits({**cfg, "root": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")})
+    frontend, victim = load_option("frontend", "cwt_tonnetz"), load_option("victim", "koerich_cnn2d")
+    found = check_model("esc50 / cwt_tonnetz / koerich_cnn2d", frontend, victim, splits)
+    real = build_victim(frontend, victim, splits.class_names, 16000, 80000)
+    assert found.input_shape == tuple(real.frontend.output_shape(80000))
+    assert found.parameters == sum(p.numel() for p in real.backbone.parameters())
+
+
+def test_full_size_check_refuses_a_front_end_that_breaks_its_promise(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_option("dataset", "urbansound8k")
+    write_standin(cfg, tmp_path / "data", 1.0)
+    splits = load_splits({**cfg, "root": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")})
+    from victims.frontends.spectral import StftDb
+
+    monkeypatch.setattr(StftDb, "output_shape", lambda self, n: (self.n_fft // 2 + 1, 7))
+    with pytest.raises(ShapeError, match=r"front-end output is \(2, 1, 129, \d+\), expected \(2, 1, 129, 7\)"):
+        check_model("us8k / stft", load_option("frontend", "stft_db_256"), load_option("victim", "resnet18"), splits)
+
+
+def test_every_shipped_config_is_covered() -> None:
+    assert set(options("experiment")) == set(EXPERIMENTS)
+    assert {"paper_004", "fsdd", "defenses_full", "seed000_full", "seed001_full", "seed003_full"} <= set(EXPERIMENTS)
+    for name in EXPERIMENTS:
+        assert yaml.safe_load((CONFIG_ROOT / "experiment" / f"{name}.yaml").read_text())
+
+
+def test_meta_backbone_matches_a_real_forward() -> None:
+    victim = build_victim(load_option("frontend", "stft_db_128"), load_option("victim", "googlenet"), ["a", "b"],
+                          8000, 2000)
+    assert victim(torch.zeros(2, 1, 2000)).shape == (2, 2)
