@@ -143,15 +143,18 @@ def _step(where: str, call: Callable[[], Any]) -> Any:
 
 @contextlib.contextmanager
 def _quiet(quiet: bool) -> Iterator[None]:
-    """Log errors only, while ``quiet``."""
-    root = logging.getLogger()
-    level = root.level
+    """Log errors only, while ``quiet`` (MLflow's and alembic's loggers set their own level: each throw-away
+    store's creation would log two lines)."""
+    loggers = [logging.getLogger(name) for name in ("", "mlflow", "alembic")]
+    levels = [logger.level for logger in loggers]
     if quiet:
-        root.setLevel(logging.ERROR)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class _Tracker:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 FSDD_ROOT = REPO.parent / "shared" / "data" / "fsdd"
 
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # read once at import (evaluation.tracking): tests never use a developer's store
 torch.set_num_threads(1)  # tiny models gain nothing from threads; with `-n 2` workers this avoids oversubscription
 
 
@@ -25,6 +28,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_state_isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MLflow keeps the active experiment, the active runs and the tracking URI in process globals, and
+    ``set_experiment`` / ``set_tracking_uri`` export ``MLFLOW_EXPERIMENT_ID`` / ``MLFLOW_TRACKING_URI`` to every
+    child process (a later test's CLI subprocess would write to an earlier test's store): each test starts with
+    none of them set by an earlier test in the same worker, and leaves none behind."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)  # restored (to unset) after the test, whatever it exported
+    yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._active_experiment_id = None  # no public reset; set_experiment's global
+        sys.modules["mlflow"].set_tracking_uri(None)
 
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
