@@ -338,9 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dry-run", action="store_true",
-                   help="run every cell for a few steps (stand-in data where a root is absent, every model at its real "
-                        "input size, the cells end to end on short clips) to a throw-away store; exit 1 naming the "
-                        "first failing cell")
+                   help="run every cell for a handful of steps to a throw-away store, exit 1 naming the first failing "
+                        "cell: each data set's loader on a few clips (a synthetic stand-in in its own layout where "
+                        "the root is absent); each (data set, front-end, backbone) at its real input size (front-end "
+                        "on real-length clips, backbone forward and backward on the meta device: shapes, no "
+                        "arithmetic); each cell end to end on short clips with small front-ends (n_fft <= 64), one "
+                        "epoch, attacks at <= 2 steps, 2 clips (defense/dryrun*.py)")
     p.add_argument("--cover", action="store_true",
                    help="with --dry-run: run cells end to end only in the model columns that cover every data set, "
                         "front-end, backbone and seed (each with every defense and attack); every model is still "

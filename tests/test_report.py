@@ -33,7 +33,8 @@ ATTACK_RUNS = {
                                  dict(fooling_auc=0.40, eps_090=1.0, mean_eps_star_within_eps090=0.25, eps_r=1.0,
                                       eps090_ratio=2.0, eps_r_partial=0.0)),
     # eps_r not logged on the defended run: computed from the summaries, 0.6 / 0.2 = 3
-    (STFT, "alexnet", "nes_pia"): (dict(fooling_auc=0.90, eps_090=0.3, mean_eps_star_within_eps090=0.2),
+    (STFT, "alexnet", "nes_pia"): (dict(fooling_auc=0.90, eps_090=0.3, mean_eps_star_within_eps090=0.2,
+                                        mean_total_queries=812.0, median_queries=640.0),
                                    dict(fooling_auc=0.70, eps_090=0.9, mean_eps_star_within_eps090=0.6)),
     (STFT, "resnet18", "bim_a"): (dict(fooling_auc=0.85, eps_090=0.4, mean_eps_star_within_eps090=0.2),
                                   dict(fooling_auc=0.50, eps_090=1.2, mean_eps_star_within_eps090=0.3, eps_r=1.5,
@@ -169,6 +170,7 @@ def test_per_attack_long_table(data: R.ReportData) -> None:
     assert row["eps_r"] == pytest.approx(3.0) and row["eps090_ratio"] == pytest.approx(3.0)
     assert row["eps_r_partial"] == 0.0
     assert row["fooling_auc_original"] == pytest.approx(0.9) and row["fooling_auc_defended"] == pytest.approx(0.7)
+    assert row["mean_total_queries_original"] == 812.0 and row["median_queries_original"] == 640.0  # black box
     assert math.isnan(long.loc[(CWT, "resnet18", "nes_pia"), "fooling_auc_defended"])
     assert (long["defense"] == "fgsm_mix").all()
 
