@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from defense import runner
 from evaluation.report import collect, format_tables
 from mlflow_server import free_port
 from test_runner import TINY
@@ -73,12 +74,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
+COLUMN_TASK = f"ray::{runner._column_task.__name__}".encode()
+
+
 def _column_workers() -> list[int]:
-    """PIDs of Ray workers running a model column (Ray names them ``ray::run_column``)."""
+    """PIDs of Ray workers running a model column (Ray names a worker after its task: ``ray::_column_task``)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::run_column"):
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(COLUMN_TASK):
                 pids.append(int(proc.name))
         except OSError:
             continue
