@@ -348,7 +348,8 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     is ``naive``/``adaptive`` for an inference-time defense, else empty."""
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
-    key = stable_key([tv.key, option, attack_cfg, asdict(ev_cfg)])
+    settings = {k: v for k, v in asdict(ev_cfg).items() if k != "confusion"}  # a figure: the same results
+    key = stable_key([tv.key, option, attack_cfg, settings])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
                                                family=info.family, targeted=info.targeted, in_tables=info.in_tables),
@@ -378,7 +379,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         log_crafted(ev)
         _log_sanity([_monotone(ev, victim, attack, waves, attacked, ev_cfg)])
-        _log_examples(ev, victim, waves[ev.base_index], ev_cfg.wavs, f"{defense}_{name.split('/')[1]}")
+        _log_examples(ev, victim, waves[ev.base_index], ev_cfg, f"{defense}_{name.split('/')[1]}")
         return run.run_id, ev
 
 
@@ -392,12 +393,14 @@ def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, 
                                        batch_size=ev_cfg.batch_size)
 
 
-def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, count: int, stem: str) -> None:
-    """Confusion matrices, original/adversarial/perturbation representations and WAVs of a few examples, and the
-    example of the report's Fig. 1 (:func:`evaluation.examples.log_example`)."""
-    mlflow.log_figure(plots.confusion_matrices(ev.confusion(False), ev.confusion(True), victim.class_names,
-                                               title=stem), "plots/confusion.png")
+def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, ev_cfg: EvalConfig, stem: str) -> None:
+    """Confusion matrices (``ev_cfg.confusion``), original/adversarial/perturbation representations and WAVs of
+    ``ev_cfg.wavs`` examples, and the example of the report's Fig. 1 (:func:`evaluation.examples.log_example`)."""
+    if ev_cfg.confusion:
+        mlflow.log_figure(plots.confusion_matrices(ev.confusion(False), ev.confusion(True), victim.class_names,
+                                                   title=stem), "plots/confusion.png")
     log_example(ev, victim, base_waves)
+    count = ev_cfg.wavs
     if ev.adversarial is None or not count:
         return
     device = next(iter(victim.buffers())).device
