@@ -26,14 +26,15 @@ _ART_NORMS = {"inf": "linf", "2": "l2"}
 
 
 class _Logits(nn.Module):
-    """An ``nn.Module`` around a logits function (the victim's parameters stay in the victim)."""
+    """An ``nn.Module`` around a logits function (the victim's parameters stay in the victim), taking its inputs
+    in ``dtype`` (some ART attacks, e.g. HopSkipJump, query with float64 arrays)."""
 
-    def __init__(self, fn: ModelFn) -> None:
+    def __init__(self, fn: ModelFn, dtype: torch.dtype) -> None:
         super().__init__()
-        self.fn = fn
+        self.fn, self.dtype = fn, dtype
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
+        return self.fn(x.to(self.dtype))
 
 
 def _art_class(name: str) -> type:
@@ -111,7 +112,7 @@ class ARTAttack(Attack):
         with torch.no_grad():
             n_classes = model(x[:1]).shape[1]
         classifier = PyTorchClassifier(
-            model=_Logits(model), loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+            model=_Logits(model, x.dtype), loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
             nb_classes=n_classes, clip_values=self._clip_values(bounds, x),
             device_type="gpu" if x.is_cuda else "cpu")
         attack = self.art_class(classifier, **self._params(eps, len(x)))

@@ -126,3 +126,14 @@ def test_cw_l2_at_least_as_strong_as_art(data: tuple) -> None:
     art = ATTACKS.create("art", attack="CarliniL2Method", params={"max_iter": 30, **settings}, norm="l2")(
         victim, wave, labels, epsilons=[7.5])
     _wins(ours.success[0], art.success[0])
+
+
+@pytest.mark.timeout(120)
+def test_art_attacks_that_query_in_float64_run(data: tuple) -> None:
+    """ART's HopSkipJump queries the classifier with float64 arrays; the adapter casts them to the victim's
+    dtype (a float32 model refused them: "Input type (double) and bias type (float) should be the same")."""
+    victim, wave, labels = data
+    hsj = ATTACKS.create("art", attack="HopSkipJump", params={"norm": 2, "max_iter": 1, "max_eval": 20,
+                                                               "init_eval": 10}, domain="waveform")
+    out = hsj(victim, wave[:3], labels[:3])
+    assert out.adversarial.dtype == wave.dtype and out.adversarial.shape[1:] == wave[:3].shape
