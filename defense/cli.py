@@ -248,6 +248,10 @@ def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
         return 0
     open_experiment(experiment, tracking_uri, outputs, kinds=(*MODEL_KINDS, "attack"))
     data = collect(experiment, mlflow.get_tracking_uri())
+    if data.rows.empty:  # e.g. only `advaudio train` runs: single models without a grid's coordinates
+        raise ConfigError(f"experiment '{experiment}' in the MLflow store {mlflow.get_tracking_uri()} holds no grid "
+                          "model or attack run (no data set and front-end tags): nothing to report (Tables I-III "
+                          f"come from `advaudio experiment {experiment}`)")
     paths = write_tables(data, outputs / "reports" / experiment)
     figures = write_example_figures(data, paths[0].parent, mlflow.get_tracking_uri())
     print(format_tables(data))

@@ -184,6 +184,8 @@ def report_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("empty", "store", "experiment 'empty' in the MLflow store sqlite:///{db} has no runs: nothing to report"),
     ("gridless", "store", "experiment 'gridless' in the MLflow store sqlite:///{db} has no train or defend or "
                           "attack runs"),
+    ("other", "store", "experiment 'other' in the MLflow store sqlite:///{db} holds no grid model or attack run (no "
+                       "data set and front-end tags): nothing to report"),  # `advaudio train` runs alone
     ("seed000_empty", "store", "experiment 'seed000_empty' in the MLflow store sqlite:///{db} has no study runs"),
     ("seed001_empty", "store", "experiment 'seed001_empty' in the MLflow store sqlite:///{db} has no study runs"),
     ("seed003_empty", "store", "experiment 'seed003_empty' in the MLflow store sqlite:///{db} has no study runs"),
