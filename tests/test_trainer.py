@@ -72,8 +72,17 @@ def test_checkpoint_roundtrip_and_errors(tmp_path: Path) -> None:
     assert torch.equal(load_checkpoint(path)["model"]["backbone.fc.weight"], victim.backbone.fc.weight)
     assert not list(tmp_path.glob(".*.tmp")), "temporary file left behind"
     (tmp_path / "torn.pt").write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*torn.pt: not a PyTorch checkpoint .*: a zip "
+                       "archive that is cut off"):
         load_checkpoint(tmp_path / "torn.pt")
+    for name, data, kind in (("clip.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ", "it is a WAV file"),
+                             ("notes.victim.pt", b"weights: none\n", "the file is truncated or of another kind"),
+                             ("empty.pt", b"", "the file is empty")):
+        (tmp_path / name).write_bytes(data)  # before: "[Errno 22] Invalid argument", "pop from empty list", ...
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name)
+        assert str(err.value) == f"cannot read checkpoint {tmp_path / name}: not a PyTorch checkpoint (torch.save's " \
+                                 f"zip archive): {kind}"
     with pytest.raises(CheckpointError, match="not found"):
         load_victim(tmp_path / "missing.pt")
     torch.save({"spec": {}, "model": {}, "optimizer": torch.optim.SGD}, tmp_path / "foreign.pt")  # pickles a class

@@ -7,6 +7,7 @@ training checkpoints, the optimiser, scheduler, RNG states and history.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose directory is at its end
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint (torch.save's zip archive): "
+                              f"{_kind_of(path)}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
@@ -54,6 +58,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "spec" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a victim checkpoint (no 'spec'/'model' entries)")
     return ckpt
+
+
+def _kind_of(path: Path) -> str:
+    """What a file that is not a zip archive looks like, for the error: empty, another known format, or cut off."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        return "the file is empty"
+    known = {b"RIFF": "a WAV file", b"fLaC": "a FLAC file", b"OggS": "an Ogg file", b"ID3": "an MP3 file",
+             b"\x89HDF": "an HDF5 file (Keras?)", b"\x80\x02": "a legacy pickle (torch < 1.6 or plain pickle)"}
+    for magic, kind in known.items():
+        if head.startswith(magic):
+            return f"it is {kind}"
+    if head.startswith(b"PK"):
+        return "a zip archive that is cut off (truncated: its directory at the end is missing)"
+    return "the file is truncated or of another kind"
 
 
 def victim_state(victim: Victim) -> dict[str, Any]:
