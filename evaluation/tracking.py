@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import urllib.error
@@ -80,6 +81,10 @@ def server_gone(uri: str | None) -> str | None:
     return None
 
 
+STORE_CREATION_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+"""Loggers that announce a new SQLite store's schema at INFO level (two lines on stderr per new ``--outputs``)."""
+
+
 def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTPUTS) -> str:
     """Point MLflow at ``uri`` (default: the SQLite store) and select ``experiment``.
 
@@ -100,6 +105,8 @@ def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTP
     location = (outputs / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
+        for name in STORE_CREATION_LOGGERS:  # "Creating initial MLflow database tables..." before every first line
+            logging.getLogger(name).setLevel(logging.WARNING)
         with exclusive(_lock_folder[0], "store", f"the MLflow store {uri}"):
             exp_id = _experiment_id(experiment, location)
     else:  # a server creates its store when it starts; a file store needs no schema
