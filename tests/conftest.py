@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 FSDD_ROOT = REPO.parent / "shared" / "data" / "fsdd"
 
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # read once at import (evaluation.tracking): tests never use a developer's store
-torch.set_num_threads(1)  # tiny models gain nothing from threads; with `-n 2` workers this avoids oversubscription
+torch.set_num_threads(1)  # tiny models gain nothing from threads; with several workers this avoids oversubscription
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # and in every process a test starts (CLI commands, Ray, servers):
+    os.environ[_var] = "1"  # a 2-thread torch beside a busy worker ran a ResNet-18 forward ~10x slower than 1 thread
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
