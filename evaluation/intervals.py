@@ -3,8 +3,9 @@
 Bridges :class:`evaluation.harness.AttackEvaluation` and the array functions of
 :mod:`evaluation.stats`: every summary rate and mean gets ``<metric>_ci_low`` / ``<metric>_ci_high``,
 and ε_r (seed 004 Eq. 15) its paired-bootstrap interval, the share of undefined and partial draws,
-and the Wilcoxon signed-rank p-value of original vs defended ε* (MLflow names ``eps_r_ci_low``,
-``eps_r_ci_high``, ``eps_r_p``).
+the Wilcoxon signed-rank p-value of original vs defended ε* and the clips in the smaller base set (MLflow
+names ``eps_r_ci_low``, ``eps_r_ci_high``, ``eps_r_p``, ``eps_r_n``; below :data:`evaluation.stats.N_MIN`
+clips the verdict is undetermined).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def summary_intervals(ev: AttackEvaluation, *, n_boot: int = 1000, level: float 
 
 def ratio_intervals(defended: AttackEvaluation, original: AttackEvaluation, *, n_boot: int = 1000,
                     level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """ε_r and the ε₀.₉ ratio with paired-bootstrap intervals, and the Wilcoxon p-value.
+    """ε_r and the ε₀.₉ ratio with paired-bootstrap intervals, the Wilcoxon p-value and the base size ``eps_r_n``.
 
     Raises:
         ValueError: if the two evaluations did not attack the same clips with the same attack.
@@ -51,7 +52,7 @@ def ratio_intervals(defended: AttackEvaluation, original: AttackEvaluation, *, n
     return {**epsilon_ratio(defended, original), "eps_r_ci_low": r.low, "eps_r_ci_high": r.high,
             "eps_r_undefined_share": r.undefined_share, "eps_r_partial_share": r.partial_share,
             "eps090_ratio_ci_low": q.low, "eps090_ratio_ci_high": q.high,
-            "eps_r_p": p_value, "eps_r_paired_n": float(n_paired)}
+            "eps_r_p": p_value, "eps_r_paired_n": float(n_paired), "eps_r_n": float(stats.ratio_base_size(d, o))}
 
 
 def mean_ratio_interval(pairs: list[tuple[AttackEvaluation, AttackEvaluation]], *, n_boot: int = 1000,

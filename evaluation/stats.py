@@ -238,8 +238,29 @@ def seed_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     return Interval(mean, mean - half, mean + half, undefined)
 
 
-def verdict(low: float, high: float) -> str:
-    """``↑`` if the interval lies above 1, ``↓`` if below 1, ``≈`` if it contains 1 or a bound is ``nan``."""
+N_MIN = 11
+"""Smallest base set (clips, the smaller of the two models') on which an ε_r verdict is drawn.
+
+Measured coverage of the 95 % paired percentile interval of ε_r (``tests/test_small_samples.py``: scale
+families with a known ratio, exponential / correlated log-normal ε*, 20 % of clips outside each base set,
+5 % of base clips never broken; 1,000 draws per interval; R = 1,000 experiments per cell, 2,000 at n = 8-15):
+0.873 / 0.887 at n = 5, 0.872 / 0.871 at 7, 0.908 / 0.913 at 8, 0.904 / 0.933 at 9, 0.922 / 0.947 at 10,
+0.941 / 0.952 at 11, 0.936 / 0.951 at 15, 0.942 / 0.970 at 20, 0.954 / 0.970 at 30 (exp / log-normal). N_MIN is the
+smallest n from which every measured family and size reaches 0.93, the nominal level less the 2 points the
+n = 100 coverage test grants the percentile method (below it each tail misses 4-7 % of the time, nominal
+2.5 %). Neither a BCa interval (0.85-0.92 at n = 5-30) nor a log-scale jackknife-t interval (0.94-0.99: holds
+at n = 5 but mostly over-covers from n = 10, widening every larger table's intervals) replaces the percentile one.
+"""
+UNDETERMINED = "?"
+"""Verdict of a ratio whose base set holds fewer than :data:`N_MIN` clips, whatever its interval."""
+
+
+def verdict(low: float, high: float, n: float | None = None) -> str:
+    """``↑`` if the interval lies above 1, ``↓`` if below 1, ``≈`` if it contains 1 or a bound is ``nan``;
+    :data:`UNDETERMINED` when ``n`` (the clips the interval rests on, :func:`ratio_base_size`; ``None`` or
+    ``nan``: not known) is below :data:`N_MIN`."""
+    if n is not None and n < N_MIN:
+        return UNDETERMINED
     if math.isnan(low) or math.isnan(high):
         return "≈"
     if low > 1:
@@ -247,6 +268,11 @@ def verdict(low: float, high: float) -> str:
     if high < 1:
         return "↓"
     return "≈"
+
+
+def ratio_base_size(defended_clip: np.ndarray, original_clip: np.ndarray) -> int:
+    """Clips in the smaller of the two models' base sets: the sample an ε_r and its verdict rest on."""
+    return int(min(np.count_nonzero(~np.isnan(np.asarray(c, dtype=np.float64))) for c in (defended_clip, original_clip)))
 
 
 def ratio_of_sums_draws(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> np.ndarray:
