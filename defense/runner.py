@@ -257,14 +257,16 @@ def _log_ratio(grid: Grid, option: str, mode: str, ev: AttackEvaluation, origina
     on_model = {f"{k}.{name}": ratio[k] for k in ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")}
     on_model[f"fooling_auc.{name}"] = ev.summary["fooling_auc"]
     on_model = {k: _shown(v) for k, v in on_model.items()}  # the UI's columns: the attack run keeps full precision
-    on_model[f"verdict.{name}"] = VERDICT_VALUE[stats.verdict(ratio["eps_r_ci_low"], ratio["eps_r_ci_high"])]
+    on_model[f"eps_r_n.{name}"] = ratio["eps_r_n"]
+    on_model[f"verdict.{name}"] = VERDICT_VALUE[stats.verdict(ratio["eps_r_ci_low"], ratio["eps_r_ci_high"],
+                                                              ratio["eps_r_n"])]
     _log_to(model_run_id, on_model)
     return ratio
 
 
-VERDICT_VALUE = {"↑": 1.0, "≈": 0.0, "↓": -1.0}
+VERDICT_VALUE = {"↑": 1.0, "≈": 0.0, "↓": -1.0, stats.UNDETERMINED: math.nan}
 """Table III's verdict as a metric (``verdict.<attack>`` on a defended model's run): +1 ε_r's interval above 1,
-−1 below, 0 undecided."""
+−1 below, 0 undecided, ``nan`` undetermined (fewer than ``stats.N_MIN`` clips in a base set, ``eps_r_n.<attack>``)."""
 
 
 def _shown(value: float) -> float:

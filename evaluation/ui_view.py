@@ -19,11 +19,11 @@ from evaluation.tracking import iter_runs, tag
 VIEW_KEY = "advaudio"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 KIND_TAG = "mlflow.experimentKind"
-PER_ATTACK = ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "verdict", "eps_r_p", "broke_share", "fooling_auc")
+PER_ATTACK = ("eps_r", "eps_r_ci_low", "eps_r_ci_high", "verdict", "eps_r_n", "eps_r_p", "broke_share", "fooling_auc")
 """Per-attack metrics of a model's run shown as columns, in this order for each attack."""
 COLUMN_METRICS = re.compile(rf"^({'|'.join(PER_ATTACK)})\.|^test_accuracy(_ci_low|_ci_high)?$")
-"""Metrics of a training run shown as columns: per-attack ε_r (with interval, verdict and p-value), the share of
-the base set the attack broke, fooling AUC, and the test accuracy with its Wilson interval."""
+"""Metrics of a training run shown as columns: per-attack ε_r (with interval, verdict, the clips it rests on and
+p-value), the share of the base set the attack broke, fooling AUC, and the test accuracy with its Wilson interval."""
 COORDINATES = ("dataset", "frontend", "victim", "defense", "seed")
 MODELS_FILTER = f"tags.`{tag('run_key')}` LIKE '%'"
 """Runs of a model: trained ones and trained ones wrapped in an input transform (``advaudio.kind`` ``train`` or
