@@ -11,7 +11,8 @@ representation (rows) and victim architecture (columns):
 - Table III: ε_r (Eq. 15) averaged over the attacks whose ε_r is complete; ``*`` marks a cell where
   none is, so the mean is over partial ratios (a model never reached FR ≥ 0.9, so each is a lower
   bound, see :mod:`evaluation.metrics`). Each cell reads ``ε_r [low, high] v`` with the verdict v:
-  ↑ (interval above 1), ↓ (below 1), ≈ (contains 1).
+  ↑ (interval above 1), ↓ (below 1), ≈ (contains 1), ``?`` (undetermined: fewer than
+  :data:`evaluation.stats.N_MIN` clips in the smaller base set), followed by ``n=`` those clips.
 
 Budgets belong to a norm: Tables II-III have one row per (data set, representation, attack group),
 where a group is the table attacks of one domain and norm (seed 004's rows are the representation-L2
@@ -73,7 +74,7 @@ WEAK_MARK = "†"
 SUMMARY = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star_within_eps090", "mean_eps_star",
            "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "median_iterations", "median_queries",
            "mean_total_queries", "eps_max", "fooling_auc_ci_low", "fooling_auc_ci_high")
-RATIO = ("eps_r", "eps090_ratio", "eps_r_partial", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p")
+RATIO = ("eps_r", "eps090_ratio", "eps_r_partial", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p", "eps_r_n")
 Model = Literal["defended", "original"]
 
 
@@ -317,13 +318,23 @@ def _seed_mean(values: list[float], intervals: list[tuple[float, float]]) -> tup
 
 
 def _with_interval(value: float, low: float, high: float, digits: int, n_seeds: int = 1,
-                   verdict: bool = False) -> str:
+                   verdict: bool = False, clips: float = math.nan) -> str:
+    """``value [low, high]``, with the verdict and the ``clips`` it rests on (``n=…``, one seed) or the seeds
+    (``(n=…)``, several: the t-interval's sample)."""
     if math.isnan(value):
         return ""
     text = f"{value:.{digits}f}"
     if not (math.isnan(low) and math.isnan(high)):
-        text += f" [{low:.{digits}f}, {high:.{digits}f}]" + (f" {stats.verdict(low, high)}" if verdict else "")
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        if verdict:
+            text += f" {_cell_verdict(low, high, n_seeds, clips)}"
+            text += f" n={int(clips)}" if n_seeds == 1 and math.isfinite(clips) else ""
     return text + (f" (n={n_seeds})" if n_seeds > 1 else "")
+
+
+def _cell_verdict(low: float, high: float, n_seeds: int, clips: float) -> str:
+    """One seed: the bootstrap verdict, undetermined below ``stats.N_MIN`` clips; several: the t-interval's."""
+    return stats.verdict(low, high, clips if n_seeds == 1 else None)
 
 
 def table_1_values(data: ReportData, defense: str | None) -> pd.DataFrame:
@@ -370,15 +381,15 @@ def _cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] |
     for key, group in runs[runs["defense"] == defense].groupby(keys):
         pairs = [(r, orig.loc[(*key, r["attack"])]) for _, r in group.iterrows() if (*key, r["attack"]) in orig.index]
         if metric == "fooling_auc":
-            value, low, high, partial = _auc_cell(data, group)
+            (value, low, high, partial), clips = _auc_cell(data, group), math.nan
         else:
-            value, low, high, partial = _ratio_cell(data, pairs)
+            value, low, high, partial, clips = _ratio_cell(data, pairs)
         weak = any(broke_share_of(data, r) < WEAK_SHARE for d, o in pairs if not is_ensemble(d["attack"])
                    for r in (d, o))
         if math.isfinite(value):
             rows.append(dict(zip([*ROWS, "victim", "seed"], key), value=value, low=low, high=high, partial=partial,
-                             weak=weak))
-    return pd.DataFrame(rows, columns=[*ROWS, "victim", "seed", "value", "low", "high", "partial", "weak"])
+                             weak=weak, n=clips))
+    return pd.DataFrame(rows, columns=[*ROWS, "victim", "seed", "value", "low", "high", "partial", "weak", "n"])
 
 
 def _auc_cell(data: ReportData, group: pd.DataFrame) -> tuple[float, float, float, bool]:
@@ -399,9 +410,10 @@ def _auc_cell(data: ReportData, group: pd.DataFrame) -> tuple[float, float, floa
     return value, math.nan, math.nan, False
 
 
-def _ratio_cell(data: ReportData, pairs: list[tuple[pd.Series, pd.Series]]) -> tuple[float, float, float, bool]:
+def _ratio_cell(data: ReportData, pairs: list[tuple[pd.Series, pd.Series]]
+                ) -> tuple[float, float, float, bool, float]:
     """ε_r averaged over the attacks with a complete ratio (else over the partial ones, flagged), with the
-    paired bootstrap interval of that mean."""
+    paired bootstrap interval of that mean and the clips it rests on (the smallest base set; ``nan`` unknown)."""
     rows = []
     for d, o in pairs:
         ratio = _logged_ratio(d, o)
@@ -410,16 +422,18 @@ def _ratio_cell(data: ReportData, pairs: list[tuple[pd.Series, pd.Series]]) -> t
     complete = [r for r in rows if r[2]["eps_r_partial"] == 0]
     used, partial = (complete, False) if complete else (rows, bool(rows))
     if not used:
-        return math.nan, math.nan, math.nan, False
+        return math.nan, math.nan, math.nan, False, math.nan
     value = float(np.mean([r[2]["eps_r"] for r in used]))
     records = [(data.records.get(d["run_id"]), data.records.get(o["run_id"])) for d, o, _ in used]
     if all(a is not None and b is not None for a, b in records):
         found = mean_ratio_interval(records, n_boot=data.n_boot, level=data.level)  # type: ignore[arg-type]
-        return value, found.low, found.high, partial
+        clips = min(stats.ratio_base_size(clip_array(a), clip_array(b)) for a, b in records)  # type: ignore[arg-type]
+        return value, found.low, found.high, partial, float(clips)
+    clips = min((r[2]["eps_r_n"] for r in used if math.isfinite(r[2]["eps_r_n"])), default=math.nan)
     if len(used) == 1:
         logged = used[0][2]
-        return value, logged.get("eps_r_ci_low", math.nan), logged.get("eps_r_ci_high", math.nan), partial
-    return value, math.nan, math.nan, partial
+        return value, logged.get("eps_r_ci_low", math.nan), logged.get("eps_r_ci_high", math.nan), partial, clips
+    return value, math.nan, math.nan, partial, clips
 
 
 def _logged_ratio(d: pd.Series, o: pd.Series) -> dict[str, float]:
@@ -444,7 +458,8 @@ def _table(data: ReportData, cells: pd.DataFrame, digits: int, verdict: bool, at
         if g is None or g.empty:
             return ""
         value, low, high, n = _seed_mean(list(g["value"]), list(zip(g["low"], g["high"])))
-        return (_with_interval(value, low, high, digits, n, verdict) + ("*" if g["partial"].any() else "")
+        return (_with_interval(value, low, high, digits, n, verdict, float(g["n"].min()))
+                + ("*" if g["partial"].any() else "")
                 + (WEAK_MARK if g["weak"].any() else ""))
 
     return _render(index, data.victims, cell)
@@ -475,14 +490,16 @@ def table_3_values(data: ReportData, defense: str | None = None,
 def table_3_matrices(data: ReportData, defense: str | None = None, attacks: Sequence[str] | None = None
                      ) -> dict[str, pd.DataFrame]:
     """Table III as float matrices ``(rows) × victim``: ``value``, ``low``, ``high`` (across seeds when
-    several) and bool ``partial``, for the heat map."""
+    several), ``n`` (clips the one-seed verdict rests on; ``nan`` across seeds, whose t-interval rests on the
+    seeds) and bool ``partial``, for the heat map."""
     cells = table_3_values(data, defense, attacks)
     index, columns = data.table_rows(attacks), data.victims
-    out = {k: pd.DataFrame(math.nan, index=index, columns=columns) for k in ("value", "low", "high")}
+    out = {k: pd.DataFrame(math.nan, index=index, columns=columns) for k in ("value", "low", "high", "n")}
     out["partial"] = pd.DataFrame(False, index=index, columns=columns)
     for (d, f, g, v), group in cells.groupby([*ROWS, "victim"]):
-        value, low, high, _ = _seed_mean(list(group["value"]), list(zip(group["low"], group["high"])))
-        for name, x in (("value", value), ("low", low), ("high", high)):
+        value, low, high, seeds = _seed_mean(list(group["value"]), list(zip(group["low"], group["high"])))
+        clips = float(group["n"].min()) if seeds == 1 else math.nan
+        for name, x in (("value", value), ("low", low), ("high", high), ("n", clips)):
             out[name].at[(d, f, g), v] = x
         out["partial"].at[(d, f, g), v] = bool(group["partial"].any())
     return out
@@ -496,12 +513,12 @@ def table_3(data: ReportData, defense: str | None = None, attacks: Sequence[str]
 
 
 def verdict_counts(data: ReportData, defense: str | None = None) -> dict[str, int]:
-    """How many Table III cells are ↑, ↓ and ≈ (across seeds where several)."""
+    """How many Table III cells are ↑, ↓, ≈ and undetermined (across seeds where several)."""
     found = table_3_matrices(data, defense)
-    counts = {"↑": 0, "↓": 0, "≈": 0}
-    for value, low, high in zip(*(found[k].to_numpy().ravel() for k in ("value", "low", "high"))):
+    counts = {"↑": 0, "↓": 0, "≈": 0, stats.UNDETERMINED: 0}
+    for value, low, high, n in zip(*(found[k].to_numpy().ravel() for k in ("value", "low", "high", "n"))):
         if math.isfinite(value):
-            counts[stats.verdict(low, high)] += 1
+            counts[stats.verdict(low, high, n)] += 1
     return counts
 
 
@@ -577,7 +594,9 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
             yield (f"table_3_{name}", f"Table III: ε_r ('{name}' / original, Eq. 15); the '{WORST_CASE[2:]}' row "
                    "of each group takes each clip's smallest ε* over the group's attacks (AutoAttack's principle), "
                    "the group's row averages ε_r over its attacks where both models reach FR 0.9 (seed 004), then "
-                   f"each attack; {across}; ↑ interval above 1, ↓ below, ≈ contains 1 "
+                   f"each attack; {across}; ↑ interval above 1, ↓ below, ≈ contains 1, {stats.UNDETERMINED} "
+                   f"undetermined: fewer than {stats.N_MIN} clips in a model's base set, where the bootstrap "
+                   "interval falls short of its level; n=… clips in the smaller base set, (n=…) seeds "
                    "(* = no attack reaches 0.9: a mean of lower bounds; no interval = undetermined, more than "
                    f"5 % of the draws undefined, too few broken clips; {WEAK_MARK} = an attack broke fewer than "
                    f"{WEAK_SHARE:.0%} of a model's base set: its ε* describe the easy clips only)",

@@ -285,7 +285,7 @@ def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: R.ReportDa
     t1 = R.table_1(tagged, "fgsm_mix").set_index(R.ROWS[:2])
     assert t1.at[(DS, STFT), "alexnet"].startswith("85.00 [") and t1.at[(DS, STFT), "alexnet"].endswith(
         "(n=2), (0.00)")
-    assert R.verdict_counts(tagged, "fgsm_mix") == {"↑": 0, "↓": 0, "≈": 3}
+    assert R.verdict_counts(tagged, "fgsm_mix") == {"↑": 0, "↓": 0, "≈": 3, "?": 0}
     stems = [stem for stem, _, _ in R._sections(tagged, None)]
     assert "table_3_fgsm_mix_seed0" in stems and "table_3_fgsm_mix_seed1" in stems
     assert "ε_max: l0 100; l2 3; noise (l2) 3" in R.format_tables(tagged)
