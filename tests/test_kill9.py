@@ -57,6 +57,7 @@ def _no_duplicates(outputs: Path) -> None:
     assert len(keys) == len(set(keys)), keys
 
 
+@pytest.mark.timeout(1200)  # three grid runs through a local Ray start: 277 s with two workers, past 600 s with four
 @pytest.mark.parametrize(("moment", "executor"), [("training", "ray"), ("attack", "local")])
 def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tmp_path: Path) -> None:
     """Each moment on one executor (a training checkpoint through Ray, the attack runs locally): the resume code
