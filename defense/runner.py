@@ -568,7 +568,7 @@ def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
                 continue
             found = report.table_3_matrices(data, defense)
             mlflow.log_figure(plots.epsilon_ratio_heatmap(found["value"], partial=found["partial"], low=found["low"],
-                                                          high=found["high"], title=f"eps_r ({defense})"),
+                                                          high=found["high"], n=found["n"], title=f"eps_r ({defense})"),
                               f"plots/eps_r_{defense}.png")
         mark_finished()
 

@@ -235,12 +235,13 @@ def adversarial_examples(rows: Sequence[tuple[str, str, Example]], *, title: str
 
 
 def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.DataFrame | None = None,
-                          low: pd.DataFrame | None = None, high: pd.DataFrame | None = None) -> Figure:
+                          low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
+                          n: pd.DataFrame | None = None) -> Figure:
     """ε_r heat map: rows representations, columns victims (seed 004 Table III), annotated.
 
     The diverging colour scale is centred on ε_r = 1 (no gain from adversarial training). Missing
     cells are blank. With ``low``/``high`` each cell shows its interval and verdict (↑ above 1, ↓ below,
-    ≈ containing 1).
+    ≈ containing 1; with ``n``, ``?`` below :data:`evaluation.stats.N_MIN` clips, as in Table III).
 
     Args:
         values: ε_r floats, index = representation (or ``(dataset, representation)``), columns = victims;
@@ -248,6 +249,7 @@ def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.
         title: axes title.
         partial: same-shaped bools; a ``*`` marks a mean that includes a partial ε_r.
         low, high: same-shaped interval bounds.
+        n: same-shaped clips each verdict rests on (``nan``: not known, e.g. an interval across seeds).
     """
     mat = values.to_numpy(dtype=np.float64)
     rows = [" / ".join(map(str, r)) if isinstance(r, tuple) else str(r) for r in values.index]
@@ -266,7 +268,8 @@ def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.
             text = f"{value:.2f}{star}"
             if low is not None and high is not None:
                 lo, hi = float(low.iat[r, c]), float(high.iat[r, c])
-                text += f" {stats.verdict(lo, hi)}\n[{lo:.2f}, {hi:.2f}]"
+                clips = float(n.iat[r, c]) if n is not None else None
+                text += f" {stats.verdict(lo, hi, clips)}\n[{lo:.2f}, {hi:.2f}]"
             ax.text(c, r, text, ha="center", va="center", fontsize="small")
     ax.set_xticks(range(len(values.columns)), [str(c) for c in values.columns], rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)

@@ -102,6 +102,10 @@ def test_epsilon_ratio_heatmap_annotations() -> None:
     with_ci = P.epsilon_ratio_heatmap(values, low=low, high=high)
     assert sorted(t.get_text() for t in with_ci.axes[0].texts) == [
         "0.80 ↓\n[0.60, 0.95]", "1.20 ≈\n[0.90, 1.40]", "2.00 ↑\n[1.50, 2.60]"]
+    clips = pd.DataFrame([[7.0, math.nan], [40.0, math.nan]], index=index, columns=values.columns)
+    with_n = P.epsilon_ratio_heatmap(values, low=low, high=high, n=clips)  # Table III's rule: '?' under N_MIN clips
+    assert sorted(t.get_text() for t in with_n.axes[0].texts) == [
+        "0.80 ↓\n[0.60, 0.95]", "1.20 ≈\n[0.90, 1.40]", "2.00 ?\n[1.50, 2.60]"]
     empty = P.epsilon_ratio_heatmap(values * math.nan)
     assert len(empty.axes) == 1 and not empty.axes[0].texts
 
