@@ -278,3 +278,34 @@ def test_min_size_upsamples_only_short_axes() -> None:
     out = wrap(const)
     assert out.shape == (2, 1, 4, 7)
     torch.testing.assert_close(out, torch.full_like(out, 3.0))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["resnet18", "averagepool_cnn", "m5"])
+def test_build_backbone_gives_2d_models_channels_last_weights_with_the_same_function(name: str,
+                                                                                      tmp_path: Path) -> None:
+    """2D backbones come channels-last (faster convolutions); logits, gradients and checkpoints are those of the
+    NCHW model up to float32 rounding (relative 1e-5: a different summation order per output, not another
+    function), and a checkpoint loads into a model of either layout."""
+    from victims.victim import build_backbone
+
+    torch.manual_seed(0)
+    shape = shapes_of(name)[1]
+    net = build_backbone({"backbone": name}, NUM_CLASSES, shape, 8000).eval()
+    convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+    distinct = [w for w in convs if w.shape[1] > 1 and w.shape[2] * w.shape[3] > 1]  # else the layouts coincide
+    assert (name == "m5") == (not distinct)  # a 1D model has no 2D convolution to convert
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                            for w in distinct)
+    reference = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    assert all(p.is_contiguous() for p in reference.parameters())
+    x = torch.randn(3, 1, *shape, requires_grad=True)
+    out, ref = net(x), reference(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5 * ref_grad.abs().max().item())
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    fresh = copy.deepcopy(reference)
+    fresh.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), net.state_dict().values()))

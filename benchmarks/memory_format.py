@@ -1,0 +1,123 @@
+"""Channels-last vs contiguous (NCHW) weights for every 2D backbone: forward, input gradient, training step.
+
+Attacks spend their time in forwards and in gradients with respect to the input (``torch.autograd.grad`` on the
+representation), training in forward + backward with weight gradients. oneDNN (CPU) and cuDNN (GPU) run
+convolutions faster on NHWC ("channels-last") tensors; :func:`victims.victim.build_backbone` therefore builds every
+2D backbone with channels-last weights (PyTorch's memory-format tutorial; the input may stay NCHW: the first
+convolution converts it). This script measures what that buys on the same model, batch and input, each format's
+median over interleaved rounds (so a change in the machine's load hits both alike), and prints the ratio
+NCHW / channels-last (> 1: channels-last is faster) and the largest logit difference between the formats relative to the largest logit.
+
+CPU default: the demo's input (STFT-dB, 128-point window at 8 kHz on 0.25 s clips: 65 × 32), batch 150 for the
+attack passes (the demo's ``evaluation.batch_size``) and 32 for a training step. ``--device cuda``: seed 004's
+input size for a 2048-point STFT on 5 s clips at 16 kHz (1025 × 157) with bfloat16 autocast, batch 64 / 32.
+
+    python benchmarks/memory_format.py                  # CPU, every 2D backbone
+    python benchmarks/memory_format.py --device cuda
+    python benchmarks/memory_format.py --backbones resnet18 vgg16 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the packages
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from victims.victim import build_backbone, uses_2d_convolutions  # noqa: E402
+
+BACKBONES_2D = ("resnet18", "resnet34", "resnet56", "vgg16", "alexnet", "googlenet", "averagepool_cnn",
+                "koerich_cnn2d")
+CLASSES = 6
+
+
+def passes(net: nn.Module, x: Tensor, labels: Tensor, train_batch: int, amp: bool) -> dict[str, Callable[[], None]]:
+    """The three timed passes of one model: forward, input gradient, training step."""
+    autocast = (lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+
+    def forward() -> None:
+        with torch.no_grad(), autocast():
+            net.eval()(x)
+
+    def input_gradient() -> None:
+        xg = x.clone().requires_grad_(True)
+        with autocast():
+            loss = F.cross_entropy(net.eval()(xg).float(), labels)
+        torch.autograd.grad(loss, xg)
+
+    def train_step() -> None:
+        net.train().zero_grad(set_to_none=True)
+        with autocast():
+            loss = F.cross_entropy(net(x[:train_batch]).float(), labels[:train_batch])
+        loss.backward()
+
+    return {"forward": forward, "input gradient": input_gradient, "training step": train_step}
+
+
+def medians(steps: dict[str, dict[str, Callable[[], None]]], rounds: int, device: torch.device
+            ) -> dict[str, dict[str, float]]:
+    """Median seconds of every (format, pass); formats alternate within each round, after one warm-up round."""
+    times: dict[str, dict[str, list[float]]] = {f: {p: [] for p in s} for f, s in steps.items()}
+    for r in range(rounds + 1):
+        for pass_name in next(iter(steps.values())):
+            for fmt, fns in steps.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fns[pass_name]()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if r:
+                    times[fmt][pass_name].append(time.perf_counter() - start)
+    return {f: {p: statistics.median(v) for p, v in s.items()} for f, s in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES_2D))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shape", type=int, nargs=2, default=None, help="input (bands, frames)")
+    parser.add_argument("--batch", type=int, default=None, help="batch of the attack passes")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    shape = tuple(args.shape or ((1025, 157) if cuda else (65, 32)))
+    batch = args.batch or (64 if cuda else 150)
+    train_batch = min(32, batch)
+    torch.manual_seed(0)
+    x = torch.randn(batch, 1, *shape, device=device)
+    labels = torch.randint(0, CLASSES, (batch,), device=device)
+    print(f"# Channels-last vs NCHW weights on {device} ({torch.get_num_threads()} threads), input {shape}, "
+          f"batch {batch} (training step {train_batch}){', bfloat16 autocast' if cuda else ''}, "
+          f"median of {args.rounds} interleaved rounds; ratio = NCHW / channels-last")
+    print("backbone         pass              NCHW s  channels-last s  ratio   logit diff (rel.)")
+    for name in args.backbones:
+        net = build_backbone({"backbone": name}, CLASSES, shape, 8000).to(device)
+        if not uses_2d_convolutions(net):
+            print(f"{name:16s} (no 2D convolution: skipped)")
+            continue
+        reference = build_backbone({"backbone": name}, CLASSES, shape, 8000).to(device)
+        reference.load_state_dict(net.state_dict())
+        reference = reference.to(memory_format=torch.contiguous_format)  # build_backbone's weights are NHWC
+        with torch.no_grad():
+            logits = reference.eval()(x[:8])
+            diff = ((net.eval()(x[:8]) - logits).abs().max() / logits.abs().max()).item()
+        found = medians({"nchw": passes(reference, x, labels, train_batch, cuda),
+                         "channels_last": passes(net, x, labels, train_batch, cuda)}, args.rounds, device)
+        for pass_name, nchw in found["nchw"].items():
+            nhwc = found["channels_last"][pass_name]
+            print(f"{name:16s} {pass_name:16s} {nchw:8.4f}  {nhwc:15.4f}  {nchw / nhwc:5.2f}×  {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
