@@ -253,7 +253,8 @@ def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.
     """
     mat = values.to_numpy(dtype=np.float64)
     rows = [" / ".join(map(str, r)) if isinstance(r, tuple) else str(r) for r in values.index]
-    fig = Figure(figsize=(2.5 + 1.5 * max(len(values.columns), 1), 1.5 + 0.7 * max(len(rows), 1)),
+    label_width = 0.085 * max((len(r) for r in rows), default=0)  # inches of the longest row label at 10 pt
+    fig = Figure(figsize=(2.5 + label_width + 1.5 * max(len(values.columns), 1), 1.5 + 0.7 * max(len(rows), 1)),
                  layout="constrained")
     ax = fig.subplots()
     finite = mat[np.isfinite(mat)]

@@ -173,3 +173,25 @@ def test_adversarial_examples_panels_scales_and_norms_by_hand() -> None:
     bad.adv_rep = bad.adv_rep[:, :3]
     with pytest.raises(ValueError, match="differ in shape"):
         P.adversarial_examples([("stft", "bim_a", bad)])
+
+
+@pytest.mark.timeout(60)
+def test_epsilon_ratio_heatmap_keeps_long_row_labels_inside_the_figure() -> None:
+    """One victim and Table III's long rows (data set / representation / attack group): every label is drawn whole
+    (it was cut at the figure's left edge, and constrained layout gave up)."""
+    import warnings
+
+    rows = [("gm_instruments", "stft_tonnetz_128", f"l2: {a}") for a in ("bim_a", "deepfool_l2", "nes_pia")]
+    values = pd.DataFrame([[1.4], [1.2], [0.9]], index=pd.MultiIndex.from_tuples(rows), columns=["resnet18"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied because axes sizes collapsed to zero"
+        fig = P.epsilon_ratio_heatmap(values, low=values - 0.1, high=values + 0.1)
+        fig.savefig(io.BytesIO(), format="png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    width = fig.bbox.width
+    for label in fig.axes[0].get_yticklabels():
+        box = label.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width, label.get_text()
