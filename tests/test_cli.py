@@ -39,7 +39,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     (["train", "victim=resnet19"], "unknown victim option 'resnet19' (did you mean 'resnet18'?)"),
     (["train", "train.optimizer=rmsprop"], "bad value for 'train.optimizer'"),
     (["experiment", "demo", "evaluation.n_example=3"], "unknown key 'evaluation.n_example'"),
-    (["train", "-e", "demo"], "experiment 'demo' is a grid of 8 models: run it with `advaudio experiment demo`"),
+    (["train", "-e", "demo"], "experiment 'demo' is a grid of 2 models: run it with `advaudio experiment demo`"),
     (["experiment", "train"], "experiment 'train' has no attacks (grid.attack): train its model with"),
     (["train", "--tracking-uri", "http://127.0.0.1:9", "train.epochs=1"] + TINY_TRAIN,
      "MLflow server at http://127.0.0.1:9 is not reachable"),
