@@ -6,8 +6,8 @@ matrix), narrowed to that group, with the dry settings of :mod:`defense.dryrun_s
 file of the dry run's folder, into a store of its own: every victim, seed, defense and attack of the group, its
 Tables I-III, plots, transfer matrix and UI view. (A grid's cell overrides apply to every cell, and a stand-in's root
 and a front-end's shrunk keys belong to one data set and one front-end; one store per group keeps each group's
-report to its own runs.) Example plots and WAVs, confusion matrices and the monotonicity sweep run in the first
-group only: they draw the same figures in every group. With ``cover`` the groups are single model columns, as few as cover every data set,
+report to its own runs.) Example plots and WAVs, confusion matrices, seed 004's Fig. 1 and the monotonicity sweep
+run in the first group only: they draw the same figures in every group. With ``cover`` the groups are single model columns, as few as cover every data set,
 front-end, backbone and seed, each with every defense and attack.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from evaluation.ui_view import VIEW_TAG
 
 Model = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]
 """``(label, dataset config, frontend config, victim config)`` of a model to check at its real size."""
-FIRST_GROUP_ONLY = {"wavs": 0, "monotone_sample": 0, "confusion": False}
+FIRST_GROUP_ONLY = {"wavs": 0, "monotone_sample": 0, "confusion": False, "fig1": False}
 """Evaluation settings that only draw or re-check what the first group already did (0 or False turns them off)."""
 
 

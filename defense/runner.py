@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 CERTIFY_RECORD = "certify.json"
 """Randomized smoothing's per-clip certificates on the smoothed model's run (:func:`defense.inference.certify`)."""
+FIGURES_ONLY = ("confusion", "fig1")
+"""Evaluation settings that only draw figures: kept out of an attack cell's key (the same results either way)."""
 RAY_TASK_RETRIES = 3
 RAY_CANCEL_GRACE_S = 30.0
 """How long an interrupted driver waits for its cancelled Ray tasks to mark their runs KILLED."""
@@ -350,7 +352,7 @@ def _evaluate(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, 
     is ``naive``/``adaptive`` for an inference-time defense, else empty."""
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
-    settings = {k: v for k, v in asdict(ev_cfg).items() if k != "confusion"}  # a figure: the same results
+    settings = {k: v for k, v in asdict(ev_cfg).items() if k not in FIGURES_ONLY}
     key = stable_key([tv.key, option, attack_cfg, settings])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
@@ -561,7 +563,7 @@ def _log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
     with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
         report.write_tables(data, Path(tmp))
         mlflow.log_artifacts(tmp, "tables")
-        if write_example_figures(data, Path(tmp) / "fig1", uri):
+        if grid.evaluation.fig1 and write_example_figures(data, Path(tmp) / "fig1", uri):
             mlflow.log_artifacts(str(Path(tmp) / "fig1"), "plots")
         for defense in grid.axes["defense"]:
             if defense == ORIGINAL:

@@ -33,6 +33,8 @@ class EvalConfig:
         snr_trim: samples trimmed at each end of a waveform for the SNR (seed 000: 2048).
         wavs: adversarial examples per model and attack saved as WAV/plots.
         confusion: draw each attack run's clean and adversarial confusion matrices (``plots/confusion.png``).
+        fig1: draw seed 004's Fig. 1 (one clip under every attack) in a grid's report (``plots/fig1_*.png``);
+            ``advaudio report`` draws it either way.
         unbounded_eps: budget of the "unbounded attack reaches ~100 %" sanity check (PGD-L2).
         unbounded_steps: iterations of that check.
         monotone_sample: examples attacked at every budget (no cascade) for the "success never falls as
@@ -62,6 +64,7 @@ class EvalConfig:
     snr_trim: int = field(default=0, metadata=at_least(0))
     wavs: int = field(default=2, metadata=at_least(0))
     confusion: bool = True
+    fig1: bool = True
     unbounded_eps: float = field(default=1000.0, metadata=above(0))
     unbounded_steps: int = field(default=100, metadata=at_least(1))
     monotone_sample: int = field(default=16, metadata=at_least(0))

@@ -17,8 +17,8 @@ from typing import Iterator, Sequence
 
 import pandas as pd
 
-from evaluation.report import ORIGINAL, ROWS, ReportData, _cells, _seed_mean, _with_interval
-from evaluation.stats import verdict
+from evaluation import stats
+from evaluation.report import ORIGINAL, ROWS, WEAK_MARK, ReportData, _cells, _seed_mean, _with_interval
 
 EVALUATIONS = ("—", "naive", "adaptive", "naive = adaptive")
 CERTIFIED = re.compile(r"^certified_accuracy\.r([0-9.eE+-]+)$")
@@ -47,12 +47,12 @@ def comparison_values(data: ReportData, attacks: Sequence[str] | None = None) ->
         for group, found in runs[runs["defense"] == defense].groupby("attacks"):
             for label, mode in _labels(set(found["mode"])):
                 view = views[mode]
-                cells = _cells(view, defense, "fooling_auc", attacks).rename(
+                cells = _cells(view, defense, "fooling_auc", attacks).drop(columns="n").rename(
                     columns={"value": "auc", "low": "auc_low", "high": "auc_high", "partial": "auc_partial",
                              "weak": "auc_weak"})
                 if defense != ORIGINAL:
                     ratio = _cells(view, defense, "eps_r", attacks).rename(
-                        columns={"value": "eps_r", "low": "eps_r_low", "high": "eps_r_high"})
+                        columns={"value": "eps_r", "low": "eps_r_low", "high": "eps_r_high", "n": "eps_r_n"})
                     cells = cells.merge(ratio, on=[*ROWS, "victim", "seed"], how="outer")
                 cells = cells[cells["attacks"] == group]
                 frames.append(cells.assign(defense=defense, evaluation=label,
@@ -110,8 +110,9 @@ def defense_comparison(data: ReportData, attacks: Sequence[str] | None = None) -
         if "eps_r" in group and group["eps_r"].notna().any():
             g = group[group["eps_r"].notna()]
             value, low, high, n = _seed_mean(list(g["eps_r"]), list(zip(g["eps_r_low"], g["eps_r_high"])))
-            eps_r = _with_interval(value, low, high, 3, n) + (f" {verdict(low, high)}" if not math.isnan(low) else "")
+            eps_r = _with_interval(value, low, high, 3, n, verdict=True, clips=float(g["eps_r_n"].iloc[0]))
             eps_r += "*" if g["partial"].fillna(False).astype(bool).any() else ""
+            eps_r += WEAK_MARK if g["weak"].fillna(False).astype(bool).any() else ""
         accuracy, certified, flag = _model_cells(data, (dataset, frontend, victim), defense, members.split(","))
         rows.append([*key[:-1], accuracy, _with_interval(auc[0], auc[1], auc[2], 1, auc[3]), eps_r, certified,
                      flag if label == "naive" or label == "adaptive" else ""])
@@ -130,7 +131,9 @@ def comparison_sections(data: ReportData, attacks: Sequence[str] | None) -> Iter
     yield ("defense_comparison", "Defense comparison: test accuracy (%) of each model as deployed (with its transform; smoothing: "
            "one noise draw per clip, the model the attacks query), mean fooling AUC "
            f"(%) and ε_r (defended / original, Eq. 15) over each row's attacks [{level} intervals; ↑ above 1, ↓ below, "
-           "≈ contains 1; * a mean of lower bounds], certified L2 accuracy (%) of randomized smoothing at each radius "
+           f"≈ contains 1, {stats.UNDETERMINED} undetermined: fewer than {stats.N_MIN} clips in a model's base set; "
+           f"n=… clips in the smaller base set, (n=…) seeds; * a mean of lower bounds; {WEAK_MARK} an attack broke fewer "
+           "than half a model's base set], certified L2 accuracy (%) of randomized smoothing at each radius "
            "(Cohen et al. 2019; abstentions count as wrong), and the gradient-masking check (naive ε* above adaptive "
            "ε* beyond the interval; Athalye et al. 2018). Input transforms and smoothing are attacked naively "
            "(gradients through the transform) and adaptively (BPDA for non-differentiable transforms, EoT for "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import mlflow
@@ -109,6 +110,8 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
     assert rows[("noise (waveform l2)", "noise_wave")] == ["naive = adaptive"]
     smooth_rows = table[(table["defense"] == "smooth_wave") & (table["attacks"] == "waveform l2")]
     assert all("r=0.125:" in c and c.startswith("smoothed:") for c in smooth_rows["certified accuracy %"])
+    ratios = [c for c in table["ε_r"] if "[" in c]  # Table III's rule: one seed shows its clips, '?' below N_MIN
+    assert ratios and all(re.search(r"\] \? n=[0-8]\b", c) for c in ratios), ratios  # (8 clips here)
     first = format_tables(data)
     assert "Defense comparison" in first
 

@@ -124,6 +124,9 @@ def test_dry_run_of_every_shipped_config_runs_every_cell(name: str, tmp_path: Pa
         assert all(r.data.metrics["base_size"] >= 1 for r in attacks)
         if grid.axes["attack"]:
             assert runs.get("transfer"), "no transfer run"
+            folder = next(tmp_path.glob("advaudio-dry-run-*"))  # Fig. 1 is drawn in the first group's store only
+            drawn = [db for db in folder.glob("outputs/**/mlflow.db") if any(db.parent.glob("**/plots/fig1_*.png"))]
+            assert len(drawn) == 1, drawn
     assert "every cell ran" in out
     print(f"dry run of {name}: {time.monotonic() - started:.0f} s")  # shown with -s: the per-config budget
 
