@@ -6,7 +6,8 @@ convolutions faster on NHWC ("channels-last") tensors; :func:`victims.victim.bui
 2D backbone with channels-last weights (PyTorch's memory-format tutorial; the input may stay NCHW: the first
 convolution converts it). This script measures what that buys on the same model, batch and input, each format's
 median over interleaved rounds (so a change in the machine's load hits both alike), and prints the ratio
-NCHW / channels-last (> 1: channels-last is faster) and the largest logit difference between the formats relative to the largest logit.
+NCHW / channels-last (> 1: channels-last is faster) and the largest logit difference between the formats, relative
+to the largest logit. The timing loop is ``benchmarks/training_step.py``'s ``interleaved_medians`` (one warm-up round).
 
 CPU default: the demo's input (STFT-dB, 128-point window at 8 kHz on 0.25 s clips: 65 × 32), batch 150 for the
 attack passes (the demo's ``evaluation.batch_size``) and 32 for a training step. ``--device cuda``: seed 004's
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +32,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from victims.victim import build_backbone, uses_2d_convolutions  # noqa: E402
+from benchmarks.training_step import interleaved_medians  # noqa: E402
+from victims.victim import build_backbone  # noqa: E402
 
 BACKBONES_2D = ("resnet18", "resnet34", "resnet56", "vgg16", "alexnet", "googlenet", "averagepool_cnn",
                 "koerich_cnn2d")
@@ -63,24 +63,6 @@ def passes(net: nn.Module, x: Tensor, labels: Tensor, train_batch: int, amp: boo
     return {"forward": forward, "input gradient": input_gradient, "training step": train_step}
 
 
-def medians(steps: dict[str, dict[str, Callable[[], None]]], rounds: int, device: torch.device
-            ) -> dict[str, dict[str, float]]:
-    """Median seconds of every (format, pass); formats alternate within each round, after one warm-up round."""
-    times: dict[str, dict[str, list[float]]] = {f: {p: [] for p in s} for f, s in steps.items()}
-    for r in range(rounds + 1):
-        for pass_name in next(iter(steps.values())):
-            for fmt, fns in steps.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fns[pass_name]()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if r:
-                    times[fmt][pass_name].append(time.perf_counter() - start)
-    return {f: {p: statistics.median(v) for p, v in s.items()} for f, s in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -103,19 +85,18 @@ def main() -> None:
     print("backbone         pass              NCHW s  channels-last s  ratio   logit diff (rel.)")
     for name in args.backbones:
         net = build_backbone({"backbone": name}, CLASSES, shape, 8000).to(device)
-        if not uses_2d_convolutions(net):
-            print(f"{name:16s} (no 2D convolution: skipped)")
-            continue
         reference = build_backbone({"backbone": name}, CLASSES, shape, 8000).to(device)
         reference.load_state_dict(net.state_dict())
         reference = reference.to(memory_format=torch.contiguous_format)  # build_backbone's weights are NHWC
         with torch.no_grad():
             logits = reference.eval()(x[:8])
             diff = ((net.eval()(x[:8]) - logits).abs().max() / logits.abs().max()).item()
-        found = medians({"nchw": passes(reference, x, labels, train_batch, cuda),
-                         "channels_last": passes(net, x, labels, train_batch, cuda)}, args.rounds, device)
-        for pass_name, nchw in found["nchw"].items():
-            nhwc = found["channels_last"][pass_name]
+        formats = {"nchw": passes(reference, x, labels, train_batch, cuda),
+                   "channels_last": passes(net, x, labels, train_batch, cuda)}
+        steps = {f"{fmt}/{p}": fns[p] for p in formats["nchw"] for fmt, fns in formats.items()}  # formats alternate
+        found = interleaved_medians(steps, args.rounds, 1, device)
+        for pass_name in formats["nchw"]:
+            nchw, nhwc = found[f"nchw/{pass_name}"], found[f"channels_last/{pass_name}"]
             print(f"{name:16s} {pass_name:16s} {nchw:8.4f}  {nhwc:15.4f}  {nchw / nhwc:5.2f}×  {diff:.2e}")
 
 

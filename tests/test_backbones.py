@@ -295,8 +295,7 @@ def test_build_backbone_gives_2d_models_channels_last_weights_with_the_same_func
     convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
     distinct = [w for w in convs if w.shape[1] > 1 and w.shape[2] * w.shape[3] > 1]  # else the layouts coincide
     assert (name == "m5") == (not distinct)  # a 1D model has no 2D convolution to convert
-    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-                            for w in distinct)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in distinct)
     reference = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
     assert all(p.is_contiguous() for p in reference.parameters())
     x = torch.randn(3, 1, *shape, requires_grad=True)
