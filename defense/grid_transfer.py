@@ -7,7 +7,7 @@ normalisers, they share the front-end). One transfer run per group and table att
 transfer``, nested under the grid's run, the group's coordinate tags) holds ``transfer.json``;
 :func:`evaluation.report.transfer_sections` renders it.
 
-Two hooks in :mod:`defense.runner` feed it: :func:`log_crafted` inside each attack run (it keeps the
+Two hooks feed it: :func:`log_crafted` inside each attack run (:mod:`defense.attack_cell`; it keeps the
 successful adversarial inputs at ε* as ``adversarial.pt``), and :func:`log_grid_transfer` after every
 column has finished.
 """
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from defense.grid import Grid
 from evaluation.harness import AttackEvaluation
+from evaluation.selection import select_examples
 from evaluation.tracking import ORIGINAL, iter_runs, resumable_run, tag
 from evaluation.transfer import replay
 from training.checkpoints import load_victim
@@ -51,6 +52,14 @@ def log_crafted(ev: AttackEvaluation) -> None:
         mlflow.log_artifact(str(path))
 
 
+def crafted_examples(ev: AttackEvaluation, run_id: str) -> tuple[Tensor, Tensor | None]:
+    """``(index, adversarial)`` of an evaluation's successful examples: held in memory after a fresh run, else read
+    back from the attack run's ``adversarial.pt`` (none: an empty index and ``None``)."""
+    if ev.adversarial is not None:
+        return ev.base_index[ev.success], ev.adversarial[ev.success]
+    return load_crafted(MlflowClient(), run_id) or (torch.zeros(0, dtype=torch.long), None)
+
+
 def load_crafted(client: MlflowClient, run_id: str) -> tuple[Tensor, Tensor] | None:
     """``(index, adversarial)`` kept by :func:`log_crafted` on an attack run, or ``None`` if it kept none."""
     if CRAFTED not in {a.path for a in client.list_artifacts(run_id)}:
@@ -68,7 +77,6 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
     Returns:
         The number of transfer runs logged.
     """
-    from defense.runner import select_examples  # the runner imports this module for its hooks
 
     client = MlflowClient(tracking_uri)
     exp_id = client.get_experiment_by_name(grid.name).experiment_id

@@ -6,7 +6,8 @@ principle, Croce & Hein 2020) and it is logged as an attack run of its own (``ad
 ensemble_<norm>``, family ``ensemble``) with its summary, intervals, per-clip record (which attack decided each
 clip: ``found_by`` in the record, ``found_by.<attack>`` counts as metrics) and, on a defended model, ε_r against
 the original model's ensemble — so the tables, the MLflow columns (``eps_r.ensemble_l2``) and the UI view get it
-like any attack. Every attack run also gets ``broke_share`` (the share of the base set it broke) and, below
+like any attack. Each model's run also gets every attack's optimality against the per-clip best
+(:func:`log_optimality`). Every attack run also gets ``broke_share`` (the share of the base set it broke) and, below
 :data:`evaluation.ensemble.WEAK_SHARE`, the tag ``advaudio.weak = true``; the model's run ``broke_share.<attack>``.
 """
 from __future__ import annotations
@@ -17,16 +18,14 @@ from typing import Any, Callable
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from defense.attack_cell import log_ratio
 from defense.grid import Grid
 from evaluation.ensemble import broke_share, ensemble, ensemble_name, found_by_counts, is_weak
 from evaluation.harness import AttackEvaluation, from_record, to_record
 from evaluation.intervals import summary_intervals
+from evaluation.optimality import optimality
 from evaluation.tracking import (ORIGINAL, RECORD_ARTIFACT, load_record, log_once, resumable_run, stable_key, tag,
                                  tags)
-
-RatioLogger = Callable[..., dict[str, float]]
-"""``defense.runner._log_ratio(grid, option, mode, ev, original, run_id, model_run_id)``."""
-
 
 def groups(grid: Grid, options: list[str]) -> dict[tuple[str, str], list[str]]:
     """The table attacks of ``options`` by (domain, norm), in grid order; only groups of two or more."""
@@ -49,8 +48,8 @@ def flag_weak(evals: dict[str, AttackEvaluation], run_ids: dict[str, str], model
 
 
 def log_worst_cases(grid: Grid, column_tags: Callable[[str], dict[str, str]], model_runs: dict[str, tuple[str, str]],
-                    evals: dict[str, dict[str, AttackEvaluation]], run_ids: dict[str, dict[str, str]],
-                    log_ratio: RatioLogger) -> dict[str, dict[str, AttackEvaluation]]:
+                    evals: dict[str, dict[str, AttackEvaluation]], run_ids: dict[str, dict[str, str]]
+                    ) -> dict[str, dict[str, AttackEvaluation]]:
     """Log the ensemble of every group of every model (the original model's first) and ε_r of each defended one.
 
     Args:
@@ -59,7 +58,6 @@ def log_worst_cases(grid: Grid, column_tags: Callable[[str], dict[str, str]], mo
         model_runs: defense → (model run id, model key).
         evals: defense → attack option → its evaluation (the stronger mode of an inference-time defense).
         run_ids: defense → attack option → the attack run.
-        log_ratio: logs ε_r of an evaluation against the original's (the runner's, shared with single attacks).
 
     Returns:
         defense → ensemble name → its evaluation.
@@ -69,6 +67,7 @@ def log_worst_cases(grid: Grid, column_tags: Callable[[str], dict[str, str]], mo
     for defense in sorted(evals, key=lambda d: d != ORIGINAL):
         model_run, model_key = model_runs[defense]
         flag_weak(evals[defense], run_ids[defense], model_run)
+        log_optimality(grid, evals[defense], model_run)
         out[defense] = {}
         for (domain, norm), members in groups(grid, list(evals[defense])).items():
             name = ensemble_name(domain, norm)
@@ -82,6 +81,26 @@ def log_worst_cases(grid: Grid, column_tags: Callable[[str], dict[str, str]], mo
             if defense != ORIGINAL and original is not None:
                 log_ratio(grid, name, "", ens, original, run_id, model_run)
     return out
+
+
+def log_optimality(grid: Grid, evals: dict[str, AttackEvaluation], model_run_id: str) -> None:
+    """``optimality.<attack>`` (share of clips within 5 % of the per-clip best, :mod:`evaluation.optimality`, with its
+    Wilson interval ``optimality_ci_low.<attack>`` / ``optimality_ci_high.<attack>``) and
+    ``optimality_excess.<attack>`` (mean ε*/best − 1) on the model's run, per domain and norm of two or more
+    untargeted attacks that are not baselines — table attacks or not, so a long reference attack in the grid
+    (e.g. ``fmn_l2`` with ``steps: 1000``) raises the bar for every other."""
+    found: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
+    for option, ev in evals.items():
+        if not ev.targeted and grid.attack_info[option].family != "baseline":
+            found[ev.domain, ev.norm][option] = ev.eps_clip().numpy()
+    metrics: dict[str, float] = {}
+    for group in (g for g in found.values() if len(g) > 1):
+        for row in optimality(group).itertuples():
+            metrics[f"optimality.{row.attack}"] = float(row.optimal_share)
+            metrics[f"optimality_ci_low.{row.attack}"] = float(row.optimal_share_ci_low)  # Wilson interval
+            metrics[f"optimality_ci_high.{row.attack}"] = float(row.optimal_share_ci_high)
+            metrics[f"optimality_excess.{row.attack}"] = float(row.mean_excess)
+    log_once(model_run_id, metrics)
 
 
 def _ensemble_run(grid: Grid, exp_id: str, name: str, members: list[AttackEvaluation], member_runs: list[str],

@@ -14,6 +14,7 @@ Models of different class sets cannot be compared: :func:`check_class_sets` says
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from attacks.perceptual import perturbation_size
 from evaluation import metrics as M
 from evaluation import stats
 from victims.registry import ConfigError
@@ -123,11 +125,33 @@ def replay(attack: str, victims: Mapping[str, Victim], clean: Tensor, labels: Te
                                     domain, batch_size) == labels for b in names])
     fooled = torch.zeros(len(names), len(names), n, dtype=torch.bool)
     for a, source in enumerate(names):
-        index, adversarial = crafted[source]
         for b, target in enumerate(names):
-            inputs = _carry(victims[source], victims[target], adversarial, domain)
-            fooled[a, b, index] = _predict(victims[target], inputs, domain, batch_size) != labels[index]
+            fooled[a, b] = fooled_by(victims[source], victims[target], *crafted[source], labels,
+                                     domain=domain, batch_size=batch_size)
     return TransferRecord(attack, names, labels, correct, fooled)
+
+
+def fooled_by(source: Victim, target: Victim, index: Tensor, adversarial: Tensor, labels: Tensor, *,
+              domain: Domain = "waveform", batch_size: int = 64) -> Tensor:
+    """``(N,)`` bool: the example ``source``'s attack crafted for clip ``i`` (``adversarial[k]`` for clip
+    ``index[k]``, in ``domain``) fools ``target`` (``False`` where none was crafted)."""
+    labels = labels.cpu().long()
+    out = torch.zeros(len(labels), dtype=torch.bool)
+    out[index] = _predict(target, _carry(source, target, adversarial, domain), domain, batch_size) != labels[index]
+    return out
+
+
+@torch.no_grad()
+def carried_sizes(source: Victim, target: Victim, index: Tensor, adversarial: Tensor, clean: Tensor, norm: str, *,
+                  domain: Domain = "waveform") -> Tensor:
+    """``(N,)`` float64: the size, in ``norm`` and ``target``'s units of ``domain``, of the perturbation
+    ``source``'s example of clip ``i`` makes on ``target``'s input (∞ where none was crafted)."""
+    out = torch.full((clean.shape[0],), math.inf, dtype=torch.float64)
+    if len(index):
+        carried = _carry(source, target, adversarial, domain)
+        reference = target.to_domain(clean[index].to(_device(target)), domain).cpu()
+        out[index] = perturbation_size(carried - reference, reference, norm, target.sample_rate).double()
+    return out
 
 
 def transfer_rates(records: Sequence[TransferRecord], *, n_boot: int = 1000, level: float = 0.95,
