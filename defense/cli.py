@@ -238,7 +238,9 @@ def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
     import mlflow
 
     from evaluation.examples import write_example_figures
-    from evaluation.report import MODEL_KINDS, collect, format_tables, verdict_counts, write_tables
+    from evaluation.report import format_tables, write_tables
+    from evaluation.report_data import MODEL_KINDS, collect
+    from evaluation.report_tables import verdict_counts
     from evaluation.stored import open_experiment
     from experiments import STUDY_TAG, study_module
 

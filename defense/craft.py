@@ -176,8 +176,8 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
 
     Raises:
         ConfigError: an output name other than ``.wav``, a device this machine lacks, a ``max_seconds`` <= 0,
-            an unknown target class, or a representation-domain attack on a representation with no inverse
-            (each checked before attacking).
+            an unknown target class or the one the victim already predicts, or a representation-domain attack on a
+            representation with no inverse (each checked before attacking).
         OutputError: an output path that is a folder, the input or the checkpoint, or in a folder that cannot
             be written (checked first), or a failed write.
         AudioError, CheckpointError: unreadable input file or checkpoint.
@@ -204,6 +204,9 @@ def craft_file(checkpoint: Path, source: Path, output: Path, attack_cfg: dict[st
     label = int(probs.argmax())
     labels = torch.tensor([label], device=dev)
     targets = torch.tensor([resolve_class(victim, target)], device=dev) if target is not None else None
+    if targets is not None and int(targets[0]) == label:
+        raise ConfigError(f"the victim already classifies {Path(source).name} as '{victim.class_names[label]}': "
+                          "--target names another class")
     watch = _Watch(victim.to_domain(wave, attack.domain), labels, targets, attack.domain == "waveform",
                    attack.steps if isinstance(attack, GradientAttack) else None, progress, max_seconds)
     try:

@@ -179,9 +179,11 @@ class _Tracker:
 CELL_LOCALS = {"column": None, "defense": "defense", "option": "attack", "mode": "mode", "model": "model",
                "label": "attack", "spec": "row", "fold": "fold", "name": "model"}
 """Locals of the runner's and the studies' frames that name the cell being run, and what they are called."""
-CELL_FRAMES = ("run_column", "_evaluate", "_wrap_model", "_certify", "_attack", "_attack_run", "_transfer",
+CELL_FRAMES = ("run_column", "evaluate_cell", "wrap_model", "certify_smoothed", "_attack", "_attack_run", "_transfer",
                "_run_fold", "train", "_evaluation")
-"""Functions of :mod:`defense.runner` and the studies whose locals say which cell runs."""
+"""Functions of the grid's column and cells (:mod:`defense.column`, :mod:`defense.attack_cell`,
+:mod:`defense.inference_cells`) and of the studies whose locals say which cell runs."""
+CELL_MODULES = ("defense.column", "defense.attack_cell", "defense.inference_cells", "experiments.")
 
 
 def _cell_of(err: BaseException, last: str) -> str:
@@ -190,7 +192,7 @@ def _cell_of(err: BaseException, last: str) -> str:
     found: dict[str, str] = {}
     for frame, _ in traceback.walk_tb(err.__traceback__):
         module = frame.f_globals.get("__name__", "")
-        if not module.startswith(("defense.runner", "experiments.")) or frame.f_code.co_name not in CELL_FRAMES:
+        if not module.startswith(CELL_MODULES) or frame.f_code.co_name not in CELL_FRAMES:
             continue
         values = frame.f_locals
         column = values.get("column")

@@ -26,9 +26,12 @@ from defense.dryrun_shrink import (ATTACK_CAPS, EPOCHS, FRONTEND_CAPS, SEEDS, ca
                                    lowered, widest_window)
 from defense.grid import Grid, load_grid
 from defense.grid_transfer import run_coords
-from defense.runner import Progress, _modes, count_steps, run_grid
+from defense.grid import Progress
+from defense.inference_cells import attack_modes
+from defense.runner import count_steps, run_grid
 from defense.transformed import is_transform
-from evaluation.report import collect, format_tables, write_tables
+from evaluation.report import format_tables, write_tables
+from evaluation.report_data import collect
 from evaluation.tracking import ORIGINAL, is_finished, iter_runs
 from evaluation.ui_view import VIEW_TAG
 
@@ -148,7 +151,7 @@ class GridDry:
                         raise MissingCells(f"{' / '.join(cell[:4])} (seed {cell[4]}): no finished model run")
                     models += 1
                     for option, cfg in self.grid.attacks.items():
-                        for mode in _modes(self.grid, option, cfg, self.grid.defense_config(defense)):
+                        for mode in attack_modes(self.grid, option, cfg, self.grid.defense_config(defense)):
                             where = f"{' / '.join(cell[:4])} / {option}{f' ({mode})' if mode else ''} (seed {cell[4]})"
                             run = got_attacks.get((*cell, option, mode))
                             if run is None:

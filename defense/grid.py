@@ -36,13 +36,13 @@ import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol
 
 from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
 from defense.inference import AdaptiveConfig, base_defense, transform_domain
 from defense.transformed import is_transform
 from evaluation.config import EvalConfig
-from evaluation.tracking import ORIGINAL
+from evaluation.tracking import ORIGINAL, tags
 from training.data import parse_config
 from training.trainer import TrainConfig
 from victims.registry import ConfigError, to_dataclass
@@ -245,3 +245,28 @@ def _as_list(grid: Mapping[str, Any], axis: str, experiment: str | Path) -> list
         raise ConfigError(f"grid.{axis} must be a {'' if axis == 'attack' else 'non-empty '}list of option names, "
                           f"got {value!r}")
     return items
+
+
+class Progress(Protocol):
+    """Progress of a grid: ``advance=True`` after each trained model and attack evaluation (the steps of
+    :func:`defense.runner.count_steps`), ``advance=False`` for what runs inside one (epochs, the attack under way)."""
+
+    def __call__(self, message: str, advance: bool = True) -> None:
+        ...
+
+
+@dataclass
+class ModelColumn:
+    """One ``(dataset, frontend, victim, seed)`` column of a grid."""
+
+    dataset: str
+    frontend: str
+    victim: str
+    seed: int = 0
+
+    def tags(self, defense: str) -> dict[str, str]:
+        return tags(dataset=self.dataset, frontend=self.frontend, victim=self.victim, defense=defense, seed=self.seed)
+
+    @property
+    def label(self) -> str:
+        return f"{self.frontend}/{self.victim}/seed{self.seed}"

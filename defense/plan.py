@@ -5,8 +5,8 @@ The plan walks the grid as :mod:`defense.runner` does: per model column, trainin
 every trained defense (epochs × training clips × the objective's passes, validation and robust validation
 every epoch, the test pass; :func:`training_cost`), the FGSM evaluation that measures ``eps: auto``, every
 attack evaluation (:mod:`defense.plan_attacks`) in each mode, its monotonicity sweep and saved examples, the
-model's sanity checks, randomized smoothing's certification, and the transfer replay between a column
-group's models. Counts that depend on the data are upper bounds (early stopping at ``train.patience``, an
+model's sanity checks (with the transfer leg of a trained defense's masking check), randomized smoothing's
+certification, and the transfer replay between a column group's models. Counts that depend on the data are upper bounds (early stopping at ``train.patience``, an
 attack's early stop, the base set, the depth of an ε* search); the rest are exact. Time comes from
 :mod:`defense.plan_time`.
 """
@@ -18,12 +18,12 @@ from typing import Any
 from attacks import create_attack
 from attacks.base import Attack
 from defense.grid import Grid
-from defense.inference import adaptive_options, base_defense, is_smoothing, transform_config
+from defense.inference import is_smoothing, transform_config
 from defense.objectives import OBJECTIVES, FGSMMix, GaussianAugment, PGDTraining
 from defense.passes import Passes, model_call
 from defense.plan_attacks import evaluation_cost
 from defense.plan_data import DataSizes, data_sizes
-from defense.runner import _modes
+from defense.inference_cells import attack_modes
 from defense.transformed import is_transform
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
@@ -178,7 +178,7 @@ def checks_cost(attack: Attack, ev_cfg: EvalConfig, clips: int, num_classes: int
 
 
 def sanity_cost(domains: list[str], ev_cfg: EvalConfig, clips: int) -> Passes:
-    """A model's sanity checks (:func:`defense.runner._sanity_for_model`): input gradients in each attacked
+    """A model's sanity checks (:func:`defense.model_checks.sanity_for_model`): input gradients in each attacked
     domain with two losses, two deterministic forwards, and the unbounded PGD-L2 on the base set (bound)."""
     out = Passes()
     for domain in domains:
@@ -190,6 +190,16 @@ def sanity_cost(domains: list[str], ev_cfg: EvalConfig, clips: int) -> Passes:
                  + model_call(clips, first, graph=True, backward=1) * ev_cfg.unbounded_steps
                  + model_call(clips, first, graph=False))
     return out + model_call(clips, "waveform", graph=False) + unbounded
+
+
+def masking_cost(domains: list[str], clips: int) -> Passes:
+    """The transfer leg of a trained defense's masking check (:mod:`defense.masking_checks`): per untargeted table
+    attack (its domain in ``domains``), the original model's examples (at most one per clip) through the defended
+    model, and the clean clips through its front-end to size the perturbations in its units."""
+    out = Passes()
+    for domain in domains:
+        out = out + model_call(clips, domain, graph=False) + Passes(fe_forward=clips if domain == "representation" else 0)
+    return out
 
 
 def plan_grid(grid: Grid) -> Plan:
@@ -208,6 +218,7 @@ def plan_grid(grid: Grid) -> Plan:
     trainable = [d for d in grid.axes["defense"] if d != ORIGINAL and not is_transform(defense_cfgs[d])]
     attacks = {option: attack_from(cfg) for option, cfg in grid.attacks.items()}
     domains = sorted({a.domain for a in attacks.values()} or {"representation"})
+    table_domains = [a.domain for option, a in attacks.items() if grid.attack_info[option].in_tables and not a.targeted]
     for dataset, frontend, victim, seed in grid.models():
         combo = Combo(dataset, frontend, victim)
         cell = grid.cell_config(dataset, frontend, victim, ORIGINAL, seed)
@@ -236,7 +247,7 @@ def plan_grid(grid: Grid) -> Plan:
                                   models=1))
         for option, attack_cfg in grid.attacks.items():
             for defense in grid.axes["defense"]:
-                for mode, cfg in _modes(grid, option, attack_cfg, defense_cfgs[defense]).items():
+                for mode, cfg in attack_modes(grid, option, attack_cfg, defense_cfgs[defense]).items():
                     attack, draws = attack_from(cfg), draws_of(cfg, defense_cfgs[defense])
                     found = evaluation_cost(attack, ev_cfg, n, size.num_classes, draws=draws)
                     likely = evaluation_cost(attack, ev_cfg, n, size.num_classes, draws=draws, expected=True)
@@ -248,7 +259,10 @@ def plan_grid(grid: Grid) -> Plan:
                     items.append(Item(combo, "checks", label, checks_cost(attack, ev_cfg, n, size.num_classes, draws),
                                       False, expected=checks_cost(attack, ev_cfg, n, size.num_classes, draws, True)))
         for defense in grid.axes["defense"]:
-            items.append(Item(combo, "sanity", f"{where}/{defense}", sanity_cost(domains, ev_cfg, n), False))
+            checks = sanity_cost(domains, ev_cfg, n)
+            if defense in trainable and not is_smoothing(defense_cfgs[defense]):
+                checks = checks + masking_cost(table_domains, n)
+            items.append(Item(combo, "sanity", f"{where}/{defense}", checks, False))
             if is_smoothing(defense_cfgs[defense]):
                 items.append(Item(combo, "certify", f"{where}/{defense}",
                                   _certify_cost(defense_cfgs[defense], grid, attacks, n, size), False))

@@ -245,7 +245,7 @@ def epsilon_ratio_heatmap(values: pd.DataFrame, *, title: str = "", partial: pd.
 
     Args:
         values: ε_r floats, index = representation (or ``(dataset, representation)``), columns = victims;
-            e.g. the first output of :func:`evaluation.report.table_3_values`.
+            e.g. the first output of :func:`evaluation.report_tables.table_3_values`.
         title: axes title.
         partial: same-shaped bools; a ``*`` marks a mean that includes a partial ε_r.
         low, high: same-shaped interval bounds.

@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from defense.pipeline import TrainedVictim, train_from_config
-from defense.runner import select_examples
+from evaluation.selection import select_examples
 from evaluation import plots
 from evaluation.audio_out import write_adversarial_wavs, write_wav
 from evaluation.harness import victim_device

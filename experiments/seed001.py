@@ -31,7 +31,7 @@ from torch import Tensor
 
 from attacks import create_attack
 from defense.pipeline import TrainedVictim, train_from_config
-from defense.runner import select_examples
+from evaluation.selection import select_examples
 from evaluation.audio_out import write_adversarial_wavs
 from evaluation.harness import victim_device
 from evaluation.tracking import log_once, resumable_run, setup_tracking, stable_key
