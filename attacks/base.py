@@ -106,7 +106,8 @@ class Attack(ABC):
     """Base of every attack.
 
     Class attributes set by subclasses:
-        norm: distance the attack measures (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``).
+        norm: distance the attack measures (``"linf"``, ``"l2"``, ``"l1"``, ``"l0"``, or ``"perceptual"``:
+            :mod:`attacks.perceptual`).
         fixed_budget: ``True`` when the attack takes a budget ``eps`` (FGSM, BIM, PGD, NES,
             noise); ``False`` for minimum-norm attacks (DeepFool, C&W, L-BFGS, JSMA).
         family: one of :data:`FAMILIES`; tables put baselines and single-step attacks in their own
@@ -163,6 +164,15 @@ class Attack(ABC):
         self.bpda, self.eot_samples = bpda, eot_samples
         return self
 
+    def bind(self, victim: Victim) -> None:
+        """Read what the attack needs of the victim beyond its domain's input, before :meth:`run` (default:
+        nothing; the perceptual norm needs the sample rate)."""
+
+    def measure(self, adversarial: Tensor, clean: Tensor) -> Tensor:
+        """``(K, N)`` sizes of the perturbations ``adversarial − clean`` (``(K, N, ...)`` against ``(N, ...)``) in
+        the attack's norm; a norm that depends on the clean input (the perceptual one) overrides it."""
+        return torch.stack([perturbation_norm(a - clean, self.norm) for a in adversarial])
+
     @abstractmethod
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
             bounds: Bounds, eps: float | None) -> RunOutput:
@@ -200,6 +210,7 @@ class Attack(ABC):
         if self.targeted and targets is None:
             raise ValueError(f"{type(self).__name__} is targeted but no targets were given")
         eps_list = self._budgets(epsilons)
+        self.bind(victim)
         was_training = victim.training
         victim.eval()
         try:
@@ -218,7 +229,7 @@ class Attack(ABC):
             with torch.no_grad():
                 logits = torch.stack([deployed(a) for a in adv])
             success = torch.stack([is_adversarial(lg, labels, targets) for lg in logits])
-            norms = torch.stack([perturbation_norm(a - x, self.norm) for a in adv])
+            norms = self.measure(adv, x)
             iters = torch.stack([o.iterations.to(torch.int64) for o in outs])
             queries = torch.stack([(o.queries if o.queries is not None else o.iterations).to(torch.int64)
                                    for o in outs])

@@ -29,10 +29,11 @@ from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 from torch import Tensor
 
-from attacks.threat import perturbation_norm
+from attacks.perceptual import NORM as PERCEPTUAL
+from attacks.perceptual import perturbation_size
 from evaluation import plots
 from evaluation.harness import AttackEvaluation, victim_device
-from evaluation.report import ReportData
+from evaluation.report_data import ReportData
 from training.files import atomic_write
 from victims.victim import Victim
 
@@ -55,6 +56,7 @@ class Example:
         domain, norm: the attack's domain and norm.
         clean_rep, adv_rep: ``(F, frames)`` clean and adversarial backbone input (normalised representation).
         clean_input, adv_input: ``(T,)`` clean and adversarial waveform of a waveform attack, else ``None``.
+        sample_rate: Hz of those waveforms (the perceptual norm's threshold depends on it), else ``None``.
     """
 
     index: int
@@ -68,19 +70,22 @@ class Example:
     adv_rep: np.ndarray
     clean_input: np.ndarray | None = None
     adv_input: np.ndarray | None = None
+    sample_rate: int | None = None
 
     @property
     def perturbation_norm(self) -> float:
         """‖adversarial − clean‖ in the attack's norm and domain, from the stored arrays (float64)."""
         clean, adv = ((self.clean_rep, self.adv_rep) if self.clean_input is None
                       else (self.clean_input, self.adv_input))
-        delta = torch.from_numpy(np.asarray(adv, np.float64) - np.asarray(clean, np.float64)).reshape(1, -1)
-        return float(perturbation_norm(delta, self.norm)[0])
+        delta = torch.from_numpy(np.asarray(adv, np.float64) - np.asarray(clean, np.float64)).reshape(1, 1, -1)
+        reference = torch.from_numpy(np.asarray(clean, np.float64)).reshape(1, 1, -1)
+        rate = None if self.sample_rate is None else int(self.sample_rate)
+        return float(perturbation_size(delta, reference, self.norm, rate)[0])
 
     def norm_text(self) -> str:
         """The perturbation's norm as the figure prints it, e.g. ``‖δ‖₂ = 0.8123 (representation)``."""
         value = self.perturbation_norm
-        symbol = "‖δ‖" + {"l2": "₂", "linf": "∞", "l0": "₀"}.get(self.norm, f"_{self.norm}")
+        symbol = "‖δ‖" + {"l2": "₂", "linf": "∞", "l0": "₀", PERCEPTUAL: "ₚ"}.get(self.norm, f"_{self.norm}")
         text = f"{value:.0f}" if self.norm == "l0" else f"{value:.4g}"
         return f"{symbol} = {text} ({self.domain})"
 
@@ -112,7 +117,8 @@ def make_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor) -> l
                     adv_label=names[int(ev.adv_logits[i].argmax())], broken=bool(ev.success[i]),
                     eps_star=float(ev.eps_star[i]), domain=ev.domain, norm=ev.norm, clean_rep=_plane(clean_rep[j]),
                     adv_rep=_plane(adv_rep[j]), clean_input=_numpy(waves[j]) if on_wave else None,
-                    adv_input=_numpy(adversarial[j]) if on_wave else None)
+                    adv_input=_numpy(adversarial[j]) if on_wave else None,
+                    sample_rate=victim.sample_rate if on_wave else None)
             for j, i in enumerate(chosen)]
 
 
@@ -189,7 +195,7 @@ def example_figures(data: ReportData, tracking_uri: str | None = None) -> Iterat
     out; a figure without any is skipped.
 
     Args:
-        data: the experiment's runs (:func:`evaluation.report.collect`).
+        data: the experiment's runs (:func:`evaluation.report_data.collect`).
         tracking_uri: the store the runs live in (default: the one MLflow is pointed at).
     """
     client = MlflowClient(tracking_uri)
