@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny victims, short audio, and a temporary MLflow store."""
+"""Test-wide settings and fixtures: one torch thread in every test process, seeded RNGs, an MLflow state isolated
+per test (no developer store), CUDA-only tests skipped without a GPU, declared dependencies that must be present in
+CI (:func:`needs`), and the FSDD root. Tiny victims and short audio live in ``tests/tiny.py``."""
 from __future__ import annotations
 
 import os

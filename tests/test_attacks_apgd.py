@@ -50,13 +50,15 @@ def test_known_answer_on_an_affine_model(norm: str, loss: str, targeted: bool) -
 
 class _UnitBox(nn.Module):
     """The tiny victim's backbone on ``u ∈ [0, 1]^(1×F×T)`` (torchattacks' box): representation ``lo + u·(hi − lo)``
-    with each band's bounds ``lo``, ``hi``."""
+    with each band's bounds ``lo``, ``hi``; in eval mode, which torchattacks restores after its run (in nn.Module's
+    default training mode it would leave the victim's batch norm training)."""
 
     def __init__(self, victim: Victim) -> None:
         super().__init__()
         self.victim = victim
         box = victim.bounds("representation")
         self.lo, self.width = box.lower, box.upper - box.lower
+        self.eval()
 
     def forward(self, u: Tensor) -> Tensor:
         return self.victim.classify(self.lo + u * self.width)

@@ -19,6 +19,7 @@ from attacks.base import FAMILIES, Attack
 from attacks.losses import log_odds
 from tiny import trained_victim, tones
 from defense.config import CONFIG_ROOT, read_yaml
+from victims.registry import ConfigError
 
 CONFIGS = sorted((CONFIG_ROOT / "attack").glob("*.yaml"))
 DOMAINS = ("representation", "waveform")
@@ -39,7 +40,8 @@ SINGLE_STEP = {"fgsm"}  # one step cannot be expected to reach a target; it must
 # Budgets per (norm, domain); the largest is where the waveform check expects some success.
 BUDGETS = {("linf", "representation"): [0.05, 0.3, 1.5], ("linf", "waveform"): [0.01, 0.05, 0.2],
            ("l2", "representation"): [0.5, 3.0, 15.0], ("l2", "waveform"): [0.1, 0.5, 3.0],
-           ("l0", "representation"): [5.0, 20.0, 100.0], ("l0", "waveform"): [5.0, 20.0, 100.0]}
+           ("l0", "representation"): [5.0, 20.0, 100.0], ("l0", "waveform"): [5.0, 20.0, 100.0],
+           ("perceptual", "waveform"): [1.0, 10.0, 300.0]}
 UNSUPPORTED = {("art_jsma", "representation"): "ART's SaliencyMapMethod takes only scalar clip values"}
 NO_GRADIENT = {"noise"}  # attacks that do not aim at the decision boundary at all
 
@@ -70,14 +72,36 @@ def test_every_registered_attack_has_a_config() -> None:
     assert set(ATTACKS.names()) <= named, f"attacks without a config: {set(ATTACKS.names()) - named}"
 
 
+FAMILY_AND_NORM = {  # what each configured attack is in the literature, written out for every config
+    "apgd_ce": ("iterative", "l2"), "apgd_ce_linf": ("iterative", "linf"), "apgd_dlr": ("iterative", "l2"),
+    "art_deepfool": ("minimum_norm", "l2"), "art_jsma": ("minimum_norm", "l0"), "art_pgd": ("iterative", "linf"),
+    "bim_a": ("iterative", "l2"), "bim_b": ("iterative", "l2"), "cw_l2": ("minimum_norm", "l2"),
+    "cw_multiscale": ("minimum_norm", "l2"), "cw_seed000": ("minimum_norm", "l2"),
+    "deepfool_l2": ("minimum_norm", "l2"), "deepfool_linf": ("minimum_norm", "linf"), "fgsm": ("single_step", "linf"),
+    "fmn_l0": ("minimum_norm", "l0"), "fmn_l2": ("minimum_norm", "l2"), "fmn_linf": ("minimum_norm", "linf"),
+    "jsma": ("minimum_norm", "l0"), "lbfgs": ("minimum_norm", "l2"), "nes": ("black_box", "linf"),
+    "nes_pia": ("black_box", "linf"), "noise": ("baseline", "l2"), "pgd_l2": ("iterative", "l2"),
+    "pgd_linf": ("iterative", "linf"), "pgd_perceptual": ("iterative", "perceptual"), "pgdn": ("iterative", "linf"), "square_l2": ("black_box", "l2"),
+    "square_linf": ("black_box", "linf"),
+}
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_attack_declares_its_family_and_norm(path: Path) -> None:
-    """Registry metadata replaces name prefixes: tables and sanity checks read ``family`` and ``norm``."""
-    attack = _build(path, "representation")
-    assert attack.family in FAMILIES and attack.norm in ("l2", "linf", "l0")
-    expected = {"fgsm": "single_step", "noise": "baseline", "nes": "black_box", "nes_pia": "black_box",
-                "deepfool_l2": "minimum_norm", "cw_l2": "minimum_norm", "jsma": "minimum_norm", "bim_a": "iterative"}
-    assert attack.family == expected.get(path.stem, attack.family)
+    """Registry metadata replaces name prefixes: tables and sanity checks read ``family`` and ``norm``. Each config
+    is built in its own domain (a waveform-only attack too); a domain its class does not declare is refused."""
+    assert path.stem in FAMILY_AND_NORM, f"{path.stem}: add its family and norm to FAMILY_AND_NORM"
+    name, cfg = _config(path, read_yaml(path).get("domain", "representation"))
+    declared = ATTACKS.get(name).domains
+    if cfg["domain"] not in declared:
+        cfg["domain"] = declared[0]
+    attack = ATTACKS.create(name, **cfg)
+    assert attack.family in FAMILIES and attack.norm in ("l2", "linf", "l0", "perceptual")
+    assert (attack.family, attack.norm) == FAMILY_AND_NORM[path.stem]
+    for other in set(DOMAINS) - set(declared):
+        with pytest.raises(ConfigError, match=f"works in the {declared[0]} domain only"):
+            ATTACKS.create(name, **{**cfg, "domain": other})
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

@@ -212,3 +212,43 @@ def test_report_on_nothing_is_one_line_and_creates_nothing(
     assert err.startswith(f"advaudio report: error: {message.format(db=db)}") and err.count("\n") == 1, err
     assert not (env / "missing").exists() and _files(env) == cwd
     assert _files(report_store) == before and sorted(e.name for e in client.search_experiments()) == experiments
+
+
+@pytest.mark.timeout(120)
+def test_attack_with_target_writes_a_clip_of_that_class(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`advaudio attack --target NAME` runs the attack targeted: the written clip, read back and classified by the
+    checkpoint's model loaded again, is the named class (not just any class other than the clean prediction)."""
+    import torch
+
+    from training.checkpoints import load_victim, save_atomic, victim_state
+    from victims.victim import build_victim
+
+    torch.manual_seed(3)  # an untrained model on which PGD reaches the least likely class within the budget
+    names = ["a", "b", "c"]
+    frontend = {"name": "stft_db", "n_fft": 256, "hop": 128}
+    ckpt = save_atomic(victim_state(build_victim(frontend, {"backbone": "koerich_cnn2d", "dense": 8}, names, 8000,
+                                                 2000)), env / "victim.pt")
+    victim = load_victim(ckpt)
+    source, adv = env / "clip.wav", env / "adv.wav"
+    sf.write(source, (0.3 * torch.randn(2000)).clamp(-1, 1).numpy(), 8000, subtype="FLOAT")
+
+    def probabilities(path: Path) -> torch.Tensor:
+        wave = torch.from_numpy(sf.read(path, dtype="float32")[0]).view(1, 1, -1)
+        with torch.no_grad():
+            return victim(wave).softmax(-1)[0]
+
+    clean = probabilities(source)
+    before, target = int(clean.argmax()), names[int(clean.argmin())]  # the least likely class, not the nearest
+    code = main(["attack", "--checkpoint", str(ckpt), "--input", str(source), "--output", str(adv), "--no-progress",
+                 "--attack", "pgd_l2", "domain=waveform", "eps=10.0", "steps=60", "rel_stepsize=0.05",
+                 "--target", target])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"before: {names[before]} " in printed and f"after:  {target} " in printed and "-> success" in printed
+    assert int(probabilities(adv).argmax()) == names.index(target)
+    # the class it already has is no target: a one-line error, not an unchanged clip reported as a success
+    code = main(["attack", "--checkpoint", str(ckpt), "--input", str(source), "--output", str(env / "same.wav"),
+                 "--no-progress", "--attack", "pgd_l2", "domain=waveform", "--target", names[before]])
+    err = capsys.readouterr().err
+    assert code == 2 and f"already classifies clip.wav as '{names[before]}'" in err and err.count("\n") == 1, err
+    assert not (env / "same.wav").exists()

@@ -18,7 +18,8 @@ from defense.inference import accuracy, deployed
 from defense.runner import count_steps, run_grid
 from evaluation.defense_table import defense_comparison
 from evaluation.harness import from_record
-from evaluation.report import collect, format_tables
+from evaluation.report import format_tables
+from evaluation.report_data import collect
 from evaluation.tracking import iter_runs, load_record, setup_tracking
 from test_runner import TINY
 from training.checkpoints import load_victim

@@ -29,7 +29,8 @@ def test_grid_report_shows_transfer_between_its_models(tmp_path: Path, monkeypat
     transfers = [r for r in iter_runs(exp_id) if r.data.tags.get("advaudio.kind") == "transfer"]
     assert len(transfers) == 1 and transfers[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
 
-    from evaluation.report import collect, format_tables
+    from evaluation.report import format_tables
+    from evaluation.report_data import collect
 
     mlflow.set_tracking_uri(uri)
     data = collect(grid.name, uri, n_boot=100)

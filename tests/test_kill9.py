@@ -15,7 +15,8 @@ from typing import Callable
 
 import pytest
 
-from evaluation.report import collect, format_tables
+from evaluation.report import format_tables
+from evaluation.report_data import collect
 from evaluation.tracking import iter_runs, setup_tracking
 from test_runner import TINY
 

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from defense import runner
+from defense import column
 from defense.cli import main
 from mlflow_server import MlflowServer
 from test_runner import TINY_FGSM
@@ -56,7 +56,7 @@ def test_grid_on_a_server_matches_the_default_store_and_survives_a_server_crash(
     expected = _tree(f"sqlite:///{(local / 'mlflow.db').resolve()}")
 
     calls = {"n": 0}
-    evaluate = runner._evaluate
+    evaluate = column.evaluate_cell
 
     def crash_after_first(*args: Any, **kwargs: Any) -> Any:
         out = evaluate(*args, **kwargs)
@@ -65,7 +65,7 @@ def test_grid_on_a_server_matches_the_default_store_and_survives_a_server_crash(
             server.kill()  # the server dies after the first attack run is logged
         return out
 
-    monkeypatch.setattr(runner, "_evaluate", crash_after_first)
+    monkeypatch.setattr(column, "evaluate_cell", crash_after_first)
     remote = tmp_path / "remote"
     capsys.readouterr()
     assert main(["experiment", str(grid_file), "--outputs", str(remote), "--tracking-uri", server.uri,
@@ -76,7 +76,7 @@ def test_grid_on_a_server_matches_the_default_store_and_survives_a_server_crash(
     server.start()
     first = _tree(server.uri)
     assert first[("attack", "none", "fgsm")]["status"] == "finished"
-    monkeypatch.setattr(runner, "_evaluate", evaluate)
+    monkeypatch.setattr(column, "evaluate_cell", evaluate)
     assert main(["experiment", str(grid_file), "--outputs", str(remote), "--tracking-uri", server.uri,
                  "--no-progress"]) == 0
     resumed = _tree(server.uri)  # _tree asserts no coordinate has two runs

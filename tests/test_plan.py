@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import defense.attack_cell as attack_cell
+import defense.column as column
 import defense.runner as runner
 from defense.grid import load_grid
 from defense.passes import KINDS, PassCounter, Passes, model_call
@@ -15,6 +17,7 @@ from defense.plan_attacks import evaluation_cost, expected_search, search_calls,
 from defense.plan_data import DOCUMENTED, data_sizes, documented_sizes
 from defense.plan_run import record_outcome
 from defense.plan_time import Speeds, estimate, per_clip
+from evaluation.config import EvalConfig
 from evaluation.harness import AttackEvaluation, budget_grid
 from evaluation.tracking import iter_runs, setup_tracking, tag
 from tests.tiny import trained_victim, tones
@@ -135,7 +138,7 @@ def test_counter_counts_deepfool_passes() -> None:
         counter.watch(victim)
         attack(victim, waves, labels)
     got, n = counter.passes, len(labels)
-    bound = evaluation_cost(attack, runner.EvalConfig(), n, 3, base=n).passes - model_call(n, "waveform", graph=False)
+    bound = evaluation_cost(attack, EvalConfig(), n, 3, base=n).passes - model_call(n, "waveform", graph=False)
     assert (got.train, got.forward, got.fe_forward, got.fe_backward) == (0, 2 * n, n, 0)  # clean and deployed logits
     assert n <= got.grad <= 3 * n and got.backward % 2 == 0 and got.grad - n <= got.backward // 2 <= got.grad
     assert got.fits_in(bound)  # the plan's bound without the harness's clean prediction
@@ -160,10 +163,10 @@ def _outcomes(ev: AttackEvaluation, chunk: int) -> list[tuple[int, int]]:
     return out
 
 
-def _wrap(monkeypatch: pytest.MonkeyPatch, name: str, phase: Callable[..., str], counter: PassCounter,
-          seen: dict[str, Any] | None = None) -> None:
-    """Run ``runner.<name>`` inside a counter phase named by ``phase(*args, **kwargs)``."""
-    original = getattr(runner, name)
+def _wrap(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, phase: Callable[..., str],
+          counter: PassCounter, seen: dict[str, Any] | None = None) -> None:
+    """Run ``module.<name>`` inside a counter phase named by ``phase(*args, **kwargs)``."""
+    original = getattr(module, name)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         with counter.phase(phase(*args, **kwargs)):
@@ -172,7 +175,7 @@ def _wrap(monkeypatch: pytest.MonkeyPatch, name: str, phase: Callable[..., str],
                 seen[counter.current] = result
             return result
 
-    monkeypatch.setattr(runner, name, wrapped)
+    monkeypatch.setattr(module, name, wrapped)
 
 
 @pytest.mark.slow
@@ -190,13 +193,16 @@ def test_plan_counts_the_passes_of_a_tiny_run(tmp_path: Path, monkeypatch: pytes
     plan = plan_grid(grid)
     counter = PassCounter()
     evals: dict[str, Any] = {}
-    _wrap(monkeypatch, "train_from_config", lambda cfg, **kw: f"train/{kw['extra_tags'][tag('defense')]}", counter)
-    _wrap(monkeypatch, "auto_defense_eps", lambda *a, **kw: "auto_eps", counter)
-    _wrap(monkeypatch, "_evaluate", lambda g, col, defense, tv, v, option, *a, **kw: f"eval/{defense}/{option}",
+    _wrap(monkeypatch, column, "train_from_config", lambda cfg, **kw: f"train/{kw['extra_tags'][tag('defense')]}",
           counter)
-    _wrap(monkeypatch, "evaluate", lambda *a, **kw: "search", counter, evals)
-    _wrap(monkeypatch, "_sanity_for_model", lambda *a, **kw: "sanity", counter)
-    _wrap(monkeypatch, "log_grid_transfer", lambda *a, **kw: "transfer", counter)
+    _wrap(monkeypatch, column, "auto_defense_eps", lambda *a, **kw: "auto_eps", counter)
+    _wrap(monkeypatch, column, "evaluate_cell",
+          lambda g, col, defense, tv, v, option, *a, **kw: f"eval/{defense}/{option}", counter)
+    for module in (column, attack_cell):  # the FGSM of eps: auto, and every attack cell's search
+        _wrap(monkeypatch, module, "evaluate", lambda *a, **kw: "search", counter, evals)
+    _wrap(monkeypatch, column, "sanity_for_model", lambda *a, **kw: "sanity", counter)
+    _wrap(monkeypatch, column, "masking_checks", lambda *a, **kw: "sanity", counter)
+    _wrap(monkeypatch, runner, "log_grid_transfer", lambda *a, **kw: "transfer", counter)
     with counter:
         runner.run_grid(grid, outputs=tmp_path / "out")
     items = {(i.phase, i.label): i for i in plan.items}

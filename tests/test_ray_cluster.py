@@ -19,7 +19,8 @@ from typing import Iterator
 import pytest
 
 from defense import runner
-from evaluation.report import collect, format_tables
+from evaluation.report import format_tables
+from evaluation.report_data import collect
 from mlflow_server import free_port
 from test_runner import TINY
 

@@ -12,6 +12,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from evaluation import report as R
+from evaluation import report_data as D
+from evaluation import report_tables as T
 from evaluation.examples import Example, choose_clip, pick
 from victims.registry import ConfigError
 
@@ -97,18 +99,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def data(store: str) -> R.ReportData:
-    return R.collect("demo", store)
+def data(store: str) -> D.ReportData:
+    return D.collect("demo", store)
 
 
 def _cell(table: pd.DataFrame, rep: str, victim: str) -> str:
     """Table I's cell, or a Table II/III cell of the one attack group these runs form (no norm tags: "all")."""
     if "attacks" not in table:
-        return table.set_index(R.ROWS[:2]).at[(DS, rep), victim]
-    return table.set_index(R.ROWS).at[(DS, rep, "all"), victim]
+        return table.set_index(D.ROWS[:2]).at[(DS, rep), victim]
+    return table.set_index(D.ROWS).at[(DS, rep, "all"), victim]
 
 
-def test_collect_reads_one_row_per_run(data: R.ReportData) -> None:
+def test_collect_reads_one_row_per_run(data: D.ReportData) -> None:
     runs = data.runs
     n_train = sum(a is not None for accs in ACCURACY.values() for a in accs)
     n_attack = sum(s is not None for pair in ATTACK_RUNS.values() for s in pair)
@@ -126,7 +128,7 @@ def test_collect_reads_one_row_per_run(data: R.ReportData) -> None:
     assert runs.loc[runs["kind"] == "attack", "parent_run_id"].ne("").sum() == n_attack - orphans
 
 
-def test_table_1_accuracy_and_drop(data: R.ReportData) -> None:
+def test_table_1_accuracy_and_drop(data: D.ReportData) -> None:
     t1 = R.table_1(data, "fgsm_mix")
     assert list(t1.columns) == ["dataset", "representation", "alexnet", "resnet18"]
     assert _cell(t1, STFT, "alexnet") == "88.32, (10.35)"
@@ -136,7 +138,7 @@ def test_table_1_accuracy_and_drop(data: R.ReportData) -> None:
     assert R.table_1(data).equals(t1)  # the only defended model is picked by default
 
 
-def test_table_2_mean_auc_over_attacks(data: R.ReportData) -> None:
+def test_table_2_mean_auc_over_attacks(data: D.ReportData) -> None:
     t2 = R.table_2(data, "fgsm_mix")
     assert _cell(t2, STFT, "alexnet") == "55.00"          # (40 + 70) / 2
     assert _cell(t2, STFT, "resnet18") == "55.00"         # (50 + 60) / 2, the killed run's 99 ignored
@@ -147,12 +149,12 @@ def test_table_2_mean_auc_over_attacks(data: R.ReportData) -> None:
     assert _cell(orig, STFT, "resnet18") == "90.00"
     assert _cell(orig, CWT, "resnet18") == "72.50"
     assert _cell(orig, CWT, "alexnet") == ""
-    only_bim = R.table_2_values(data, "fgsm_mix", attacks=["bim_a"]).set_index([*R.ROWS, "victim"])
+    only_bim = T.table_2_values(data, "fgsm_mix", attacks=["bim_a"]).set_index([*D.ROWS, "victim"])
     assert only_bim.at[(DS, STFT, "all", "alexnet"), "value"] == pytest.approx(40.0)
 
 
-def test_table_3_eps_r_mean_and_partial_mark(data: R.ReportData) -> None:
-    found = R.table_3_matrices(data, "fgsm_mix")
+def test_table_3_eps_r_mean_and_partial_mark(data: D.ReportData) -> None:
+    found = T.table_3_matrices(data, "fgsm_mix")
     values, partial = found["value"], found["partial"]
     assert values.at[(DS, STFT, "all"), "alexnet"] == pytest.approx((1.0 + 3.0) / 2)
     assert values.at[(DS, STFT, "all"), "resnet18"] == pytest.approx((1.5 + 2.5) / 2)
@@ -163,8 +165,8 @@ def test_table_3_eps_r_mean_and_partial_mark(data: R.ReportData) -> None:
     assert _cell(t3, CWT, "alexnet") == ""                # no original model to compare with
 
 
-def test_per_attack_long_table(data: R.ReportData) -> None:
-    long = R.per_attack(data).set_index(["representation", "victim", "attack"])
+def test_per_attack_long_table(data: D.ReportData) -> None:
+    long = T.per_attack(data).set_index(["representation", "victim", "attack"])
     assert len(long) == len(ATTACK_RUNS)
     row = long.loc[(STFT, "alexnet", "nes_pia")]
     assert row["eps_r"] == pytest.approx(3.0) and row["eps090_ratio"] == pytest.approx(3.0)
@@ -175,7 +177,7 @@ def test_per_attack_long_table(data: R.ReportData) -> None:
     assert (long["defense"] == "fgsm_mix").all()
 
 
-def test_write_tables_csv_and_markdown(data: R.ReportData, tmp_path: Path) -> None:
+def test_write_tables_csv_and_markdown(data: D.ReportData, tmp_path: Path) -> None:
     paths = R.write_tables(data, tmp_path / "tables")
     names = sorted(p.name for p in paths)
     expected = [f"table_{i}_fgsm_mix.{ext}" for i in (1, 2, 3) for ext in ("csv", "md")]
@@ -196,19 +198,19 @@ def test_write_tables_csv_and_markdown(data: R.ReportData, tmp_path: Path) -> No
 
 def test_collect_unknown_experiment_is_one_line(store: str) -> None:
     with pytest.raises(ConfigError, match="no MLflow experiment named 'nope'"):
-        R.collect("nope", store)
+        D.collect("nope", store)
 
 
 def test_collect_defaults_to_the_uri_mlflow_is_pointed_at(store: str) -> None:
     mlflow.set_tracking_uri(store)
     try:
-        assert len(R.collect("demo").runs) == len(R.collect("demo", store).runs) > 0
+        assert len(D.collect("demo").runs) == len(D.collect("demo", store).runs) > 0
     finally:
         mlflow.set_tracking_uri(None)
 
 
-def _frame(rows: list[dict]) -> R.ReportData:
-    return R.ReportData("x", pd.DataFrame(rows).reindex(columns=["run_id", *R.COORDS, "test_accuracy"]))
+def _frame(rows: list[dict]) -> D.ReportData:
+    return D.ReportData("x", pd.DataFrame(rows).reindex(columns=["run_id", *D.COORDS, "test_accuracy"]))
 
 
 def test_defense_resolution_errors() -> None:
@@ -223,7 +225,7 @@ def test_defense_resolution_errors() -> None:
 
 
 def test_table_1_shows_the_logged_wilson_interval_of_one_seed() -> None:
-    data = R.ReportData("x", pd.DataFrame([dict(run_id="1", kind="train", dataset="d", frontend="f", victim="v",
+    data = D.ReportData("x", pd.DataFrame([dict(run_id="1", kind="train", dataset="d", frontend="f", victim="v",
                                                 defense="none", test_accuracy=0.8, test_accuracy_ci_low=0.7112,
                                                 test_accuracy_ci_high=0.8666)]))
     assert R.table_1(data).iloc[0]["v"] == "80.00 [71.12, 86.66]"
@@ -248,7 +250,7 @@ def test_markdown_escapes_and_aligns() -> None:
 
 
 @pytest.fixture(scope="module")
-def tagged(tmp_path_factory: pytest.TempPathFactory) -> R.ReportData:
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> D.ReportData:
     """Runs as the grid runner tags them: two seeds, an L2 and an L0 table attack, and a baseline."""
     root = tmp_path_factory.mktemp("tagged")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -269,23 +271,23 @@ def tagged(tmp_path_factory: pytest.TempPathFactory) -> R.ReportData:
                 if defense == "fgsm_mix":
                     metrics.update(eps_r=eps_r[attack, seed], eps_r_partial=0.0)
                 _run(client, exp, tags, metrics, start=next(clock))
-    return R.collect("seeds", uri)
+    return D.collect("seeds", uri)
 
 
-def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: R.ReportData) -> None:
+def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: D.ReportData) -> None:
     """Issue 7: L0 and L2 never share a row, baselines sit in rows of their own, and repeated training seeds
     give the mean with the Student-t interval across seeds."""
     assert list(tagged.table_rows()) == [(DS, STFT, "l0"), (DS, STFT, "l2"), (DS, STFT, "noise (l2)")]
-    t3 = R.table_3(tagged, "fgsm_mix").set_index(R.ROWS)
+    t3 = R.table_3(tagged, "fgsm_mix").set_index(D.ROWS)
     # mean 1.4, s = 0.2828, t(0.975, 1) = 12.706: 1.4 ± 2.541
     assert t3.at[(DS, STFT, "l2"), "alexnet"] == "1.400 [-1.141, 3.941] ≈ (n=2)"
     assert t3.at[(DS, STFT, "l0"), "alexnet"].startswith("0.600 [")
-    per_seed = R.table_3(tagged, "fgsm_mix", seed="1").set_index(R.ROWS)
+    per_seed = R.table_3(tagged, "fgsm_mix", seed="1").set_index(D.ROWS)
     assert per_seed.at[(DS, STFT, "l2"), "alexnet"] == "1.600"  # no per-clip record: no bootstrap interval
-    t1 = R.table_1(tagged, "fgsm_mix").set_index(R.ROWS[:2])
+    t1 = R.table_1(tagged, "fgsm_mix").set_index(D.ROWS[:2])
     assert t1.at[(DS, STFT), "alexnet"].startswith("85.00 [") and t1.at[(DS, STFT), "alexnet"].endswith(
         "(n=2), (0.00)")
-    assert R.verdict_counts(tagged, "fgsm_mix") == {"↑": 0, "↓": 0, "≈": 3, "?": 0}
+    assert T.verdict_counts(tagged, "fgsm_mix") == {"↑": 0, "↓": 0, "≈": 3, "?": 0}
     stems = [stem for stem, _, _ in R._sections(tagged, None)]
     assert "table_3_fgsm_mix_seed0" in stems and "table_3_fgsm_mix_seed1" in stems
     assert "ε_max: l0 100; l2 3; noise (l2) 3" in R.format_tables(tagged)
@@ -333,7 +335,7 @@ def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkey
     assert "seed 004's Fig. 1 (one clip under every attack): fig1_tones_tiny_none.png" in capsys.readouterr().out
     assert (outputs / "reports" / "figs" / "fig1_tones_tiny_none.png").stat().st_size > 0
 
-    ((stem, fig),) = example_figures(R.collect("figs", uri), uri)
+    ((stem, fig),) = example_figures(D.collect("figs", uri), uri)
     assert stem == "fig1_tones_tiny_none"
     panels = [ax for ax in fig.axes if ax.get_title()]
     rows = [(f, a) for f in ("stft_a", "stft_b") for a in ("fgsm", "deepfool", "noise")]  # "old" kept no example

@@ -8,7 +8,8 @@ import pytest
 
 from defense.grid import load_grid
 from defense.runner import count_steps, run_grid
-from evaluation.tracking import iter_runs, setup_tracking
+from eps_r_check import LEARNS, check_logged_eps_r
+from evaluation.tracking import RECORD_ARTIFACT, iter_runs, setup_tracking
 from victims.registry import ConfigError
 
 TINY = """
@@ -60,9 +61,10 @@ def _runs(outputs: Path, kind: str) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     outputs = tmp_path / "out"
-    grid = load_grid(grid_file)
+    grid = load_grid(grid_file, LEARNS)
     assert count_steps(grid) == 2 * (1 + 2)
     ticks: list[str] = []
     inside: list[str] = []
@@ -81,7 +83,8 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     assert any(m.startswith("attacking stft_db_small/resnet56/seed0/none with ") for m in inside)
 
     resumed: list[str] = []
-    rows = run_grid(load_grid(grid_file), outputs=outputs, progress=lambda m, advance=True: resumed.append(m))
+    rows = run_grid(load_grid(grid_file, LEARNS), outputs=outputs,
+                    progress=lambda m, advance=True: resumed.append(m))
     assert len(rows) == 4
     trains, attacks = _runs(outputs, "train"), _runs(outputs, "attack")
     assert len(trains) == 2, "resume must reuse the two training runs, not start new ones"
@@ -91,14 +94,22 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
         assert {"eps_r", "eps090_ratio", "fooling_auc", "sanity.monotone_success", "eps_r_ci_low", "eps_r_ci_high",
                 "eps_r_p", "fooling_auc_ci_low", "eps_star_resolution"} <= set(run.data.metrics)
         assert run.data.tags["advaudio.norm"] == "l2" and run.data.tags["advaudio.seed"] == "0"
-        low, high = run.data.metrics["eps_r_ci_low"], run.data.metrics["eps_r_ci_high"]
-        assert low <= run.data.metrics["eps_r"] <= high or math.isnan(run.data.metrics["eps_r"])
+    # logged eps_r, its interval, p-value and base size = a recomputation from the two models' per-clip records
+    expected = check_logged_eps_r(attacks, trains, grid.evaluation)
+    assert len(expected) == 2 and any(math.isfinite(e["eps_r"]) for e in expected.values()), expected
     model = next(r for r in trains if r.data.tags["advaudio.defense"] == "fgsm_mix")
-    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "eps_r_ci_low.fgsm", "eps_r_p.deepfool_l2", "test_accuracy", "sanity.gradients_representation_ce", "sanity.gradients_representation_margin"} <= set(
-        model.data.metrics)
+    assert {"eps_r.fgsm", "eps_r.deepfool_l2", "eps_r_ci_low.fgsm", "eps_r_p.deepfool_l2", "test_accuracy", "sanity.gradients_representation_ce", "sanity.gradients_representation_margin",
+            "sanity.gradient_masking.single_step_l2",  # FGSM's gain vs DeepFool's
+            "sanity.gradient_masking.transfer_l2"} <= set(model.data.metrics)  # the original's examples replayed
+    for name in ("optimality.fgsm", "optimality.deepfool_l2"):  # share within 5 % of the per-clip best
+        assert 0 <= model.data.metrics[name] <= 1 or math.isnan(model.data.metrics[name]), name
+        low, high = (model.data.metrics[name.replace("optimality.", f"optimality_ci_{b}.")] for b in ("low", "high"))
+        assert low <= model.data.metrics[name] <= high or math.isnan(model.data.metrics[name]), name
+    assert "sanity.gradient_masking.single_step_l2" not in next(
+        r for r in trains if r.data.tags["advaudio.defense"] == "none").data.metrics
     assert all(r.data.tags.get("mlflow.parentRunId") for r in attacks)
     # the report reads back every attack run's per-clip record (the source of its bootstrap intervals)
-    from evaluation.report import collect
+    from evaluation.report_data import collect
 
     data = collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200)
     assert sorted(data.records) == sorted(r.info.run_id for r in attacks)
@@ -113,6 +124,12 @@ def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path) -> None:
     (grid_run,) = _runs(outputs, "grid")
     assert {a.path for a in client.list_artifacts(grid_run.info.run_id, "plots")} >= {
         f"plots/fig1_gm_instruments_resnet56_{d}.png" for d in ("none", "fgsm_mix")}
+    # a finished attack run whose per-clip record is gone is not reused without it: a one-line error naming the run
+    lost = next(r.info.run_id for r in attacks if r.data.tags["advaudio.defense"] == "none"
+                and r.data.tags["advaudio.attack"] == "fgsm")
+    next((outputs / "mlartifacts").glob(f"**/{lost}/artifacts/{RECORD_ARTIFACT}")).unlink()
+    with pytest.raises(ConfigError, match=f"finished attack run {lost} has no {RECORD_ARTIFACT}: it comes from"):
+        run_grid(load_grid(grid_file, LEARNS), outputs=outputs)
 
 
 def test_grid_errors_are_one_line(grid_file: Path) -> None:

@@ -181,6 +181,6 @@ def test_ratio_base_size_is_the_smaller_base_set() -> None:
     ((1.31, 1.25, 1.37, 3, 2, True, 7.0), "1.310 [1.250, 1.370] ↑ (n=2)"),  # across seeds: the t-interval's n
     ((1.31, 1.25, 1.37, 3, 1, False, 7.0), "1.310 [1.250, 1.370]")])
 def test_table_cell_shows_n_beside_the_verdict(args: tuple, want: str) -> None:
-    from evaluation.report import _with_interval
+    from evaluation.report_tables import with_interval
 
-    assert _with_interval(*args) == want
+    assert with_interval(*args) == want

@@ -11,7 +11,8 @@ import torch
 from defense.grid import load_grid
 from defense.runner import run_grid
 from evaluation.harness import from_record
-from evaluation.report import WORST_CASE, collect, table_3
+from evaluation.report import table_3
+from evaluation.report_data import WORST_CASE, collect
 from evaluation.tracking import iter_runs, load_record, setup_tracking
 from test_runner import TINY
 
