@@ -26,7 +26,7 @@ from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_
 from evaluation.config import EvalConfig
 from evaluation.examples import log_example
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
-from evaluation.intervals import ratio_intervals, summary_intervals
+from evaluation.intervals import QUALITY_METRICS, ratio_intervals, summary_intervals
 from evaluation.selection import random_targets
 from evaluation.tracking import RECORD_ARTIFACT, flatten, load_record, log_once, resumable_run, stable_key, tag, tags
 from victims.registry import ConfigError
@@ -35,8 +35,9 @@ from victims.victim import Victim
 log = logging.getLogger(__name__)
 
 
-FIGURES_ONLY = ("confusion", "fig1")
-"""Evaluation settings that only draw figures: kept out of an attack cell's key (the same results either way)."""
+NOT_IN_KEY = ("confusion", "fig1", "quality")
+"""Evaluation settings that only add figures or scores beside ε*: kept out of an attack cell's key (a run made
+without them still answers the cell)."""
 
 
 def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVictim, victim: Victim, option: str,
@@ -46,7 +47,7 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
     is ``naive``/``adaptive`` for an inference-time defense, else empty."""
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
-    settings = {k: v for k, v in asdict(ev_cfg).items() if k not in FIGURES_ONLY}
+    settings = {k: v for k, v in asdict(ev_cfg).items() if k not in NOT_IN_KEY}
     key = stable_key([tv.key, option, attack_cfg, settings])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
@@ -77,6 +78,7 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
         log_crafted(ev)
         log_sanity([_monotone(ev, victim, attack, waves, attacked, ev_cfg)])
+        _log_quality(ev, f"{column.label}/{defense} {name.split('/')[1]}")
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg, f"{defense}_{name.split('/')[1]}")
         return run.run_id, ev
 
@@ -93,6 +95,18 @@ def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, 
     n = ev_cfg.monotone_sample
     return sanity.check_monotone_sweep(victim, attack, waves[:n], labels[:n], epsilons=ev.epsilons.tolist(),
                                        batch_size=ev_cfg.batch_size)
+
+
+def _log_quality(ev: AttackEvaluation, title: str) -> None:
+    """The quality scores of a waveform attack's examples against their ε* (``plots/quality.png``) and the
+    reasons a score was ruled out (``quality_not_applicable.json``)."""
+    scores = {name: getattr(ev, name) for name in QUALITY_METRICS if getattr(ev, name) is not None}
+    if ev.domain != "waveform" or len(scores) < 2:
+        return
+    mlflow.log_figure(plots.quality_against_eps(ev.eps_star, scores, eps_max=ev.eps_max, title=title,
+                                                units=ev.norm), "plots/quality.png")
+    if ev.quality_notes:
+        mlflow.log_dict(ev.quality_notes, "quality_not_applicable.json")
 
 
 def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, ev_cfg: EvalConfig, stem: str) -> None:

@@ -31,6 +31,8 @@ class EvalConfig:
         sweep_chunk: budgets per attack call in the sweep.
         seed: seeds example selection, targets and stochastic attacks.
         snr_trim: samples trimmed at each end of a waveform for the SNR (seed 000: 2048).
+        quality: score every waveform-domain example with the perceptual distance, PESQ and STOI beside its SNR
+            (per clip in the run's record, means with intervals as metrics: :mod:`evaluation.quality`).
         wavs: adversarial examples per model and attack saved as WAV/plots.
         confusion: draw each attack run's clean and adversarial confusion matrices (``plots/confusion.png``).
         fig1: draw seed 004's Fig. 1 (one clip under every attack) in a grid's report (``plots/fig1_*.png``);
@@ -62,6 +64,7 @@ class EvalConfig:
     sweep_chunk: int = field(default=2, metadata=at_least(1))
     seed: int = 0
     snr_trim: int = field(default=0, metadata=at_least(0))
+    quality: bool = True
     wavs: int = field(default=2, metadata=at_least(0))
     confusion: bool = True
     fig1: bool = True

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from evaluation.harness import AttackEvaluation, summarize
+from evaluation.quality import SCORES
 
 ENSEMBLE = "ensemble"
 """Prefix of an ensemble's name (its MLflow attack run's ``advaudio.attack``: :func:`ensemble_name`)."""
@@ -111,6 +112,7 @@ def ensemble(evals: Sequence[AttackEvaluation], name: str = ENSEMBLE) -> tuple[A
         adversarial=None, adv_logits=_pick([ev.adv_logits for ev in evals], found_by),
         norms=_pick([ev.norms for ev in evals], found_by), iterations=_pick([ev.iterations for ev in evals], found_by),
         queries=_pick([ev.queries for ev in evals], found_by), snr_db=_pick([ev.snr_db for ev in evals], found_by),
+        **{score: _pick([getattr(ev, score) for ev in evals], found_by) for score in SCORES}, quality_notes={},
         attack_calls=sum(ev.attack_calls for ev in evals), summary={})
     if all(ev.adversarial is not None for ev in evals) and len({tuple(ev.adversarial.shape) for ev in evals}) == 1:
         ens.adversarial = _pick([ev.adversarial for ev in evals], found_by)

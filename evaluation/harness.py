@@ -49,6 +49,7 @@ from torch import Tensor
 from attacks.base import Attack, AttackResult
 from evaluation import metrics as M
 from evaluation.config import EvalConfig
+from evaluation.quality import SCORES, example_scores
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class AttackEvaluation:
         iterations, queries: ``(n,)`` int64 of the run that produced ``adversarial``.
         total_queries: ``(n,)`` int64 model evaluations spent on the example over all calls.
         snr_db: ``(n,)`` SNR of ``adversarial`` (waveform domain; ``nan`` in the representation domain).
+        perceptual_db, pesq, stoi: ``(n,)`` float64 perceptual quality of each broken clip's ``adversarial``
+            (:func:`evaluation.quality.example_scores`; waveform domain with ``quality``, else ``None``); ``nan``
+            for a clip not broken or a score ruled out, ``quality_notes`` counting the reasons.
         attack_calls: number of attack calls made.
         summary: metrics ready to log (see :func:`summarize`).
     """
@@ -113,6 +117,10 @@ class AttackEvaluation:
     iterations: Tensor | None = None
     queries: Tensor | None = None
     snr_db: Tensor | None = None
+    perceptual_db: Tensor | None = None
+    pesq: Tensor | None = None
+    stoi: Tensor | None = None
+    quality_notes: dict[str, dict[str, int]] = field(default_factory=dict)
     attack_calls: int = 0
     summary: dict[str, float] = field(default_factory=dict)
 
@@ -175,7 +183,8 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
                     search_eps_max: float | None = None, n_budgets: int = 8, rtol: float = 0.05,
                     n_bisect: int | None = None, eps_floor: float | None = None, batch_size: int = 64,
                     targets: Tensor | None = None, grid: str = "geometric", sweep_chunk: int = 2,
-                    snr_trim: int = 0, name: str | None = None, seed: int | None = None) -> AttackEvaluation:
+                    snr_trim: int = 0, name: str | None = None, seed: int | None = None,
+                    quality: bool = False) -> AttackEvaluation:
     """Attack the base set of ``waves`` and measure ε*, the fooling-rate curve and the summary metrics.
 
     Args:
@@ -198,6 +207,8 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         snr_trim: samples trimmed at each end for the SNR (seed 000: 2048).
         name: attack name for the record (defaults to the class name).
         seed: seed for the attack's randomness (the caller's RNG state is left untouched).
+        quality: score each broken clip's waveform example (perceptual distance, PESQ, STOI:
+            :func:`evaluation.quality.example_scores`) beside its SNR.
 
     Raises:
         ValueError: on mismatched shapes, a target equal to the label, or bad settings.
@@ -230,7 +241,10 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
         for start in range(0, todo.numel(), batch_size):
             runner.run(todo[start:start + batch_size])
     if ev.domain == "waveform" and ev.adversarial is not None:
-        ev.snr_db = M.snr_db(waves[ev.base_index.to(waves.device)].cpu(), ev.adversarial.to(waves.dtype), snr_trim)
+        base_waves = waves[ev.base_index.to(waves.device)].cpu()
+        ev.snr_db = M.snr_db(base_waves, ev.adversarial.to(waves.dtype), snr_trim)
+        if quality:
+            _score_examples(ev, base_waves, victim.sample_rate)
     ev.summary = summarize(ev)
     if ev.summary["eps_floor_share"] > FLOOR_WARN_SHARE:
         log.warning("%s: %.0f %% of the broken examples sit on the search floor %.3g (their ε* is an upper "
@@ -241,8 +255,23 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
     return ev
 
 
+def _score_examples(ev: AttackEvaluation, base_waves: Tensor, sample_rate: int) -> None:
+    """Quality scores of the broken clips' examples onto ``ev`` (see :func:`evaluation.quality.example_scores`)."""
+    broken = ev.success
+    found, ev.quality_notes = example_scores(base_waves[broken], ev.adversarial[broken].to(base_waves.dtype),
+                                             sample_rate)
+    for name, values in found.items():
+        full = torch.full((broken.numel(),), math.nan, dtype=torch.float64)
+        full[broken] = values
+        setattr(ev, name, full)
+    for name, reasons in ev.quality_notes.items():
+        for why, count in reasons.items():
+            log.info("%s: no %s for %d clips: %s", ev.attack, name, count, why)
+
+
 METRIC_BUDGETS = {
     "fooling_auc": "eps_max", "fr_at_eps_max": "eps_max", "adv_accuracy": "eps_max", "snr_db": "eps_max",
+    "perceptual_db": "eps_max", "pesq": "eps_max", "stoi": "eps_max",
     "median_iterations": "eps_max", "median_queries": "eps_max", "conf_adv_label": "eps_max",
     "conf_true_label": "eps_max", "eps_090": "search_eps_max", "mean_eps_star": "search_eps_max",
     "mean_eps_star_within_eps090": "search_eps_max", "adv_accuracy_at_search_eps_max": "search_eps_max",
@@ -262,15 +291,16 @@ def evaluate(victim: Victim, attack: Attack, waves: Tensor, labels: Tensor, conf
     return evaluate_attack(victim, attack, waves, labels, eps_max=eps_max, search_eps_max=search,
                            n_budgets=config.n_budgets, rtol=config.eps_rtol, batch_size=config.batch_size,
                            targets=targets, sweep_chunk=config.sweep_chunk, snr_trim=config.snr_trim, name=name,
-                           seed=config.seed)
+                           seed=config.seed, quality=config.quality)
 
 
 def summarize(ev: AttackEvaluation) -> dict[str, float]:
     """Summary metrics of an evaluation, as floats with MLflow-ready names.
 
     Each metric is measured at the budget :data:`METRIC_BUDGETS` names. ``adv_accuracy`` is the accuracy
-    under attack at ``eps_max``; ``snr_db``, ``median_iterations``, ``median_queries`` and the
-    confidences are means/medians over the examples broken within ``eps_max``, each at its own ε*.
+    under attack at ``eps_max``; ``snr_db``, the quality scores (only where they were computed),
+    ``median_iterations``, ``median_queries`` and the confidences are means/medians over the examples broken within
+    ``eps_max``, each at its own ε*.
     ``eps_090`` and the mean ε* use the whole search range; ``eps_090`` is ``inf`` when FR never reaches
     0.9 there (``eps090_reached`` = 0); MLflow's SQL store saves ``inf`` as the largest float64.
     ``eps_star_resolution`` is the largest achieved relative bracket (ε* − lower)/ε* off the floor.
@@ -287,8 +317,11 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
     rel = ((ev.eps_star - ev.eps_lower) / ev.eps_star)[off_floor]
 
     def mean_within(values: Tensor | None) -> float:
-        return float(values[within].double().mean()) if values is not None and values.numel() and within.any() \
-            else math.nan
+        if values is None or not values.numel():
+            return math.nan
+        kept = values[within].double()
+        kept = kept[~torch.isnan(kept)]
+        return float(kept.mean()) if kept.numel() else math.nan
 
     return {
         "num_examples": float(ev.labels.numel()),
@@ -309,6 +342,7 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
         "eps_floor": ev.eps_floor,
         "eps_floor_share": float(floor.sum()) / max(int(broken.sum()), 1),
         "snr_db": mean_within(ev.snr_db),
+        **{name: mean_within(getattr(ev, name)) for name in SCORES if getattr(ev, name) is not None},
         "median_iterations": M.median(ev.iterations[within]) if ev.iterations is not None else math.nan,
         "median_queries": M.median(ev.queries[within]) if ev.queries is not None else math.nan,
         "mean_total_queries": float(ev.total_queries.double().mean()) if n else math.nan,
@@ -321,7 +355,8 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
 _RECORD_TENSORS = {"epsilons": torch.float64, "labels": torch.int64, "clean_pred": torch.int64, "base": torch.bool,
                    "targets": torch.int64, "eps_star": torch.float64, "eps_lower": torch.float64,
                    "sweep_success": torch.int8, "total_queries": torch.int64, "norms": torch.float64,
-                   "iterations": torch.int64, "queries": torch.int64, "snr_db": torch.float64}
+                   "iterations": torch.int64, "queries": torch.int64, "snr_db": torch.float64,
+                   **{name: torch.float64 for name in SCORES}}
 _RECORD_SCALARS = ("attack", "domain", "norm", "targeted", "fixed_budget", "eps_max", "search_eps_max", "rtol",
                    "eps_floor", "num_classes", "attack_calls")
 
@@ -336,6 +371,7 @@ def to_record(ev: AttackEvaluation) -> dict[str, object]:
     for name in _RECORD_TENSORS:
         value = getattr(ev, name)
         out[name] = None if value is None else value.tolist()
+    out["quality_notes"] = ev.quality_notes
     out["summary"] = dict(ev.summary)
     return out
 
@@ -345,7 +381,9 @@ def from_record(record: dict[str, object]) -> AttackEvaluation:
     fields = {name: record[name] for name in _RECORD_SCALARS}
     tensors = {name: None if record.get(name) is None else torch.tensor(record[name], dtype=dtype)
                for name, dtype in _RECORD_TENSORS.items()}
-    ev = AttackEvaluation(**fields, **tensors, summary=dict(record.get("summary") or {}))  # type: ignore[arg-type]
+    notes = dict(record.get("quality_notes") or {})
+    ev = AttackEvaluation(**fields, **tensors, quality_notes=notes,  # type: ignore[arg-type]
+                          summary=dict(record.get("summary") or {}))
     if ev.sweep_success.dim() == 1:  # an empty sweep matrix comes back flat
         ev.sweep_success = ev.sweep_success.view(ev.epsilons.numel(), -1)
     return ev

@@ -15,8 +15,11 @@ import numpy as np
 
 from evaluation import stats
 from evaluation.harness import AttackEvaluation, epsilon_ratio
+from evaluation.quality import SCORES
 
 INTERVAL_METRICS = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star", "mean_eps_star_within_eps090")
+QUALITY_METRICS = ("snr_db", *SCORES)
+"""Per-clip scores of the examples whose mean over the clips broken within ``eps_max`` gets an interval."""
 
 
 def clip_array(ev: AttackEvaluation) -> np.ndarray:
@@ -26,11 +29,22 @@ def clip_array(ev: AttackEvaluation) -> np.ndarray:
 
 def summary_intervals(ev: AttackEvaluation, *, n_boot: int = 1000, level: float = 0.95,
                       seed: int = 0) -> dict[str, float]:
-    """``<metric>_ci_low`` and ``<metric>_ci_high`` for :data:`INTERVAL_METRICS` (bootstrap over clips)."""
+    """``<metric>_ci_low`` and ``<metric>_ci_high`` for :data:`INTERVAL_METRICS` and, where the evaluation has
+    them, :data:`QUALITY_METRICS` (bootstrap over clips; a score's mean runs over the clips broken within
+    ``eps_max`` that have it, as the summary's)."""
     found = stats.summary_intervals(clip_array(ev), ev.eps_max, n_boot=n_boot, seed=seed, level=level)
     out: dict[str, float] = {}
     for name in INTERVAL_METRICS:
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = found[name].low, found[name].high
+    for name in QUALITY_METRICS:
+        values = getattr(ev, name)
+        if values is None:
+            continue
+        scores = values.double().numpy()
+        counted = ev.within_eps_max.numpy() & ~np.isnan(scores)
+        mean = stats.ratio_of_sums_interval(np.where(counted, scores, 0.0), counted.astype(np.float64),
+                                            n_boot=n_boot, seed=seed, level=level)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean.low, mean.high
     return out
 
 

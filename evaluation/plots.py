@@ -303,3 +303,30 @@ def certified_accuracy_curve(pred: ArrayLike, radius: ArrayLike, labels: ArrayLi
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", title=f"{n} clips, {int(level * 100)} % Wilson band", title_fontsize="x-small")
     return fig
+
+
+QUALITY_AXES = {"snr_db": "SNR (dB)", "perceptual_db": "perceptual distance (dB above the masking threshold)",
+                "pesq": "PESQ (MOS-LQO)", "stoi": "STOI"}
+
+
+def quality_against_eps(eps_star: ArrayLike, scores: Mapping[str, ArrayLike], *, eps_max: float, title: str = "",
+                        units: str = "") -> Figure:
+    """Each adversarial example's quality scores against its ε*, one panel per score (issue 20: can a listener
+    hear it?); clips without a score (not broken, or ruled out) are left out and counted in the panel's title."""
+    stars = _array(eps_star)
+    names = [name for name in QUALITY_AXES if name in scores]
+    fig = Figure(figsize=(3.2 * max(1, len(names)), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(names))))
+    for ax, name in zip(axes, names):
+        values = _array(scores[name])
+        shown = np.isfinite(stars) & np.isfinite(values)
+        ax.scatter(stars[shown], values[shown], s=12, alpha=0.7)
+        ax.axvline(eps_max, color="grey", linestyle=":", linewidth=0.8)
+        if name == "perceptual_db":
+            ax.axhline(0.0, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel=f"ε*{f' ({units})' if units else ''}", ylabel=QUALITY_AXES[name],
+               title=f"{int(shown.sum())} of {int(np.isfinite(stars).sum())} broken clips")
+        ax.title.set_fontsize("small")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Quality of the adversarial examples")
+    return fig

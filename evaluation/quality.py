@@ -10,10 +10,15 @@
 PESQ and STOI come from the optional extra ``advaudio[audio-quality]``. A score that a clip's rate, length or
 content rules out (PESQ at 44.1 kHz, a clip under PESQ's 1/4 s or STOI's 30 non-silent frames, a silent
 reference, a missing package) is ``None`` with a one-line reason in ``not_applicable``.
+
+:func:`example_scores` scores the adversarial examples of an attack run (the harness's ``quality`` option) with
+the perceptual threat model's STFT (:func:`attacks.perceptual.stft_setting`), as per-clip arrays.
 """
 from __future__ import annotations
 
+import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +26,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attacks.perceptual import stft_setting
 from attacks.psychoacoustic import PsychoacousticModel
 from evaluation.metrics import snr_db
+from victims.registry import ConfigError
 
 PESQ_MODES = {8000: "nb", 16000: "wb"}
 """PESQ's narrow band (P.862) is defined at 8 kHz, its wide band (P.862.2) at 16 kHz; no other rate."""
 EXTRA = "pip install 'advaudio[audio-quality]'"
+SCORES = ("perceptual_db", "pesq", "stoi")
+"""The scores :func:`example_scores` adds to an attack run's SNR."""
 
 
 class NotApplicable(ValueError):
@@ -141,3 +150,30 @@ def clip_quality(reference: Tensor, adversarial: Tensor, sample_rate: int, n_fft
                  hop: int = 512) -> Quality:
     """:class:`Quality` of one pair of ``(T,)`` waveforms (see :func:`batch_quality`)."""
     return batch_quality(reference.reshape(1, -1), adversarial.reshape(1, -1), sample_rate, n_fft, hop)[0]
+
+
+def example_scores(references: Tensor, adversarials: Tensor, sample_rate: int
+                   ) -> tuple[dict[str, Tensor], dict[str, dict[str, int]]]:
+    """Per-clip :data:`SCORES` of ``(n, 1, T)`` adversarial examples against their clean clips, as ``(n,)``
+    float64 (``nan`` where not applicable), and for each score how many clips each reason ruled out.
+
+    The perceptual distance uses the perceptual threat model's STFT at ``sample_rate``; clips shorter than one
+    of its frames get no score at all (PESQ and STOI need longer clips still).
+    """
+    n = references.shape[0]
+    values = {name: torch.full((n,), math.nan, dtype=torch.float64) for name in SCORES}
+    if n == 0:
+        return values, {}
+    try:
+        found = batch_quality(references, adversarials, sample_rate, *stft_setting(sample_rate))
+    except ConfigError as why:
+        return values, {name: {str(why): n} for name in SCORES}
+    reasons: dict[str, Counter[str]] = {name: Counter() for name in SCORES}
+    for i, score in enumerate(found):
+        for name in SCORES:
+            value = getattr(score, name)
+            if value is not None:
+                values[name][i] = value
+        for name, why in score.not_applicable.items():
+            reasons[name][why] += 1
+    return values, {name: dict(counts) for name, counts in reasons.items() if counts}

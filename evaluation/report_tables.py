@@ -22,8 +22,9 @@ CELL = ["dataset", "frontend", "victim"]
 WEAK_MARK = "†"
 """Marks a cell where an attack broke fewer than half of a model's base set (:data:`evaluation.ensemble.WEAK_SHARE`)."""
 SUMMARY = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star_within_eps090", "mean_eps_star",
-           "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "median_iterations", "median_queries",
-           "mean_total_queries", "eps_max", "fooling_auc_ci_low", "fooling_auc_ci_high")
+           "base_size", "clean_accuracy", "adv_accuracy", "snr_db", "perceptual_db", "pesq", "stoi",
+           "median_iterations", "median_queries", "mean_total_queries", "eps_max", "fooling_auc_ci_low",
+           "fooling_auc_ci_high")
 RATIO = ("eps_r", "eps090_ratio", "eps_r_partial", "eps_r_ci_low", "eps_r_ci_high", "eps_r_p", "eps_r_n")
 Model = Literal["defended", "original"]
 

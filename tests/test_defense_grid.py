@@ -71,6 +71,14 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
         assert (defense, "noise", "adaptive") not in attacks  # a baseline has no adaptive variant
     assert (("lowpass_3k", "bim_a", "naive") in attacks and ("lowpass_3k", "bim_a", "adaptive") not in attacks)
     assert ("none", "bim_a", "") in attacks
+    # a waveform attack's examples carry their quality: per clip in the record, means with intervals, a figure
+    plain = attacks[("none", "bim_a", "")]
+    plain_record = load_record(plain.info.run_id)
+    scored = [v for v, star in zip(plain_record["perceptual_db"], plain_record["eps_star"]) if math.isfinite(star)]
+    assert scored and all(math.isfinite(v) for v in scored)
+    metrics = plain.data.metrics
+    assert metrics["perceptual_db_ci_low"] <= metrics["perceptual_db"] <= metrics["perceptual_db_ci_high"]
+    assert "plots/quality.png" in {a.path for a in MlflowClient().list_artifacts(plain.info.run_id, "plots")}
     assert attacks[("quantize_8bit", "bim_a", "adaptive")].data.params["attack.bpda"] == "identity"
     assert attacks[("noise_wave", "bim_a", "adaptive")].data.params["attack.eot_samples"] == "4"
 

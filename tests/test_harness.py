@@ -327,7 +327,7 @@ def test_evaluate_takes_the_experiment_settings_whole_and_the_budgets_of_the_att
                      search_eps_max={"waveform": {"l2": 8.0}}, n_budgets=4, eps_rtol=0.01, batch_size=4, seed=3)
     ev = evaluate(line_victim(), Threshold(), waves, labels, cfg, name="thr")
     direct = evaluate_attack(line_victim(), Threshold(), waves, labels, eps_max=2.0, search_eps_max=8.0, n_budgets=4,
-                             rtol=0.01, batch_size=4, seed=3, name="thr")
+                             rtol=0.01, batch_size=4, seed=3, name="thr", quality=True)
     assert ev.summary["eps_max"] == 2.0 and ev.summary == direct.summary
     assert torch.equal(ev.eps_star, direct.eps_star)
     with pytest.raises(ConfigError, match="no evaluation.eps_max.waveform.l2 \\(attack 'thr'\\)"):
