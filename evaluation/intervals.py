@@ -32,7 +32,7 @@ def summary_intervals(ev: AttackEvaluation, *, n_boot: int = 1000, level: float 
     """``<metric>_ci_low`` and ``<metric>_ci_high`` for :data:`INTERVAL_METRICS` and, where the evaluation has
     them, :data:`QUALITY_METRICS` (bootstrap over clips; a score's mean runs over the clips broken within
     ``eps_max`` that have it, as the summary's)."""
-    found = stats.summary_intervals(clip_array(ev), ev.eps_max, n_boot=n_boot, seed=seed, level=level)
+    found = stats.clip_summary_intervals(clip_array(ev), ev.eps_max, n_boot=n_boot, seed=seed, level=level)
     out: dict[str, float] = {}
     for name in INTERVAL_METRICS:
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = found[name].low, found[name].high
@@ -60,7 +60,7 @@ def ratio_intervals(defended: AttackEvaluation, original: AttackEvaluation, *, n
     if (defended.attack, defended.norm, defended.domain) != (original.attack, original.norm, original.domain):
         raise ValueError(f"eps_r compares one attack: {defended.attack} vs {original.attack}")
     d, o = clip_array(defended), clip_array(original)
-    found = stats.ratio_intervals(d, o, n_boot=n_boot, seed=seed, level=level)
+    found = stats.clip_ratio_intervals(d, o, n_boot=n_boot, seed=seed, level=level)
     p_value, n_paired = stats.wilcoxon_paired(d, o)
     r, q = found["eps_r"], found["eps090_ratio"]
     return {**epsilon_ratio(defended, original), "eps_r_ci_low": r.low, "eps_r_ci_high": r.high,

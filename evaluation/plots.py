@@ -97,7 +97,7 @@ def fooling_rate_curves(original: Mapping[str, ArrayLike], eps_max: float,
                 eps, fr = fooling_curve_points(stars, eps_max)
                 label = f"{name} ({model}, AUC {M.fooling_auc(torch.from_numpy(stars), eps_max):.2f}"
                 if n_boot > 0:
-                    auc = stats.summary_intervals(stars, eps_max, n_boot=n_boot, level=level)["fooling_auc"]
+                    auc = stats.clip_summary_intervals(stars, eps_max, n_boot=n_boot, level=level)["fooling_auc"]
                     label += f" [{auc.low:.2f}, {auc.high:.2f}]"
                     low, high = fooling_rate_band(stars, eps, n_boot=n_boot, level=level)
                     ax.fill_between(eps, low, high, step="post", color=color, alpha=0.12, linewidth=0)

@@ -143,10 +143,11 @@ def model_draws(eps_clip: np.ndarray, idx: np.ndarray, eps_max: float, rate: flo
     return _over_chunks(block, idx)
 
 
-def summary_intervals(eps_clip: np.ndarray, eps_max: float, *, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95, rate: float = 0.9) -> dict[str, Interval]:
+def clip_summary_intervals(eps_clip: np.ndarray, eps_max: float, *, n_boot: int = 1000, seed: int = 0,
+                           level: float = 0.95, rate: float = 0.9) -> dict[str, Interval]:
     """Bootstrap intervals of ``fooling_auc``, ``fr_at_eps_max``, ``eps_090``, ``mean_eps_star`` and
-    ``mean_eps_star_within_eps090`` of one model."""
+    ``mean_eps_star_within_eps090`` of one model from its per-clip ε* array
+    (:func:`evaluation.intervals.summary_intervals` takes the evaluation)."""
     n = len(eps_clip)
     point = model_draws(eps_clip, np.arange(n)[None, :], eps_max, rate)
     draws = model_draws(eps_clip, bootstrap_indices(n, n_boot, seed), eps_max, rate)
@@ -183,9 +184,10 @@ def ratio_draws(defended_clip: np.ndarray, original_clip: np.ndarray, idx: np.nd
     return _over_chunks(block, idx)
 
 
-def ratio_intervals(defended_clip: np.ndarray, original_clip: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95, rate: float = 0.9) -> dict[str, Interval]:
-    """Paired bootstrap intervals of ``eps_r`` and ``eps090_ratio`` (``partial_share`` filled)."""
+def clip_ratio_intervals(defended_clip: np.ndarray, original_clip: np.ndarray, *, n_boot: int = 1000,
+                         seed: int = 0, level: float = 0.95, rate: float = 0.9) -> dict[str, Interval]:
+    """Paired bootstrap intervals of ``eps_r`` and ``eps090_ratio`` (``partial_share`` filled) from two per-clip
+    ε* arrays (:func:`evaluation.intervals.ratio_intervals` takes the two evaluations)."""
     n = len(defended_clip)
     point = ratio_draws(defended_clip, original_clip, np.arange(n)[None, :], rate)
     draws = ratio_draws(defended_clip, original_clip, bootstrap_indices(n, n_boot, seed), rate)

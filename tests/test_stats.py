@@ -39,7 +39,7 @@ def test_point_values_equal_metrics(n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     eps_max = 1.5
     for defended, original in [(_clips(rng, n, 2.0), _clips(rng, n)), (_clips(rng, n, p_inf=0.5), _clips(rng, n))]:
-        got = S.summary_intervals(original, eps_max, n_boot=20, seed=seed)
+        got = S.clip_summary_intervals(original, eps_max, n_boot=20, seed=seed)
         base = _base(original)
         eps_090 = M.eps_at_rate(base, 0.9)  # nan for an empty base set, as every metric below
         want = {"fooling_auc": M.fooling_auc(base, eps_max), "fr_at_eps_max": float(M.fooling_rate(base, eps_max)),
@@ -47,7 +47,7 @@ def test_point_values_equal_metrics(n: int, seed: int) -> None:
                 "mean_eps_star_within_eps090": M.mean_eps_within(base, eps_090)}
         for key in SUMMARY_KEYS:
             assert _same(got[key].value, want[key]), key
-        ratios = S.ratio_intervals(defended, original, n_boot=20, seed=seed)
+        ratios = S.clip_ratio_intervals(defended, original, n_boot=20, seed=seed)
         want_r = M.epsilon_ratio(_base(defended), base)
         for key in ("eps_r", "eps090_ratio"):
             assert _same(ratios[key].value, want_r[key]), key
@@ -150,7 +150,7 @@ def test_coverage_of_one_model_intervals() -> None:
     hits = {key: 0 for key in truth}
     experiments = 200
     for r in range(experiments):
-        got = S.summary_intervals(_clips(rng, 100, p_nan=p_nan, p_inf=share_inf), eps_max, seed=r)
+        got = S.clip_summary_intervals(_clips(rng, 100, p_nan=p_nan, p_inf=share_inf), eps_max, seed=r)
         for key, value in truth.items():
             hits[key] += got[key].low <= value <= got[key].high
     for key, count in hits.items():
@@ -164,34 +164,34 @@ def test_coverage_of_paired_eps_r() -> None:
     hits, experiments = 0, 200
     for r in range(experiments):
         defended, original = _clips(rng, 100, 2.0, p_inf=0.03), _clips(rng, 100, 1.0, p_inf=0.03)
-        iv = S.ratio_intervals(defended, original, seed=r)["eps_r"]
+        iv = S.clip_ratio_intervals(defended, original, seed=r)["eps_r"]
         hits += iv.low <= 2.0 <= iv.high
     assert COVERAGE_BAND[0] <= hits / experiments <= COVERAGE_BAND[1], hits
 
 
 def test_all_equal_clips_give_zero_width_intervals() -> None:
-    got = S.summary_intervals(np.full(20, 0.7), 1.0, n_boot=200)
+    got = S.clip_summary_intervals(np.full(20, 0.7), 1.0, n_boot=200)
     want = {"fooling_auc": 0.3, "fr_at_eps_max": 1.0, "eps_090": 0.7, "mean_eps_star": 0.7,
             "mean_eps_star_within_eps090": 0.7}
     for key, value in want.items():
         iv = got[key]
         assert iv.value == pytest.approx(value, rel=1e-15) and iv.low == iv.value == iv.high, key
         assert iv.undefined_share == 0.0
-    ratio = S.ratio_intervals(np.full(20, 1.4), np.full(20, 0.7), n_boot=200)
+    ratio = S.clip_ratio_intervals(np.full(20, 1.4), np.full(20, 0.7), n_boot=200)
     for key in ("eps_r", "eps090_ratio"):
         assert ratio[key] == S.Interval(2.0, 2.0, 2.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("eps_clip", [np.full(10, NAN), np.zeros(0)], ids=["all-nan", "no-clips"])
 def test_empty_base_set_is_undefined(eps_clip: np.ndarray) -> None:
-    for iv in S.summary_intervals(eps_clip, 1.0, n_boot=50).values():
+    for iv in S.clip_summary_intervals(eps_clip, 1.0, n_boot=50).values():
         assert math.isnan(iv.value) and math.isnan(iv.low) and math.isnan(iv.high) and iv.undefined_share == 1.0
-    for iv in S.ratio_intervals(eps_clip, eps_clip, n_boot=50).values():
+    for iv in S.clip_ratio_intervals(eps_clip, eps_clip, n_boot=50).values():
         assert math.isnan(iv.value) and iv.undefined_share == 1.0 and iv.partial_share == 0.0
 
 
 def test_never_broken_base_set() -> None:
-    got = S.summary_intervals(np.array([INF, NAN, INF, INF]), 1.0, n_boot=400, seed=1)
+    got = S.clip_summary_intervals(np.array([INF, NAN, INF, INF]), 1.0, n_boot=400, seed=1)
     # a draw misses the base set only when all four picks are the nan clip
     empty_draws = float(np.mean((S.bootstrap_indices(4, n_boot=400, seed=1) == 1).all(axis=1)))
     for key, value in [("fooling_auc", 0.0), ("fr_at_eps_max", 0.0), ("eps_090", INF)]:
@@ -201,10 +201,10 @@ def test_never_broken_base_set() -> None:
 
 
 def test_one_clip() -> None:
-    got = S.summary_intervals(np.array([0.4]), 1.0, n_boot=30)
+    got = S.clip_summary_intervals(np.array([0.4]), 1.0, n_boot=30)
     assert got["mean_eps_star"] == S.Interval(0.4, 0.4, 0.4, 0.0)
     assert got["fooling_auc"].low == got["fooling_auc"].high == pytest.approx(0.6, rel=1e-15)
-    ratio = S.ratio_intervals(np.array([INF]), np.array([0.5]), n_boot=30)
+    ratio = S.clip_ratio_intervals(np.array([INF]), np.array([0.5]), n_boot=30)
     assert math.isnan(ratio["eps_r"].value) and ratio["eps_r"].undefined_share == 1.0
     assert ratio["eps090_ratio"] == S.Interval(INF, INF, INF, 0.0, 1.0)
 
