@@ -1,7 +1,7 @@
 """Per-step time of clean training vs FGSM-mix adversarial training (seed 004 Eq. 14).
 
 Compares, on the same model and batch:
-- ``clean``: one forward + backward (training.objective "clean");
+- ``clean``: one forward + backward (training.step "clean");
 - ``fgsm_mix``: ours, reusing the clean forward/backward for the input gradient (two passes);
 - ``naive``: FGSM-mix without the reuse (a separate pass for the input gradient: three forwards);
 - ``art``: ART's ``AdversarialTrainer`` with ``FastGradientMethod`` (ratio 0.5).
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from attacks.threat import ball
 from defense.objectives import FGSMMix
-from training.objective import CleanObjective
+from training.step import CleanObjective
 from victims.frontends import FrontEnd
 from victims.victim import Victim
 

@@ -20,7 +20,7 @@ from defense.inference_cells import accuracy_metrics, attack_modes, certify_smoo
 from defense.masking_checks import masking_checks
 from defense.model_checks import sanity_for_model
 from defense.pipeline import TrainedVictim, train_from_config
-from defense.transformed import is_transform
+from defense.defended_victim import is_transform
 from defense.worst_case import log_worst_cases
 from evaluation import metrics as M
 from evaluation import sanity

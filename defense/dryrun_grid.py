@@ -29,7 +29,7 @@ from defense.grid_transfer import run_coords
 from defense.grid import Progress
 from defense.inference_cells import attack_modes
 from defense.runner import count_steps, run_grid
-from defense.transformed import is_transform
+from defense.defended_victim import is_transform
 from evaluation.report import format_tables, write_tables
 from evaluation.report_data import collect
 from evaluation.tracking import ORIGINAL, is_finished, iter_runs

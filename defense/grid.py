@@ -40,7 +40,7 @@ from typing import Any, Iterator, Mapping, Protocol
 
 from defense.config import CONFIG_ROOT, compose, load_option, read_yaml, set_dotted
 from defense.inference import AdaptiveConfig, base_defense, transform_domain
-from defense.transformed import is_transform
+from defense.defended_victim import is_transform
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL, tags
 from training.data import parse_config

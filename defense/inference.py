@@ -2,7 +2,7 @@
 
 - An *input-transform* defense (``name: input_transform``, :mod:`defense.transforms`) is not trained: it
   wraps a trained model of its column (``base``, default the original) in the transform, in the waveform
-  domain before the front-end or on the representation (:class:`defense.transformed.TransformedVictim`).
+  domain before the front-end or on the representation (:class:`defense.defended_victim.TransformedVictim`).
 - *Randomized smoothing* (``name: gaussian_augment``; Cohen, Rosenfeld & Kolter 2019) trains the base
   classifier on Gaussian-noised inputs; it is attacked as deployed with one noise draw per query (the
   ``gaussian_noise`` transform of the same σ and domain), and the smoothed classifier is certified
@@ -26,7 +26,7 @@ from torch import Tensor
 from attacks.base import BPDA_MODES
 from attacks.threat import perturbation_norm
 from defense.objectives import eval_mode
-from defense.transformed import INPUT_TRANSFORM, defend, is_transform
+from defense.defended_victim import INPUT_TRANSFORM, defend, is_transform
 from defense.transforms import TRANSFORMS
 from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,
                                 radius_violations)

@@ -1,6 +1,6 @@
 """Training objectives a ``defense`` config names, registered in :data:`OBJECTIVES`.
 
-- ``clean``: standard training (:class:`training.objective.CleanObjective`, the trainer's default).
+- ``clean``: standard training (:class:`training.step.CleanObjective`, the trainer's default).
 
 - ``fgsm_mix``: seed 004's Eq. 14 (after Goodfellow et al. 2015), J' = α·J(x, y) + (1−α)·J(x', y)
   with x' the one-shot FGSM example; α = 0 is FGSM-only training.
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.threat import ball
-from training.objective import Backward, CleanObjective, StepOutput
+from training.step import Backward, CleanObjective, StepOutput
 from victims.bounds import Bounds
 from victims.registry import ConfigError, Registry
 from victims.victim import DOMAINS, Victim

@@ -15,7 +15,7 @@ import mlflow
 import torch
 
 from defense.objectives import OBJECTIVES
-from defense.transformed import check_trainable
+from defense.defended_victim import check_trainable
 from evaluation.stats import wilson_interval
 from evaluation.tracking import (OUTPUTS, EpochLogger, flatten, log_once, logged_steps, resumable_run, setup_tracking,
                                  stable_key, tags)

@@ -24,10 +24,10 @@ from defense.passes import Passes, model_call
 from defense.plan_attacks import evaluation_cost
 from defense.plan_data import DataSizes, data_sizes
 from defense.inference_cells import attack_modes
-from defense.transformed import is_transform
+from defense.defended_victim import is_transform
 from evaluation.config import EvalConfig
 from evaluation.tracking import ORIGINAL
-from training.objective import CleanObjective
+from training.step import CleanObjective
 from training.trainer import TrainConfig
 from victims.registry import to_dataclass
 

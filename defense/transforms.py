@@ -1,5 +1,5 @@
 """Input-transform defenses: a fixed transformation applied to the input at inference, registered in
-:data:`TRANSFORMS` and wrapped around a trained victim by :class:`defense.transformed.TransformedVictim`.
+:data:`TRANSFORMS` and wrapped around a trained victim by :class:`defense.defended_victim.TransformedVictim`.
 
 Audio papers propose such preprocessing as defenses (resampling, bit-depth quantisation, MP3-like band
 limiting, additive noise, median filtering of the spectrogram). Athalye, Carlini & Wagner (2018),
@@ -76,7 +76,7 @@ class Resample(InputTransform):
     length: removes the content above ``rate / 2``. Linear, hence differentiable.
 
     Args:
-        sample_rate: the victim's waveform rate in Hz (passed by :func:`defense.transformed.defend`).
+        sample_rate: the victim's waveform rate in Hz (passed by :func:`defense.defended_victim.defend`).
         rate: the intermediate rate in Hz, below ``sample_rate``.
     """
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from attacks import ATTACKS, create_attack
 from attacks.base import GRADIENT_FREE
 from defense.config import CONFIG_ROOT, read_yaml
-from defense.transformed import TransformedVictim, defend
+from defense.defended_victim import TransformedVictim, defend
 from defense.transforms import TRANSFORMS, InputTransform
 from evaluation.harness import evaluate_attack
 from tiny import tones, trained_victim

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from affine import BOUNDS, affine_case, paired_margin
 from attacks import create_attack
 from attacks.apgd import checkpoints
-from defense.transformed import defend
+from defense.defended_victim import defend
 from evaluation.harness import evaluate_attack
 from tiny import tones, trained_victim
 from victims.bounds import Bounds

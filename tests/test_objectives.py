@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from defense import objectives as O
 from tiny import CLASS_NAMES, NUM_SAMPLES, TinyLogSpec, make_victim, tones, trained_victim
 from defense.config import load_option, options
-from defense.transformed import INPUT_TRANSFORM, defend
+from defense.defended_victim import INPUT_TRANSFORM, defend
 from victims.registry import ConfigError
 from victims.frontends.waveform import Waveform
 from victims.victim import Victim

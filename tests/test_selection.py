@@ -11,7 +11,7 @@ from defense import objectives as O
 from defense.pipeline import train_from_config
 from tiny import CLASS_NAMES, make_victim, tones
 from training.data.base import ClipSet, Splits
-from training.objective import CleanObjective
+from training.step import CleanObjective
 from training.trainer import TrainConfig, evaluate, evaluate_robust, selection_criterion, train
 from victims.registry import ConfigError
 

@@ -2,7 +2,7 @@
 
 Oracles: ``scipy.ndimage.median_filter``/``uniform_filter`` (``mode="nearest"``) for the median and its
 approximation, numpy by hand for the quantiser and the brick-wall low-pass, librosa's soxr round trip
-for resampling. Then :class:`~defense.transformed.TransformedVictim`: it shares the victim's modules,
+for resampling. Then :class:`~defense.defended_victim.TransformedVictim`: it shares the victim's modules,
 runs each transform where it belongs, and its BPDA gradients equal the identity's or the
 approximation's gradient at the transformed input (Athalye et al. 2018, Sec. 4.1).
 """
@@ -16,7 +16,7 @@ import scipy.ndimage
 import torch
 from torch import Tensor, nn
 
-from defense.transformed import TransformedVictim, defend, expected_log_softmax
+from defense.defended_victim import TransformedVictim, defend, expected_log_softmax
 from defense.transforms import TRANSFORMS, InputTransform
 from tiny import tones, trained_victim
 from victims.frontends.waveform import Waveform

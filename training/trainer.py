@@ -28,7 +28,7 @@ from torch import Tensor
 from training.checkpoints import load_checkpoint, load_state_into, save_atomic
 from training.data.base import ClipSet
 from training.devices import DEVICE_PATTERN, DEVICE_SYNTAX, resolve_device
-from training.objective import AdversarialObjective, CleanObjective, Objective
+from training.step import AdversarialObjective, CleanObjective, Objective
 from victims.registry import ConfigError
 from victims.schema import above, at_least, between, check_domains, matching
 from victims.victim import Victim

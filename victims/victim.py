@@ -67,7 +67,7 @@ class Victim(nn.Module):
         """The function an attack differentiates: waveform → logits or representation → logits.
 
         ``bpda`` and ``eot_samples`` (adaptive attacks on an input-transform defense,
-        :class:`defense.transformed.TransformedVictim`) are ignored: an undefended victim has no transform.
+        :class:`defense.defended_victim.TransformedVictim`) are ignored: an undefended victim has no transform.
         """
         if domain == "waveform":
             return self.forward

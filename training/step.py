@@ -1,4 +1,4 @@
-"""Training objectives: how one batch turns into parameter gradients.
+"""One training step's contract: how an objective turns one batch into parameter gradients.
 
 The trainer zeroes gradients, calls the objective, and steps the optimiser; the objective runs
 the forward pass(es) and calls ``backward`` itself. That lets an adversarial objective reuse the
