@@ -2,7 +2,7 @@
 2018), on the same model, inputs and budgets, and their ratio.
 
 Both attacks count their model evaluations exactly per example (``RunOutput.queries``) and stop an example at
-its first success. The model is benchmarks/attacks.py's small CNN (CPU; ResNet-18 from timm on CUDA), trained
+its first success. The model is benchmarks/attack_speed.py's small CNN (CPU; ResNet-18 from timm on CUDA), trained
 for a few steps on a synthetic 10-class task (a fixed random template per class plus uniform noise, in [0, 1]),
 so the clean inputs are classified with a margin; labels are the model's predictions. Per norm and budget the
 script prints each attack's success rate, median and mean queries over the inputs it broke, the median over
@@ -13,22 +13,17 @@ Square its paper's schedule with ``p_init`` 0.8 (AutoAttack's) for both norms.
 On the CPU defaults (2 CPU-minutes) it measured NES/Square median-query ratios of 0.42 and 0.57 at L∞ 0.03
 and 0.06, 1.16 and 0.73 at L2 1 and 2: on this small, smooth model NES's gradient estimate is the cheaper.
 
-Usage: ``python benchmarks/black_box.py [--device cpu|cuda] [--inputs N] [--max-queries 2000]``.
+Usage: ``python -m benchmarks.black_box [--device cpu|cuda] [--inputs N] [--max-queries 2000]``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import torch
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from attacks import ATTACKS  # noqa: E402
-from benchmarks.attacks import BOUNDS, small_cnn, timed  # noqa: E402
+from attacks import ATTACKS
+from benchmarks.attack_speed import BOUNDS, small_cnn, timed
 
 BUDGETS = {"linf": (0.03, 0.06), "l2": (1.0, 2.0)}
 

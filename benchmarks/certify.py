@@ -7,28 +7,23 @@ Both are Monte-Carlo estimates from independent draws, so they agree statistical
 model is untrained (its certified radii mean nothing); agreement is checked on a linear two-class model whose
 smoothed radius has a closed form (the distance to its hyperplane): for inputs at 0.25σ…2σ the script prints both
 libraries' radii, the exact one, and the spread two independent bounds can have at these counts. CUDA: ResNet-18 (timm) on 64
-inputs of 1×128×128, n = 10,000; CPU: benchmarks/attacks.py's small CNN on 32 inputs of 1×64×64, n = 1,000 (under a minute on
+inputs of 1×128×128, n = 10,000; CPU: benchmarks/attack_speed.py's small CNN on 32 inputs of 1×64×64, n = 1,000 (under a minute on
 2 cores). Absolute times count only on a GPU.
 
-Usage: ``python benchmarks/certify.py [--device cpu|cuda] [--inputs N] [--n N] [--sigma 0.25]``.
+Usage: ``python -m benchmarks.certify [--device cpu|cuda] [--inputs N] [--n N] [--sigma 0.25]``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import torch
+from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+from scipy import stats
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing  # noqa: E402
-from scipy import stats  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks.attacks import small_cnn, timed  # noqa: E402
-from evaluation.certify import SmoothedClassifier, clopper_pearson_lower  # noqa: E402
+from benchmarks.attack_speed import small_cnn, timed
+from evaluation.certify import SmoothedClassifier, clopper_pearson_lower
 
 
 def radius_spread(sigma: float, p: float, n: int, alpha: float, q: float = 1e-4) -> float:

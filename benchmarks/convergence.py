@@ -12,7 +12,7 @@ scale broke, the optimality against the best of the attack's own runs (:mod:`eva
 smallest scale below the largest whose mean excess is under 5 % and that misses no clip a larger scale broke
 (else it is still improving at the largest).
 
-Usage: ``python benchmarks/convergence.py --outputs DIR [--experiment demo] [--clips 40] [--max-scale 8]
+Usage: ``python -m benchmarks.convergence --outputs DIR [--experiment demo] [--clips 40] [--max-scale 8]
 [--device cpu|cuda]``.
 """
 from __future__ import annotations
@@ -20,21 +20,17 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.attacks import timed  # noqa: E402
-from benchmarks.stored_models import StoredModel, store_arguments, stored_models  # noqa: E402
-from defense.grid import Grid  # noqa: E402
-from defense.plan import attack_from  # noqa: E402
-from evaluation.harness import evaluate  # noqa: E402
-from evaluation.optimality import TOLERANCE, optimality  # noqa: E402
+from benchmarks.attack_speed import timed
+from benchmarks.stored_models import StoredModel, store_arguments, stored_models
+from defense.grid import Grid
+from defense.plan import attack_from
+from evaluation.harness import evaluate
+from evaluation.optimality import TOLERANCE, optimality
 
 ITERATION_KEYS = ("steps", "max_iterations", "max_iter", "max_queries")
 

@@ -7,7 +7,7 @@ torchaudio's ``Spectrogram`` (batched, same device), librosa's ``feature.tonnetz
 default) and PyWavelets' ``cwt`` (the config's scales, ``method='fft'``), each per clip on one CPU
 core as they are used in practice. Ratios are ours / baseline in clips per second.
 
-Usage: ``python benchmarks/frontends.py [--device cpu|cuda|all] [--batch 64] [--reps 3]``
+Usage: ``python -m benchmarks.frontends [--device cpu|cuda|all] [--batch 64] [--reps 3]``
 """
 from __future__ import annotations
 

@@ -7,25 +7,20 @@ otherwise examples are grouped by budget (up to one call per example per step). 
 the same ε* (the script checks it). CUDA: ResNet-18 (timm) on 256 inputs of 1×128×128; CPU: a small CNN
 on 96 inputs of 1×64×64 (about a minute on 2 cores). Absolute times count only on a GPU.
 
-Usage: ``python benchmarks/harness.py [--device cpu|cuda] [--batch N] [--attack bim_a|fgsm|pgd]``.
+Usage: ``python -m benchmarks.harness [--device cpu|cuda] [--batch N] [--attack bim_a|fgsm|pgd]``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from attacks import ATTACKS  # noqa: E402
-from evaluation.harness import evaluate_attack  # noqa: E402
-from victims.frontends.waveform import Waveform  # noqa: E402
-from victims.victim import Victim  # noqa: E402
+from attacks import ATTACKS
+from evaluation.harness import evaluate_attack
+from victims.frontends.waveform import Waveform
+from victims.victim import Victim
 
 
 class Image(nn.Module):

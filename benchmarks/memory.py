@@ -7,20 +7,16 @@ allocator warm-up; a leak shows as RSS that keeps growing after it. The bound ch
 column ≤ RSS after the second column + 10 % (printed as a ratio, with the verdict). The demo's peak RSS is
 read the same way with ``--grid demo`` (minutes on 2 cores). Linux only (``/proc``).
 
-Usage: ``python benchmarks/memory.py [--grid tiny|demo] [--outputs DIR]``.
+Usage: ``python -m benchmarks.memory [--grid tiny|demo] [--outputs DIR]``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the packages
-
-from defense.grid import load_grid  # noqa: E402
-from defense.runner import run_grid  # noqa: E402
+from defense.grid import load_grid
+from defense.runner import run_grid
 
 TINY20 = """
 name: tiny

@@ -13,27 +13,22 @@ CPU default: the demo's input (STFT-dB, 128-point window at 8 kHz on 0.25 s clip
 attack passes (the demo's ``evaluation.batch_size``) and 32 for a training step. ``--device cuda``: seed 004's
 input size for a 2048-point STFT on 5 s clips at 16 kHz (1025 × 157) with bfloat16 autocast, batch 64 / 32.
 
-    python benchmarks/memory_format.py                  # CPU, every 2D backbone
-    python benchmarks/memory_format.py --device cuda
-    python benchmarks/memory_format.py --backbones resnet18 vgg16 --rounds 5
+    python -m benchmarks.memory_format                  # CPU, every 2D backbone
+    python -m benchmarks.memory_format --device cuda
+    python -m benchmarks.memory_format --backbones resnet18 vgg16 --rounds 5
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
-from pathlib import Path
 from typing import Callable
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the packages
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from benchmarks.training_step import interleaved_medians  # noqa: E402
-from victims.victim import build_backbone  # noqa: E402
+from benchmarks.training_step import interleaved_medians
+from victims.victim import build_backbone
 
 BACKBONES_2D = ("resnet18", "resnet34", "resnet56", "vgg16", "alexnet", "googlenet", "averagepool_cnn",
                 "koerich_cnn2d")

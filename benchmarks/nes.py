@@ -26,30 +26,25 @@ our Square 79 % at 0.67x NES's queries per clip, torchattacks' Square 79 % at 0.
 this smooth model Square is the stronger black-box attack at a fixed budget. Minimum-norm: ART's HopSkipJump (20
 iterations) finds a 0.74x smaller median ‖δ‖₂ than NES's search, at 4.8x the queries and 7.1x the wall time.
 
-Usage: ``python benchmarks/nes.py [--device cpu|cuda] [--clips N] [--iters 40] [--skip-art]`` (CPU: about
+Usage: ``python -m benchmarks.nes [--device cpu|cuda] [--clips N] [--iters 40] [--skip-art]`` (CPU: about
 3 minutes on 2 cores).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 from typing import Callable
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from attacks import ATTACKS  # noqa: E402
-from benchmarks.attacks import small_cnn, timed  # noqa: E402
-from evaluation.harness import AttackEvaluation, evaluate_attack  # noqa: E402
-from victims.bounds import Bounds  # noqa: E402
-from victims.frontends.waveform import Waveform  # noqa: E402
-from victims.victim import Victim  # noqa: E402
+from attacks import ATTACKS
+from benchmarks.attack_speed import small_cnn, timed
+from evaluation.harness import AttackEvaluation, evaluate_attack
+from victims.bounds import Bounds
+from victims.frontends.waveform import Waveform
+from victims.victim import Victim
 
 BOUNDS = Bounds(0.0, 1.0)
 CLASSES = 10

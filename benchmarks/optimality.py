@@ -14,33 +14,28 @@ of its first column, on the first ``--clips`` evaluation clips (the runner's see
    ``L2FMNAttack`` (median per-clip ε* ratio, ∞ where one failed; wall-time ratio) and our APGD-CE L2 vs
    torchattacks' ``APGD`` at the grid's ε_max (robust accuracy each; wall-time ratio).
 
-Usage: ``python benchmarks/optimality.py --outputs DIR [--experiment demo] [--clips 40] [--reference-steps 500]
+Usage: ``python -m benchmarks.optimality --outputs DIR [--experiment demo] [--clips 40] [--reference-steps 500]
 [--device cpu|cuda]``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import foolbox
+import numpy as np
+import pandas as pd
+import torch
+import torchattacks
+from torch import Tensor, nn
 
-import foolbox  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torchattacks  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from attacks import create_attack  # noqa: E402
-from attacks.threat import perturbation_norm  # noqa: E402
-from benchmarks.attacks import timed  # noqa: E402
-from benchmarks.stored_models import store_arguments, stored_models  # noqa: E402
-from evaluation.harness import evaluate  # noqa: E402
-from evaluation.optimality import optimality  # noqa: E402
-from victims.bounds import Bounds  # noqa: E402
-from victims.victim import Victim  # noqa: E402
+from attacks import create_attack
+from attacks.threat import perturbation_norm
+from benchmarks.attack_speed import timed
+from benchmarks.stored_models import store_arguments, stored_models
+from evaluation.harness import evaluate
+from evaluation.optimality import optimality
+from victims.bounds import Bounds
+from victims.victim import Victim
 
 PEER_STEPS = 100
 

@@ -7,28 +7,24 @@ pass of the FSDD grid's victim (ResNet-18 on the 128-point STFT-dB, random weigh
 them). Ratios are masker / forward, both in the same run on the same device. ART's ``PsychoacousticMasker``
 (numpy, one clip at a time, CPU) on the first ``--art-clips`` clips is the reference implementation's time.
 
-Usage: ``python benchmarks/perceptual.py [--device cpu|cuda] [--batch 32] [--n-fft 256] [--hop 64] [--reps 5]
+Usage: ``python -m benchmarks.perceptual [--device cpu|cuda] [--batch 32] [--n-fft 256] [--hop 64] [--reps 5]
 [--threads N]``
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import numpy as np
+import soundfile as sf
+import torch
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
-
-from attacks.psychoacoustic import PsychoacousticModel  # noqa: E402
-from benchmarks.attacks import timed  # noqa: E402
-from defense.config import load_option  # noqa: E402
-from victims.victim import build_victim  # noqa: E402
+from attacks.psychoacoustic import PsychoacousticModel
+from benchmarks.attack_speed import timed
+from defense.config import load_option
+from victims.victim import build_victim
 
 RATE = 8000
 SAMPLES = 8000

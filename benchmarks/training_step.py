@@ -10,8 +10,8 @@ Prints median seconds per step and the ratios fgsm_mix/clean (target ≤ 2.1), n
 naive/fgsm_mix and art/fgsm_mix. CPU default: timm ResNet-18 on 1×64×64, batch 16; CUDA default:
 1×128×256, batch 128, with mixed precision (ART runs in float32: it has no native-AMP path).
 
-    python benchmarks/training_step.py                 # CPU
-    python benchmarks/training_step.py --device cuda   # GPU
+    python -m benchmarks.training_step                 # CPU
+    python -m benchmarks.training_step --device cuda   # GPU
 """
 from __future__ import annotations
 

@@ -12,27 +12,21 @@ backward passes per iteration. ART's and torchattacks' JSMA cannot be held to a 
 iterations (ART runs until success or ``gamma``; torchattacks 3.3 has no JSMA): their columns are
 per full run, with our own JSMA run under the same ``theta``/``gamma``.
 
-Usage: ``python benchmarks/attacks.py [--device cpu|cuda] [--batch N] [--iters 10] [--skip-art]``
-(or ``python -m benchmarks.attacks``).
+Usage: ``python -m benchmarks.attack_speed [--device cpu|cuda] [--batch N] [--iters 10] [--skip-art]``
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file must not shadow the attacks package
+import torch
+import torchattacks
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-import torchattacks  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from attacks import ATTACKS  # noqa: E402
-from attacks.base import RunOutput  # noqa: E402
-from victims.bounds import Bounds  # noqa: E402
+from attacks import ATTACKS
+from attacks.base import RunOutput
+from victims.bounds import Bounds
 
 BOUNDS = Bounds(0.0, 1.0)
 EPS_LINF = 8 / 255
