@@ -35,6 +35,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "fmn_l0": {"steps": 60},  # L0's constraint grows by about one entry per step from 1
     "square_linf": {"max_queries": 300},  # each query is one step of a random search: keep the test short
     "square_l2": {"max_queries": 300},
+    "cw_perceptual": {"max_iterations": 150, "learning_rate": 0.03},  # a minimum-distance search needs its steps
 }
 SINGLE_STEP = {"fgsm"}  # one step cannot be expected to reach a target; it must move towards it
 # Budgets per (norm, domain); the largest is where the waveform check expects some success.
@@ -76,6 +77,7 @@ FAMILY_AND_NORM = {  # what each configured attack is in the literature, written
     "apgd_ce": ("iterative", "l2"), "apgd_ce_linf": ("iterative", "linf"), "apgd_dlr": ("iterative", "l2"),
     "art_deepfool": ("minimum_norm", "l2"), "art_jsma": ("minimum_norm", "l0"), "art_pgd": ("iterative", "linf"),
     "bim_a": ("iterative", "l2"), "bim_b": ("iterative", "l2"), "cw_l2": ("minimum_norm", "l2"),
+    "cw_perceptual": ("minimum_norm", "perceptual"),
     "cw_multiscale": ("minimum_norm", "l2"), "cw_seed000": ("minimum_norm", "l2"),
     "deepfool_l2": ("minimum_norm", "l2"), "deepfool_linf": ("minimum_norm", "linf"), "fgsm": ("single_step", "linf"),
     "fmn_l0": ("minimum_norm", "l0"), "fmn_l2": ("minimum_norm", "l2"), "fmn_linf": ("minimum_norm", "linf"),
