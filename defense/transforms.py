@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from defense.channel import load_channel
 from victims.registry import Registry
 from victims.victim import DOMAINS
 
@@ -207,3 +208,26 @@ class Median(InputTransform):
 
     def approximation(self, x: Tensor) -> Tensor:
         return self._windows(x).mean(dim=1).view_as(x)
+
+
+@TRANSFORMS.register("room")
+class Room(InputTransform):
+    """Over-the-air playback (:class:`defense.channel.RoomChannel`): the loudspeaker's band, a room's impulse
+    response and background noise, a fresh draw per clip and call (random: EoT over it is the attacker who
+    optimises for the room, Qin et al. 2019 Sec. 5). Linear in the waveform up to the noise level and the
+    final clip, hence differentiable.
+
+    Args:
+        sample_rate: the victim's waveform rate in Hz.
+        channel: a ``configs/channel`` option name, or a mapping of its keys.
+    """
+
+    random = True
+
+    def __init__(self, sample_rate: int, channel: str | Mapping[str, Any] = "room") -> None:
+        super().__init__()
+        self.channel = load_channel(channel, sample_rate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_wave(x, "room")
+        return self.channel(x)
