@@ -8,6 +8,8 @@
 - ``fast_fgsm``: Wong, Rice & Kolter 2020, FGSM from a random start with step 1.25·ε.
 - ``gaussian_augment``: Cohen, Rosenfeld & Kolter 2019, training on Gaussian-noised inputs, the base
   classifier of a randomized-smoothing certificate (:mod:`evaluation.certify`); the noise is not clipped.
+- ``room_augment``: training on clips played through random rooms (:mod:`defense.channel`), and
+  ``room_fgsm_mix``: FGSM-mix through the room (both waveform domain).
 
 Attack passes (crafting the training example, and :meth:`robust_logits` for validation) run in eval
 mode: running statistics, no dropout, no BatchNorm update, gradients w.r.t. the input only. Only the
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.threat import ball
+from defense.channel import RoomChannel, build_channel, channel_config
 from training.step import Backward, CleanObjective, StepOutput
 from victims.bounds import Bounds
 from victims.registry import ConfigError, Registry
@@ -109,8 +112,12 @@ class FGSMMix:
         _check(eps, norm, domain)
         self.alpha, self.eps, self.norm, self.domain = float(alpha), float(eps), norm, domain
 
+    def inputs(self, victim: Victim, wave: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor], Bounds]:
+        """The clean input, the model from it to logits, and its bounds (:func:`domain_inputs`)."""
+        return domain_inputs(victim, wave, self.domain)
+
     def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
-        x, model, bounds = domain_inputs(victim, wave, self.domain)
+        x, model, bounds = self.inputs(victim, wave)
         if self.alpha == 0:
             with eval_mode(victim):
                 x_adv, logits = fgsm(model, x, labels, self.eps, self.norm, bounds)
@@ -132,7 +139,7 @@ class FGSMMix:
     def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
         """Logits (detached, eval mode) of the FGSM examples this objective trains on."""
         with eval_mode(victim):
-            x, model, bounds = domain_inputs(victim, wave, self.domain)
+            x, model, bounds = self.inputs(victim, wave)
             x_adv, _ = fgsm(model, x, labels, self.eps, self.norm, bounds)
             with torch.no_grad():
                 return model(x_adv)
@@ -260,3 +267,72 @@ class GaussianAugment:
         with eval_mode(victim), torch.no_grad():
             x, model, _ = domain_inputs(victim, wave, self.domain)
             return model(self.noisy(x))
+
+
+@OBJECTIVES.register("room_augment")
+class RoomAugment:
+    """Room augmentation: J(c(x), y) with ``c`` a fresh draw of the over-the-air channel per example and step
+    (:class:`defense.channel.RoomChannel`: loudspeaker band, room impulse response, background noise), the
+    training counterpart of Qin et al. (2019) Sec. 5's room simulation; waveform domain. The clean logits reported
+    for the training accuracy come from one extra eval-mode forward without gradient (as :class:`GaussianAugment`);
+    :meth:`robust_logits` is the accuracy through one room draw on validation batches.
+
+    Args:
+        channel: a ``configs/channel`` option name or a mapping of its keys (checked here, built per sample rate
+            on first use).
+    """
+
+    domain = "waveform"
+
+    def __init__(self, channel: str | dict = "room") -> None:
+        self.config = channel_config(channel)
+        self._channels: dict[int, RoomChannel] = {}
+
+    def channel(self, sample_rate: int) -> RoomChannel:
+        """The channel at ``sample_rate`` (simulated once)."""
+        if sample_rate not in self._channels:
+            self._channels[sample_rate] = build_channel(self.config, sample_rate)
+        return self._channels[sample_rate]
+
+    def heard(self, victim: Victim, wave: Tensor) -> Tensor:
+        """``wave`` through a fresh channel draw (torch's global RNG)."""
+        return self.channel(victim.sample_rate)(wave)
+
+    def __call__(self, victim: Victim, wave: Tensor, labels: Tensor, backward: Backward) -> StepOutput:
+        with eval_mode(victim), torch.no_grad():
+            logits = victim(wave)
+        loss = F.cross_entropy(victim(self.heard(victim, wave.detach())), labels)
+        backward(loss)
+        return StepOutput(loss.detach(), logits)
+
+    def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
+        """Logits (detached, eval mode) of one channel draw of each example."""
+        with eval_mode(victim), torch.no_grad():
+            return victim(self.heard(victim, wave))
+
+
+@OBJECTIVES.register("room_fgsm_mix")
+class RoomFGSMMix(FGSMMix):
+    """FGSM-mix through the room: J' = α·J(c(x), y) + (1−α)·J(c(x'), y), x' = clip(x + ε·dir(∇ₓJ(c(x), y))) with
+    one channel draw ``c`` per example and step shared by the clean and the adversarial term (seed 004 Eq. 14 on
+    :class:`RoomAugment`'s inputs): the FGSM example is crafted for, and trained on, the room it is heard in.
+
+    Args:
+        channel: a ``configs/channel`` option name or a mapping of its keys.
+        alpha, eps, norm: as :class:`FGSMMix` (``eps`` in waveform units).
+        domain: ``"waveform"`` (the channel acts on waveforms).
+    """
+
+    def __init__(self, channel: str | dict = "room", alpha: float = 0.5, eps: float = 0.1, norm: str = "l2",
+                 domain: str = "waveform") -> None:
+        if domain != "waveform":
+            raise ConfigError(f"room_fgsm_mix acts on waveforms (the room channel's input), got domain '{domain}'")
+        super().__init__(alpha=alpha, eps=eps, norm=norm, domain=domain)
+        self.room = RoomAugment(channel)
+
+    def inputs(self, victim: Victim, wave: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor], Bounds]:
+        """The waveform, the model behind one fixed channel draw per clip, and the waveform bounds."""
+        x, model, bounds = super().inputs(victim, wave)
+        channel = self.room.channel(victim.sample_rate)
+        draw = channel.draw(x.shape[0], x.shape[-1], device=x.device)
+        return x, lambda w: model(channel(w, draw)), bounds
