@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
@@ -246,9 +246,23 @@ def resumable_run(experiment_id: str, key_tag: str, key: str, *, run_name: str, 
         run_id = found.info.run_id if found is not None else None
         with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
                               run_name=None if run_id else run_name, tags={**tags, tag(key_tag): key}) as run:
-            yield KeyedRun(run.info.run_id, finished=False, resumed=run_id is not None)
+            try:
+                yield KeyedRun(run.info.run_id, finished=False, resumed=run_id is not None)
+            except KeyboardInterrupt:
+                _end_killed()
+                raise
             if finish:
                 mark_finished()
+
+
+def _end_killed() -> None:
+    """End the active run ``KILLED`` (MLflow's ``with`` block would end it ``FAILED``): an interruption, whether a
+    signal handler's or Ray's cancellation of a task (a ``KeyboardInterrupt`` raised in the worker, no signal seen
+    by :mod:`defense.interrupt`), is not a failure, and a rerun resumes the run."""
+    try:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+    except Exception:  # the store went away: the run stays as it is, and a rerun resumes it all the same
+        pass
 
 
 def log_once(run_id: str, metrics: Mapping[str, float]) -> None:

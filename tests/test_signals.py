@@ -186,3 +186,23 @@ def test_a_signal_marks_every_active_run_killed(sig: signal.Signals, tmp_path: P
     assert client.get_run(done.info.run_id).info.status == "FINISHED"
     assert mlflow.active_run() is None
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+@pytest.mark.timeout(120)
+def test_an_interrupt_without_a_signal_ends_a_keyed_run_killed(tmp_path: Path) -> None:
+    """Ray cancels a running task by raising ``KeyboardInterrupt`` in its worker, which no signal handler may see:
+    the keyed run ends KILLED (resumable), not FAILED as MLflow's ``with`` block would end it; an error stays
+    FAILED."""
+    from evaluation.tracking import resumable_run, setup_tracking
+
+    experiment_id = setup_tracking("interrupts", None, tmp_path)
+    ended = {}
+    for key, error in (("cancelled", KeyboardInterrupt), ("broken", ValueError)):
+        with pytest.raises(error):
+            with resumable_run(experiment_id, "run_key", key, run_name=key, tags={}, what=key) as run:
+                ended[key] = run.run_id
+                raise error()
+    assert mlflow.active_run() is None
+    client = MlflowClient()
+    assert client.get_run(ended["cancelled"]).info.status == "KILLED"
+    assert client.get_run(ended["broken"]).info.status == "FAILED"
