@@ -145,6 +145,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from defense.runner import count_steps, run_grid
     from defense.config import parse_overrides
 
+    args.experiment = _experiment_option(str(args.experiment))
     if args.dry_run:
         from defense.dryrun import main as dry_run
 
@@ -208,6 +209,14 @@ def _attack_progress(attack: str, hidden: bool) -> Iterator[Callable[[Any], None
             bar.close()
 
 
+def _experiment_option(name: str) -> str:
+    """The experiment ``name`` names: a YAML path as given, an option under its current name (a study's experiment
+    files keep their earlier names as aliases, e.g. ``seed000`` for ``prinz_flexer``)."""
+    from defense.studies import STUDIES
+
+    return name if Path(name).suffix in (".yaml", ".yml") else STUDIES.experiment_option(name)
+
+
 def _read_experiment(name: str) -> dict:
     """The raw experiment YAML named by option or path."""
     from defense.config import load_option, read_yaml
@@ -217,14 +226,14 @@ def _read_experiment(name: str) -> dict:
 
 
 def _run_study(raw: dict, args: argparse.Namespace) -> int:
-    """Run a seed 000/001/003 study (``study:`` key) and print its tables."""
+    """Run the study the experiment names (``study:`` key, :data:`defense.studies.STUDIES`) and print its tables."""
     from tqdm import tqdm
 
-    from experiments import study_module
     from defense.config import parse_overrides
     from defense.plan_run import bar_format, run_plan
+    from defense.studies import STUDIES
 
-    module = study_module(str(raw["study"]))
+    module = STUDIES.get(str(raw["study"]))
     est = run_plan(raw, str(args.experiment), parse_overrides(args.overrides))
     with tqdm(desc=str(raw.get("name", raw["study"])), unit="step", disable=args.no_progress,
               bar_format=bar_format(est, steps=False)) as bar:
@@ -241,12 +250,12 @@ def _report(experiment: str, tracking_uri: str | None, outputs: Path) -> int:
     from evaluation.report import format_tables, write_tables
     from evaluation.report_data import MODEL_KINDS, collect
     from evaluation.report_tables import verdict_counts
+    from defense.studies import STUDIES, STUDY_TAG
     from evaluation.stored import open_experiment
-    from experiments import STUDY_TAG, study_module
 
     study = open_experiment(experiment, tracking_uri, outputs).tags.get(STUDY_TAG)
     if study:
-        print(study_module(study).report(experiment, tracking_uri, outputs))
+        print(STUDIES.get(study).report(experiment, tracking_uri, outputs))
         return 0
     open_experiment(experiment, tracking_uri, outputs, kinds=(*MODEL_KINDS, "attack"))
     data = collect(experiment, mlflow.get_tracking_uri())
@@ -271,7 +280,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     store, an unknown experiment or one without runs is a one-line error that creates nothing."""
     if _outputs(args).exists():  # an existing folder that cannot be written is refused first; a missing one is
         _writable_outputs(args)  # never created here: the store it would hold is missing too
-    return _report(args.name, args.tracking_uri, _outputs(args))
+    try:
+        return _report(args.name, args.tracking_uri, _outputs(args))
+    except ConfigError as err:
+        from defense.studies import STUDIES
+
+        current = STUDIES.experiment_option(args.name)  # a study experiment's earlier name, e.g. seed000
+        if current == args.name:
+            raise
+        try:
+            return _report(current, args.tracking_uri, _outputs(args))
+        except ConfigError:
+            raise err from None
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

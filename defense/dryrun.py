@@ -10,7 +10,7 @@ Four parts, each through the code a real run takes, stopping at the first failur
    config: the real front-end on real-length clips, the backbone forward and backward at that shape.
 3. **Every cell end to end** on short clips (:mod:`defense.dryrun_shrink`): a grid's every data set, front-end,
    victim, seed (two at most), defense and attack through :func:`defense.runner.run_grid`
-   (:mod:`defense.dryrun_grid`); a study's every step through its own ``run`` (:mod:`experiments.dryrun`).
+   (:mod:`defense.dryrun_grid`); a study's every step through its own ``run`` (its registered ``dry``, :mod:`defense.studies`).
 4. **The check and the report**: the store holds a finished run of every model and attack cell (each attack on at
    least one clip); the tables are rebuilt from it; the UI view is saved.
 
@@ -36,6 +36,7 @@ from defense.dryrun_grid import GridDry, store_uri
 from defense.dryrun_models import check_model
 from defense.dryrun_shrink import clip_seconds
 from defense.grid import load_grid
+from defense.studies import STUDIES
 from victims.registry import ConfigError
 
 EXIT_FAILED = 1
@@ -95,9 +96,7 @@ def dry_run(experiment: str, overrides: dict[str, Any], folder: Path, *, executo
     """
     raw = _read(experiment)
     if "study" in raw:
-        from experiments.dryrun import study_dry
-
-        target: Any = study_dry(raw, overrides)
+        target: Any = STUDIES.get(str(raw["study"])).dry(raw, overrides)
     else:
         target = GridDry(load_grid(experiment, overrides), executor, ray_address, cover)
     data: dict[str, DryData] = {}

@@ -20,9 +20,9 @@ def make_plan(raw: dict[str, Any], experiment: str, overrides: dict[str, Any]) -
         ConfigError: for a bad config, or a data set that is absent and has no documented size.
     """
     if "study" in raw:
-        from experiments.plan import plan_study
+        from defense.studies import STUDIES
 
-        return plan_study(raw, overrides)
+        return STUDIES.get(str(raw["study"])).plan(raw, overrides)
     from defense.grid import load_grid
     from defense.plan import plan_grid
 

@@ -1,31 +1,17 @@
-"""Studies: experiments that are not seed 004's defense grid (seeds 000, 001 and 003).
+"""Studies: experiments that reproduce one paper each, beside the defense grids of ``defense/grid.py``.
 
-An experiment config with a ``study: <name>`` key is run by the module ``experiments/<name>.py``,
-which exposes two functions:
+One subpackage per paper, each with its ``config`` (the experiment file's layout, resolved and checked), ``run``
+(train, attack and log to MLflow), ``report`` (the paper's tables rebuilt from MLflow alone), ``metrics`` (the
+study's own measures as pure functions), ``dry`` and ``plan`` (its dry run and cost plan); ``shared`` holds what
+all of them do alike. Importing this package registers every study in :data:`defense.studies.STUDIES`, which is
+how the command line finds them:
 
-- ``run(raw, overrides, *, tracking_uri, outputs, progress) -> str`` trains and attacks what the
-  study needs, logs it to MLflow (nested runs under one parent, the experiment tagged
-  ``advaudio.study=<name>``), and returns the MLflow experiment name;
-- ``report(experiment, tracking_uri, outputs) -> str`` rebuilds the study's tables from MLflow alone
-  and returns them as text (also writing CSV/Markdown under ``outputs/reports/<experiment>``).
-
-Experiments without ``study:`` are seed 004 grids (``defense/grid.py``).
+- ``prinz_flexer``: Prinz & Flexer (2021), end-to-end waveform attacks on an instrument classifier;
+- ``subramanian``: Subramanian et al. (2019), attacks on sound event classifiers and their transfer;
+- ``koerich``: Koerich et al. (2020), cross-representation transfer from spectrograms to waveforms.
 """
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from experiments import koerich, prinz_flexer, subramanian
 
-from evaluation.tracking import tag
-from victims.registry import ConfigError
-
-STUDY_TAG = tag("study")
-"""MLflow experiment tag naming the study that logged it (``advaudio report`` dispatches on it)."""
-STUDIES = ("seed000", "seed001", "seed003")
-
-
-def study_module(name: str) -> ModuleType:
-    """The module that runs and reports study ``name``; an unknown name is a one-line ConfigError."""
-    if name not in STUDIES:
-        raise ConfigError(f"unknown study '{name}'; known: {', '.join(STUDIES)}")
-    return importlib.import_module(f"experiments.{name}")
+__all__ = ["koerich", "prinz_flexer", "subramanian"]

@@ -159,17 +159,18 @@ def _files(root: Path) -> set[Path]:
 @pytest.fixture(scope="module")
 def report_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An outputs folder whose store holds: 'other' (a training run), 'empty' (no runs), 'gridless' (only a grid's
-    parent run) and one experiment per study tagged as that study, with a training run but no study run."""
+    parent run) and one experiment per study tagged as that study (and one tagged with a study's earlier name, as an
+    older store holds), with a training run but no study run."""
     from mlflow.tracking import MlflowClient
 
-    from experiments import STUDIES, STUDY_TAG
+    from defense.studies import STUDIES, STUDY_TAG
 
     outputs = tmp_path_factory.mktemp("report") / "out"
     outputs.mkdir()
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
     location = (outputs / "mlartifacts").as_uri()
     for name, kind, study in [("other", "train", None), ("empty", None, None), ("gridless", "grid", None),
-                              *[(f"{s}_empty", "train", s) for s in STUDIES]]:
+                              *[(f"{s}_empty", "train", s) for s in [*STUDIES.names(), "seed000"]]]:
         exp = client.create_experiment(name, artifact_location=location, tags={STUDY_TAG: study} if study else None)
         if kind is not None:
             client.set_terminated(client.create_run(exp, tags={"advaudio.kind": kind}).info.run_id)
@@ -186,9 +187,12 @@ def report_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           "attack runs"),
     ("other", "store", "experiment 'other' in the MLflow store sqlite:///{db} holds no grid model or attack run (no "
                        "data set and front-end tags): nothing to report"),  # `advaudio train` runs alone
+    ("prinz_flexer_empty", "store", "experiment 'prinz_flexer_empty' in the MLflow store sqlite:///{db} has no study "
+                                    "runs"),
+    ("subramanian_empty", "store", "experiment 'subramanian_empty' in the MLflow store sqlite:///{db} has no study "
+                                   "runs"),
+    ("koerich_empty", "store", "experiment 'koerich_empty' in the MLflow store sqlite:///{db} has no study runs"),
     ("seed000_empty", "store", "experiment 'seed000_empty' in the MLflow store sqlite:///{db} has no study runs"),
-    ("seed001_empty", "store", "experiment 'seed001_empty' in the MLflow store sqlite:///{db} has no study runs"),
-    ("seed003_empty", "store", "experiment 'seed003_empty' in the MLflow store sqlite:///{db} has no study runs"),
 ])
 def test_report_on_nothing_is_one_line_and_creates_nothing(
         name: str, store: str, message: str, report_store: Path, env: Path, monkeypatch: pytest.MonkeyPatch,

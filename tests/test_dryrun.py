@@ -83,9 +83,9 @@ def _kinds(runs: list) -> dict[str, list]:
 
 def _expected_study_runs(raw: dict) -> dict[str, tuple[int, str | None]]:
     """Runs each study's layout implies (from the YAML alone): kind -> (count, metric >= 1 on each)."""
-    if raw["study"] == "seed000":
+    if raw["study"] == "prinz_flexer":
         return {"train": (1, None), "clean": (1, None), "attack": (len(raw["attacks"]), "attempts")}
-    if raw["study"] == "seed001":
+    if raw["study"] == "subramanian":
         models, attacks = len(raw["models"]), len(raw["attacks"])
         return {"train": (models, None), "attack": (models * attacks, "base_size"),
                 "transfer": (len(raw["transfer"]), None)}
@@ -228,7 +228,8 @@ def test_full_size_check_refuses_a_front_end_that_breaks_its_promise(tmp_path: P
 
 def test_every_shipped_config_is_covered() -> None:
     assert set(options("experiment")) == set(EXPERIMENTS)
-    assert {"paper_004", "fsdd", "defenses_full", "seed000_full", "seed001_full", "seed003_full"} <= set(EXPERIMENTS)
+    assert {"paper_004", "fsdd", "defenses_full", "prinz_flexer_full", "subramanian_full",
+            "koerich_full"} <= set(EXPERIMENTS)
     for name in EXPERIMENTS:
         assert yaml.safe_load((CONFIG_ROOT / "experiment" / f"{name}.yaml").read_text())
 

@@ -1,4 +1,4 @@
-"""Seed 000's study: its configs validate, bad ones are one-line errors, and a tiny study runs end to end
+"""Prinz & Flexer's study: its configs validate, bad ones are one-line errors, and a tiny study runs end to end
 (train, attack, log to MLflow, resume, rebuild the tables from MLflow alone)."""
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import yaml
 from defense.cli import main
 from training.data.fsdkaggle2019 import INSTRUMENTS
 from evaluation.tracking import iter_runs, load_record, setup_tracking
-from experiments import STUDY_TAG, study_module
-from experiments.seed000_config import AttackSpec, check_classes, load_study
-from experiments.seed000 import attempts_of
+from defense.studies import STUDIES, STUDY_TAG
+from experiments.prinz_flexer.config import AttackSpec, check_classes, load_study
+from experiments.prinz_flexer.run import attempts_of
 from defense.config import load_option
 from victims.registry import ConfigError
 
 TINY = """
-study: seed000
+study: prinz_flexer
 name: tiny000
 dataset: gm_instruments
 frontend: mel_db
@@ -45,8 +45,8 @@ overrides:
 """
 
 
-@pytest.mark.parametrize("name", ["seed000", "seed000_full"])
-def test_the_seed000_configs_load_and_validate(name: str) -> None:
+@pytest.mark.parametrize("name", ["prinz_flexer", "prinz_flexer_full"])
+def test_the_prinz_flexer_configs_load_and_validate(name: str) -> None:
     study = load_study(load_option("experiment", name))
     assert study.train_cfg["victim"]["backbone"] == "averagepool_cnn"
     assert study.train_cfg["frontend"]["name"] == "mel_db" and study.train_cfg["frontend"]["n_mels"] == 100
@@ -56,7 +56,7 @@ def test_the_seed000_configs_load_and_validate(name: str) -> None:
 
 
 def test_the_full_config_is_seed_000s_setup() -> None:
-    study = load_study(load_option("experiment", "seed000_full"))
+    study = load_study(load_option("experiment", "prinz_flexer_full"))
     assert study.train_cfg["dataset"]["name"] == "fsdkaggle2019" and study.train_cfg["train"]["epochs"] == 150
     assert study.evaluation.snr_trim == 2048 and study.evaluation.seed == 21
     assert {s.paper for s in study.attacks.values()} >= {"pgdn_150", "cw_180", "cw_multiscale_accordion"}
@@ -133,12 +133,12 @@ def test_tiny_study_runs_resumes_and_reports_from_mlflow(tmp_path: Path, monkeyp
     monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
     outputs = tmp_path / "out"
     raw = yaml.safe_load(TINY)
-    module = study_module("seed000")
+    module = STUDIES.get("prinz_flexer")
     ticks: list[str] = []
     name = module.run(raw, {}, tracking_uri=None, outputs=outputs, progress=ticks.append)
     assert name == "tiny000" and ticks == ["trained the victim", "attacked with fgsm", "attacked with cw"]
     exp_id = setup_tracking(name, None, outputs)
-    assert mlflow.get_experiment(exp_id).tags[STUDY_TAG] == "seed000"
+    assert mlflow.get_experiment(exp_id).tags[STUDY_TAG] == "prinz_flexer"
     runs = {r.data.tags["advaudio.kind"]: r for r in iter_runs(exp_id) if r.data.tags.get("advaudio.attack") != "fgsm"}
     cw = runs["attack"]
     record = load_record(cw.info.run_id)
@@ -173,4 +173,4 @@ def test_tiny_study_runs_resumes_and_reports_from_mlflow(tmp_path: Path, monkeyp
     snr_cell = f"{sum(snrs) / len(snrs):.2f}" if snrs else "-"
     assert cw_row["SNR mean (dB)"].startswith(snr_cell), (cw_row, snrs)
     text = module.report(name, None, outputs)
-    assert "Table 1 (seed 000's Table 1)" in text and cw_row["found / attempts"] in text
+    assert "Table 1 (Prinz & Flexer's Table 1)" in text and cw_row["found / attempts"] in text

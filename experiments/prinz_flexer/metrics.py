@@ -1,8 +1,8 @@
-"""Seed 000's study metrics as pure functions (Prinz & Flexer, "End-to-end adversarial white box
+"""The Prinz & Flexer study's metrics as pure functions ("End-to-end adversarial white box
 attacks on music instrument classification", Sec. 5.2).
 
-- Target pairs: a targeted attack aims every attacked clip at one or more classes. Seed 000 draws one
-  random target per clip (Sec. 5.1) or fixes one ('Accordion', Sec. 5.3), and skips a clip whose clean
+- Target pairs: a targeted attack aims every attacked clip at one or more classes. Prinz & Flexer draw one
+  random target per clip (Sec. 5.1) or fix one ('Accordion', Sec. 5.3), and skip a clip whose clean
   prediction already is the target; here a target is never the clip's true class nor its clean
   prediction, and the source × target matrix aims each clip at every such class.
 - Pair matrix: for every (source = true class, target) cell, the attempts, the adversarial examples
@@ -13,7 +13,7 @@ attacks on music instrument classification", Sec. 5.2).
 - Cluster bootstrap: the attempts of one clip (every target of the pair matrix) are resampled together.
 
 SNR is :func:`evaluation.metrics.snr_db`, ``20·log10(‖x_w‖₂ / ‖δ_w‖₂)`` over the window ``w`` that drops
-``trim`` samples at each end (seed 000: 2048).
+``trim`` samples at each end (Prinz & Flexer: 2048).
 """
 from __future__ import annotations
 
@@ -47,10 +47,11 @@ def target_pairs(labels: Tensor, clean_pred: Tensor, num_classes: int) -> tuple[
     return clip, target
 
 
-def random_targets(labels: Tensor, clean_pred: Tensor, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:
+def random_target_attempts(labels: Tensor, clean_pred: Tensor, num_classes: int, seed: int
+                           ) -> tuple[Tensor, Tensor]:
     """One target per clip, uniform over the classes that are neither its label nor its clean prediction.
 
-    Seed 000 (Sec. 5.1) draws "random target classes different from a sample's original prediction"; its
+    Prinz & Flexer (Sec. 5.1) draw "random target classes different from a sample's original prediction"; its
     code may then aim a misclassified clip at its true class, which would count restoring the correct
     label as an adversarial example, so the true class is left out too. A clip with no class left (two
     classes, misclassified) gets no attempt.
@@ -126,7 +127,7 @@ def pair_matrix(sources: np.ndarray, targets: np.ndarray, success: np.ndarray, s
 
 
 def _window(x: Tensor, trim: int) -> Tensor:
-    """``(N, L)``: samples ``trim .. T − trim`` of the last axis of every example (seed 000's SNR window)."""
+    """``(N, L)``: samples ``trim .. T − trim`` of the last axis of every example (Prinz & Flexer's SNR window)."""
     length = x.shape[-1]
     if trim < 0 or 2 * trim >= length:
         raise ValueError(f"trim {trim} must be >= 0 and leave samples of the {length}")
@@ -164,7 +165,7 @@ def matched_noise(clean: Tensor, adversarial: Tensor, trim: int, generator: torc
 def noise_at_snr(clean: Tensor, snr_db: float, trim: int, generator: torch.Generator | None = None) -> Tensor:
     """Gaussian white noise at one SNR for every example: ``‖n_w‖₂ = ‖x_w‖₂ · 10^(−snr_db/20)``.
 
-    Seed 000 (Sec. 5.2) overlays every clip with noise "of a similar average SNR as the two targeted
+    Prinz & Flexer (Sec. 5.2) overlay every clip with noise "of a similar average SNR as the two targeted
     attacks (42.16dB)". A clip that is silent inside the window gets no noise.
     """
     if not math.isfinite(snr_db):

@@ -1,4 +1,4 @@
-"""Seed 003's study: its configs load and validate, bad ones are one-line errors, and a tiny study runs
+"""Koerich et al.'s study: its configs load and validate, bad ones are one-line errors, and a tiny study runs
 end to end (train, attack, reconstruct, log) with its tables rebuilt from MLflow alone."""
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ import torch
 import yaml
 
 from evaluation.tracking import iter_runs, setup_tracking
-from experiments import seed003
-from experiments.seed003_config import load_study
-from experiments.seed003_eval import choose_recordings, db_view, reconstruct, record
-from experiments.seed003_tables import _pooled_sd, combine
+from experiments.koerich import report, run
+from experiments.koerich.config import load_study
+from experiments.koerich.measure import RECORD, choose_recordings, db_view, reconstruct, record
+from experiments.koerich.report import _pooled_sd, combine
 from defense.config import load_option
 from victims.frontends import FRONTENDS
 from victims.registry import ConfigError
 from victims.victim import build_victim
 
 TINY = """
-study: seed003
+study: koerich
 name: tiny003
 dataset: gm_instruments
 train: seed003
@@ -61,7 +61,7 @@ overrides:
 """
 
 
-@pytest.mark.parametrize("name", ["seed003", "seed003_full"])
+@pytest.mark.parametrize("name", ["koerich", "koerich_full"])
 def test_shipped_configs_compose_and_validate(name: str) -> None:
     study = load_study(load_option("experiment", name))
     assert set(study.spectrogram_models) == {"stft", "mel"}
@@ -70,7 +70,7 @@ def test_shipped_configs_compose_and_validate(name: str) -> None:
                                     "domain": "representation"}
     assert study.controls()["random_0.3"] == 0.3
     assert study.waveform_model["victim"]["backbone"] == "abdoli_cnn1d"
-    if name == "seed003_full":  # the paper's GTZAN protocol: three track-level folds, 5 s windows, 75 % overlap
+    if name == "koerich_full":  # the paper's GTZAN protocol: three track-level folds, 5 s windows, 75 % overlap
         assert study.folds() == [0, 1, 2] and study.dataset["name"] == "gtzan"
         assert study.dataset["segment"] and study.dataset["overlap"] == 0.75 and study.dataset["clip_seconds"] == 5.0
         assert study.dataset_for(2)["split"]["test_fold"] == 2
@@ -101,7 +101,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 @pytest.mark.parametrize("change, message", [
     (_set("spectrogram_models.stft.frontend", "cwt"), "front-end 'cwt' has no waveform inverse"),
     (_set("waveform_model.frontend", "stft_db"), "is not the raw waveform"),
-    (_set("attacks.fgsm.domain", "waveform"), "seed 003 attacks the spectrogram"),
+    (_set("attacks.fgsm.domain", "waveform"), "Koerich et al. attack the spectrogram"),
     (_set("attacks.fgsm.name", "deepfool"), "untargeted fixed-budget"),
     (_set("attacks.fgsm.name", "fgsmm"), "did you mean 'fgsm'"),
     (_set("test_folds", [0, 1]), "test_folds needs dataset.split.method kfold"),
@@ -201,7 +201,7 @@ def test_tiny_study_end_to_end_and_report_from_mlflow(tmp_path: Path, monkeypatc
     monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
     raw, outputs, uri = yaml.safe_load(TINY), tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
     ticks: list[str] = []
-    name = seed003.run(copy.deepcopy(raw), {}, tracking_uri=uri, outputs=outputs, progress=ticks.append)
+    name = run.run(copy.deepcopy(raw), {}, tracking_uri=uri, outputs=outputs, progress=ticks.append)
     assert name == "tiny003" and len(ticks) == 6  # three models trained, three evaluations
     exp_id = setup_tracking(name, uri, outputs)
     evals = [r for r in iter_runs(exp_id) if r.data.tags.get("advaudio.kind") == "seed003_eval"]
@@ -212,7 +212,7 @@ def test_tiny_study_end_to_end_and_report_from_mlflow(tmp_path: Path, monkeypatc
     assert stft["snr_db.roundtrip"] > 60  # kept-phase iSTFT of the clean spectrogram is exact up to rounding
     assert stft["snr_db.bim"] < stft["snr_db.roundtrip"]
 
-    text = seed003.report(name, uri, outputs)  # a second process would see only what MLflow holds
+    text = report.report(name, uri, outputs)  # a second process would see only what MLflow holds
     for table in ("Table III", "Table IV", "Table V", "Table VI", "Table VII", "Table VIII"):
         assert table in text
     rows = list(csv.DictReader((outputs / "reports" / name / "table_V.csv").open()))
@@ -220,7 +220,7 @@ def test_tiny_study_end_to_end_and_report_from_mlflow(tmp_path: Path, monkeypatc
     assert [(r["Input"], r["Attack"]) for r in rows] == expected
     client = mlflow.MlflowClient(uri)
     data = {r.data.tags["advaudio.input"]: json.loads(Path(client.download_artifacts(
-        r.info.run_id, seed003.RECORD)).read_text())["data"] for r in evals}
+        r.info.run_id, RECORD)).read_text())["data"] for r in evals}
     for row in rows:  # the 2D CNN's attacked accuracy by hand: correct segments / segments, votes / recordings
         d = data[row["Input"]]
         counts, n_rec = d["counts"][f"2d/{row['Attack']}"], len(d["recordings"]["ids"])
@@ -230,7 +230,7 @@ def test_tiny_study_end_to_end_and_report_from_mlflow(tmp_path: Path, monkeypatc
             assert float(row[column]) == pytest.approx(value, rel=1e-12), (row, column)
             assert float(row[f"{column}_low"]) <= float(row[column]) <= float(row[f"{column}_high"]), (row, column)
 
-    again = seed003.run(copy.deepcopy(raw), {}, tracking_uri=uri, outputs=outputs, progress=ticks.append)
+    again = run.run(copy.deepcopy(raw), {}, tracking_uri=uri, outputs=outputs, progress=ticks.append)
     assert again == name
     rerun = [r for r in iter_runs(exp_id) if r.data.tags.get("advaudio.kind") == "seed003_eval"]
     assert len(rerun) == 3  # finished evaluations are reused, not repeated

@@ -1,4 +1,4 @@
-"""Seed 001 (Subramanian et al. 2019, "Adversarial attacks in sound event classification") as a study.
+"""Subramanian et al. (2019, "Adversarial attacks in sound event classification") as a study.
 
 Several models trained on one data set (log-mel models of different architectures and a raw-waveform
 model, Sec. 2.2) are attacked end to end on the waveform (Sec. 2.1): untargeted white noise and FGSM
@@ -6,11 +6,11 @@ at a fixed SNR (the baselines), DeepFool and C&W (Experiment 1, Tables 2-3); tar
 from every targeted class to every other (Experiment 2, Table 4); and the untargeted DeepFool and C&W
 examples of each model are replayed on every other model (Experiment 3, Table 5).
 
-MLflow layout (experiment tagged ``advaudio.study = seed001``): a parent run ``study:<name>``; one
+MLflow layout (experiment tagged ``advaudio.study = subramanian``): a parent run ``study:<name>``; one
 training run per model (``advaudio.kind = train``, tag ``advaudio.model``) nested under it; one attack
 run per model and attack (``advaudio.kind = attack``) nested under the model's run, with its summary
 metrics and intervals and the per-attempt record ``seed001_record.json``; one transfer run per replayed
-attack (``advaudio.kind = transfer``) with ``transfer.json``. :mod:`experiments.seed001_report` rebuilds
+attack (``advaudio.kind = transfer``) with ``transfer.json``. :mod:`experiments.subramanian.report` rebuilds
 every table from these alone. A rerun resumes: finished training runs are reused by their config hash,
 finished attack and transfer runs are read back (the replayed attacks' adversarial waveforms are kept
 as ``adversarial.pt`` for that).
@@ -22,7 +22,7 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
 import torch
@@ -31,25 +31,22 @@ from torch import Tensor
 
 from attacks import create_attack
 from defense.pipeline import TrainedVictim, train_from_config
-from evaluation.selection import select_examples
 from evaluation.audio_out import write_adversarial_wavs
 from evaluation.harness import victim_device
-from evaluation.tracking import log_once, resumable_run, setup_tracking, stable_key
+from evaluation.selection import select_examples
+from evaluation.tracking import log_once, resumable_run, stable_key
 from evaluation.transfer import replay
-from experiments import STUDY_TAG
-from experiments.seed001_config import Study, load_study
-from experiments.seed001_metrics import attempt_record, record_frame, snr_budgets, summary_metrics
+from experiments.shared import (Progress, audio_artifacts, batched_logits, finish_parent, parent_run,
+                                study_experiment)
+from experiments.subramanian.config import STUDY, Study, load_study
+from experiments.subramanian.metrics import (ADVERSARIAL, RECORD, TRANSFER, attempt_record, record_frame, snr_budgets,
+                                             summary_metrics)
 from training.data import load_splits
 from training.data.base import ClipSet
 from victims.registry import ConfigError
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
-STUDY = "seed001"
-RECORD = "seed001_record.json"
-TRANSFER = "transfer.json"
-ADVERSARIAL = "adversarial.pt"
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -63,7 +60,7 @@ class Attempts:
 
 
 def untargeted_attempts(test: ClipSet, n_examples: int, seed: int) -> Attempts:
-    """The seeded, class-balanced test clips every model is attacked on (seed 001: 6 per class)."""
+    """The seeded, class-balanced test clips every model is attacked on (Subramanian et al.: 6 per class)."""
     waves, labels = select_examples(test, n_examples, seed)
     return Attempts(waves, labels, torch.arange(len(labels)))
 
@@ -97,7 +94,7 @@ def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | N
         The MLflow experiment name (for :func:`report`).
 
     Raises:
-        ConfigError: for a bad study configuration (see :func:`experiments.seed001_config.load_study`).
+        ConfigError: for a bad study configuration (see :func:`experiments.subramanian.config.load_study`).
     """
     study = load_study(raw, overrides)
     threads = torch.get_num_threads()
@@ -110,9 +107,8 @@ def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | N
 
 
 def _run(study: Study, tracking_uri: str | None, outputs: Path, progress: Progress) -> str:
-    exp_id = setup_tracking(study.name, tracking_uri, outputs)
-    MlflowClient().set_experiment_tag(exp_id, STUDY_TAG, STUDY)
-    parent = _parent_run(study, exp_id)
+    exp_id = study_experiment(study.name, STUDY, tracking_uri, outputs)
+    parent = parent_run(exp_id, stable_key([study.source]), study.name, STUDY, study.source, "study.json")
     splits = load_splits(next(iter(study.models.values()))["dataset"])
     ev = study.evaluation
     plain = untargeted_attempts(splits.test, ev.n_examples, ev.seed)
@@ -139,18 +135,8 @@ def _run(study: Study, tracking_uri: str | None, outputs: Path, progress: Progre
     for label in study.transfer:
         _transfer(study, exp_id, parent, label, keys[label], victims, plain, crafted[label])
         progress(f"replayed {label} on every model")
-    with mlflow.start_run(run_id=parent):
-        mlflow.set_tag("advaudio.status", "finished")
+    finish_parent(parent)
     return study.name
-
-
-def _parent_run(study: Study, exp_id: str) -> str:
-    tags = {"advaudio.kind": "study", STUDY_TAG: STUDY}
-    with resumable_run(exp_id, "study_key", stable_key([study.source]), run_name=f"study:{study.name}", tags=tags,
-                       what=f"study {study.name}", finish=False) as run:
-        if not (run.finished or run.resumed):
-            mlflow.log_dict(study.source, "study.json")  # JSON keeps the order of models and attacks
-        return run.run_id
 
 
 def _attack(study: Study, exp_id: str, model: str, tv: TrainedVictim, label: str, attempts: Attempts
@@ -184,10 +170,10 @@ def _attack_logged(study: Study, victim: Victim, attack: Any, label: str, model:
     device = victim_device(victim)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=True):
         torch.manual_seed(ev.seed)
-        clean_logits = _logits(victim, attempts.waves, ev.batch_size)
+        clean_logits = batched_logits(victim, attempts.waves, ev.batch_size).float()
         attempts, base = _base_set(attempts, clean_logits.argmax(dim=1), ev.base_set)
         adversarial, iterations = _craft(victim, attack, attempts, base, study.fixed_snr_db, ev.batch_size)
-    adv_logits = _logits(victim, adversarial, ev.batch_size)
+    adv_logits = batched_logits(victim, adversarial, ev.batch_size).float()
     targets = attempts.targets[base] if attempts.targets is not None else None
     record = {"model": model, "attack": label, "targeted": study.targeted[label], "class_names": victim.class_names,
               "attempts": len(attempts.labels), "clip": attempts.clip[base].tolist(),
@@ -213,14 +199,6 @@ def _base_set(attempts: Attempts, pred: Tensor, base_set: str) -> tuple[Attempts
         return attempts, (pred == attempts.labels).nonzero().flatten()
     keep = pred != attempts.targets if attempts.targets is not None else torch.ones_like(pred, dtype=torch.bool)
     return replace(attempts, labels=pred), keep.nonzero().flatten()
-
-
-@torch.no_grad()
-def _logits(victim: Victim, waves: Tensor, batch_size: int) -> Tensor:
-    device = victim_device(victim)
-    victim.eval()
-    parts = [victim(waves[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(waves), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, victim.num_classes)
 
 
 def _craft(victim: Victim, attack: Any, attempts: Attempts, base: Tensor, fixed_snr_db: float | None,
@@ -263,15 +241,13 @@ def _log_wavs(victim: Victim, attempts: Attempts, base: Tensor, adversarial: Ten
               label: str) -> None:
     """WAV files (original, adversarial, amplified perturbation) of the first ``count`` successful attempts."""
     names = victim.class_names
-    with tempfile.TemporaryDirectory() as tmp:
+    with audio_artifacts() as folder:
         for j in success.nonzero().flatten()[:count].tolist():
             i = int(base[j])
             stem = f"{label}_clip{int(attempts.clip[i]):03d}_{names[int(attempts.labels[i])]}"
             if attempts.targets is not None:
                 stem += f"_to_{names[int(attempts.targets[i])]}"
-            write_adversarial_wavs(Path(tmp), stem, attempts.waves[i], adversarial[j], victim.sample_rate)
-        if any(Path(tmp).iterdir()):
-            mlflow.log_artifacts(tmp, "audio")
+            write_adversarial_wavs(folder, stem, attempts.waves[i], adversarial[j], victim.sample_rate)
 
 
 def _transfer(study: Study, exp_id: str, parent: str, label: str, attack_keys: list[str],
@@ -286,10 +262,3 @@ def _transfer(study: Study, exp_id: str, parent: str, label: str, attack_keys: l
                             batch_size=study.evaluation.batch_size)
             mlflow.log_dict(record.to_dict(), TRANSFER)
 
-
-def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
-    """Seed 001's Tables 1-5 and the direction checks, rebuilt from MLflow alone (see
-    :mod:`experiments.seed001_report`); also written as CSV/Markdown under ``outputs/reports/<experiment>``."""
-    from experiments.seed001_report import build_report
-
-    return build_report(experiment, tracking_uri, outputs)

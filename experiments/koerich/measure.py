@@ -1,7 +1,7 @@
-"""Seed 003's measurement on one test fold: attack the 2D CNN's dB spectrogram, turn it back into audio,
+"""Koerich et al.'s measurement on one test fold: attack the 2D CNN's dB spectrogram, turn it back into audio,
 play the audio to the 1D CNN, and aggregate every segment prediction per recording.
 
-Koerich et al. (seed 003) Section III: FGSM and BIM perturb the spectrogram the 2D CNN reads (their
+Koerich et al. (2020), Section III: FGSM and BIM perturb the spectrogram the 2D CNN reads (their
 code attacks the dB values themselves: BIM ε 0.3, step 0.1, 10 iterations); the perturbed STFT is
 inverted with the clean segment's phase kept, the mel spectrogram with Griffin-Lim (Section III-A);
 the reconstructed audio is classified by the 1D CNN (Table VI). SNR (their Eq. 3-4) compares the
@@ -18,13 +18,20 @@ import torch
 from torch import Tensor, nn
 
 from attacks import Attack
-from evaluation import aggregate as A
 from evaluation.metrics import snr_db
+from experiments.koerich import metrics as A
+from experiments.shared import batched_logits
 from victims.frontends import FrontEnd
 from victims.frontends.spectral import MelDb, StftDb
 from victims.inverse import clean_phase, istft_db, mel_db_griffinlim
 from victims.registry import ConfigError
 from victims.victim import Victim
+
+RECORD = "seed003.json"
+"""An evaluation run's per-recording record (:func:`record`); the name is kept from the study's first layout so that
+stores logged before read back."""
+EVAL_KIND = "seed003_eval"
+"""Kind (tag ``advaudio.kind``) of an evaluation run, one per test fold and input; kept from the first layout too."""
 
 
 def db_view(victim: Victim) -> Victim:
@@ -32,7 +39,7 @@ def db_view(victim: Victim) -> Victim:
 
     Its backbone is ``normaliser → backbone`` of ``victim`` (shared modules, not copies) and its own
     normaliser is the identity, so an attack in the ``representation`` domain perturbs the dB
-    spectrogram, as seed 003 does, and the bounds are the front-end's dB range.
+    spectrogram, as Koerich et al. do, and the bounds are the front-end's dB range.
     """
     view = Victim(victim.frontend, nn.Sequential(victim.normalizer, victim.backbone), victim.class_names,
                   victim.num_samples, victim.spec)
@@ -44,7 +51,7 @@ def reconstruct(frontend: FrontEnd, rep_db: Tensor, wave: Tensor, griffin_lim_it
     """Audio ``(B, 1, T)`` (float64, not clipped) from a dB spectrogram ``(B, 1, F, frames)`` of ``wave``.
 
     STFT-dB: inverse STFT with the clean segment's phase; mel-dB: Griffin-Lim from zero phase with the
-    clean segment's reference level (seed 003, Section III-A).
+    clean segment's reference level (Koerich et al., Section III-A).
 
     Raises:
         ConfigError: for a front-end with no inverse.
@@ -55,7 +62,7 @@ def reconstruct(frontend: FrontEnd, rep_db: Tensor, wave: Tensor, griffin_lim_it
     if isinstance(frontend, MelDb):
         return mel_db_griffinlim(rep, frontend, wave.shape[-1], n_iter=griffin_lim_iters,
                                  ref_db=frontend.reference_db(wave))
-    raise ConfigError(f"no waveform inverse for the {type(frontend).__name__} front-end (seed 003 needs STFT-dB "
+    raise ConfigError(f"no waveform inverse for the {type(frontend).__name__} front-end (the study needs STFT-dB "
                       "or mel-dB)")
 
 
@@ -150,13 +157,9 @@ def _examples(attack: str, start: int, source: Tensor, clean: Tensor, adv: Tenso
                     int(adv_pred[i])) for i in hits]
 
 
-@torch.no_grad()
 def waveform_probs(victim1d: Victim, waves: Tensor, batch_size: int) -> np.ndarray:
-    """``(N, C)`` softmax of the 1D CNN on the original segments (seed 003 Table IV, "Original")."""
-    device = victim1d.normalizer.mean.device
-    victim1d.eval()
-    return np.concatenate([victim1d(waves[s:s + batch_size].to(device)).double().softmax(dim=-1).cpu().numpy()
-                           for s in range(0, len(waves), batch_size)])
+    """``(N, C)`` softmax of the 1D CNN on the original segments (Koerich et al.'s Table IV, "Original")."""
+    return batched_logits(victim1d, waves, batch_size).double().softmax(dim=-1).numpy()
 
 
 def choose_recordings(groups: Tensor, labels: Tensor, count: int | None, seed: int) -> Tensor:

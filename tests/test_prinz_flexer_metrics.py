@@ -1,4 +1,4 @@
-"""Seed 000's study metrics on hand-computed cases: target pairs, the pair matrix, matched-SNR noise,
+"""Prinz & Flexer's study metrics on hand-computed cases: target pairs, the pair matrix, matched-SNR noise,
 the clip bootstrap, and a row's summary (Tables 1-2)."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from evaluation.metrics import snr_db
-from evaluation.seed000_metrics import (bootstrap_interval, cluster_draws, matched_noise, mean_or_nan, noise_at_snr,
-                                        pair_matrix, random_targets, target_pairs)
+from experiments.prinz_flexer.metrics import (bootstrap_interval, cluster_draws, matched_noise, mean_or_nan,
+                                              noise_at_snr, pair_matrix, random_target_attempts, target_pairs)
 from evaluation.stats import wilson_interval
-from experiments.seed000_config import Seed000Eval
-from experiments.seed000_report import final_predictions, summarize
+from experiments.prinz_flexer.config import EvalOptions
+from experiments.prinz_flexer.report import final_predictions, summarize
 
 
 def test_target_pairs_leave_out_the_true_class_and_the_clean_prediction() -> None:
@@ -21,18 +21,18 @@ def test_target_pairs_leave_out_the_true_class_and_the_clean_prediction() -> Non
     assert clip.tolist() == [0, 0, 1] and target.tolist() == [1, 2, 0]
 
 
-def test_random_targets_avoid_the_true_class_and_the_clean_prediction_and_reach_every_other_class() -> None:
+def test_random_target_attempts_avoid_the_true_class_and_the_clean_prediction_and_reach_every_other_class() -> None:
     labels = torch.tensor([0, 1, 2, 3] * 100)
     pred = torch.tensor([0, 1, 2, 0] * 100)  # the clips of class 3 are misclassified as 0
-    clip, targets = random_targets(labels, pred, 4, seed=21)
+    clip, targets = random_target_attempts(labels, pred, 4, seed=21)
     assert torch.equal(clip, torch.arange(400))
     assert not bool((targets == pred).any() or (targets == labels).any())
     assert set(targets[labels == 0].tolist()) == {1, 2, 3} and set(targets[labels == 3].tolist()) == {1, 2}
-    assert torch.equal(targets, random_targets(labels, pred, 4, seed=21)[1])
+    assert torch.equal(targets, random_target_attempts(labels, pred, 4, seed=21)[1])
 
 
-def test_random_targets_skip_a_clip_with_no_class_left() -> None:
-    clip, targets = random_targets(torch.tensor([0, 1]), torch.tensor([1, 1]), 2, seed=0)
+def test_random_target_attempts_skip_a_clip_with_no_class_left() -> None:
+    clip, targets = random_target_attempts(torch.tensor([0, 1]), torch.tensor([1, 1]), 2, seed=0)
     assert clip.tolist() == [1] and targets.tolist() == [0]
 
 
@@ -109,10 +109,10 @@ def test_final_predictions_take_the_adversarial_one_only_where_found() -> None:
 
 
 def test_summary_of_a_row_by_hand() -> None:
-    s = summarize(_record(), Seed000Eval(n_boot=200))
+    s = summarize(_record(), EvalOptions(n_boot=200))
     assert (s["attempts"], s["found"], s["clips"]) == (4, 3, 4)
     assert s["found_quiet"] == 3 and s["found_quiet_rate"] == 0.75  # SNR 30, 40, 50 dB; clip 2 failed at 5 dB
-    s20 = summarize({**_record(), "snr_db": [29.9, 40.0, 5.0, 50.0]}, Seed000Eval(n_boot=50))
+    s20 = summarize({**_record(), "snr_db": [29.9, 40.0, 5.0, 50.0]}, EvalOptions(n_boot=50))
     assert s20["found_quiet"] == 2 and s20["found_quiet_rate"] == 0.5
     assert s["found_rate"] == 0.75 and s["accuracy"] == 0.0 and s["clean_accuracy"] == 0.75
     assert s["snr_mean"] == pytest.approx(40.0) and s["snr_median"] == 40.0  # over the found: 30, 40, 50
@@ -129,14 +129,14 @@ def test_summary_of_a_row_by_hand() -> None:
 def test_summary_of_a_clean_row() -> None:
     record = {"row": "clean", "mode": "clean", "labels": [0, 1, 1, 2], "clean_pred": [0, 1, 0, 2],
               "clean_conf": [0.9, 0.7, 0.5, 0.9]}
-    s = summarize(record, Seed000Eval(n_boot=100))
+    s = summarize(record, EvalOptions(n_boot=100))
     assert s["clean_accuracy"] == 0.75 and s["confidence"] == pytest.approx(0.75)
 
 
 def test_a_clustered_rate_of_zero_gets_a_wilson_interval_over_its_distinct_clips() -> None:
     record = {**_record(), "clip": [0, 0, 1, 1], "success": [True, True, True, True], "target": [1, 2, 0, 2],
               "noise_pred": [0, 0, 1, 1]}  # two clips, two targets each; the noise changes no prediction
-    s = summarize(record, Seed000Eval(n_boot=100))
+    s = summarize(record, EvalOptions(n_boot=100))
     assert s["noise_changed_rate"] == 0.0 and s["noise_changed_rate_ci_low"] == 0.0
     assert s["noise_changed_rate_ci_high"] == pytest.approx(wilson_interval(0.0, 2)[1])
     assert s["found_rate_ci_high"] == 1.0 and s["found_rate_ci_low"] == pytest.approx(wilson_interval(1.0, 2)[0])

@@ -1,9 +1,9 @@
-"""The seed 000 study's configuration: one victim, waveform attacks with their target modes, evaluation.
+"""The Prinz & Flexer study's configuration: one victim, waveform attacks with their target modes, evaluation.
 
-An experiment file with ``study: seed000`` (``configs/experiment/seed000.yaml``)::
+An experiment file with ``study: prinz_flexer`` (``configs/experiment/prinz_flexer.yaml``)::
 
-    study: seed000
-    name: seed000                  # MLflow experiment
+    study: prinz_flexer
+    name: prinz_flexer                  # MLflow experiment
     dataset: gm_instruments        # configs/<group>/<option>.yaml, as for `advaudio train`
     frontend: mel_db
     victim: averagepool_cnn
@@ -11,14 +11,14 @@ An experiment file with ``study: seed000`` (``configs/experiment/seed000.yaml``)
     attacks:                       # one table row each: attack: <configs/attack option>, its keys overridden
       pgdn: {attack: pgdn, eps: 0.0005, lr: 1.0e-5, paper: pgdn_150}
       cw: {attack: cw_seed000, targets: all, paper: cw_180}
-    evaluation: {n_examples: 48, snr_trim: 2048}   # see Seed000Eval
+    evaluation: {n_examples: 48, snr_trim: 2048}   # see EvalOptions
     overrides: {train.epochs: 15}  # dotted keys, as on the command line
 
-``targets`` (absent: untargeted) makes an attack targeted (seed 000, Sec. 5.1 and 5.3): ``random`` (one
+``targets`` (absent: untargeted) makes an attack targeted (Prinz & Flexer, Sec. 5.1 and 5.3): ``random`` (one
 class per clip other than its clean prediction, drawn with ``evaluation.seed``), ``all`` (every class
 that is neither the clip's true class nor its clean prediction: the source × target matrix), a class
 name (every clip not already predicted as it), or a list of ``[source, target]`` class pairs (the clips
-of the source class aimed at the target). ``paper`` names the line of seed 000's Table 1 the row is
+of the source class aimed at the target). ``paper`` names the line of Prinz & Flexer's Table 1 the row is
 compared with in the report's caption. Command-line overrides reach every key:
 ``evaluation.n_examples=16``, ``attacks.cw.max_iterations=50``, ``attacks.cw.targets=accordion``.
 """
@@ -34,23 +34,25 @@ from defense.config import compose, load_option
 from evaluation.tracking import stable_key
 from victims.registry import ConfigError, check_kwargs, to_dataclass
 
-STUDY = "seed000"
+STUDY = "prinz_flexer"
+ALIASES = ("seed000",)
+"""Earlier names of the study, accepted as ``study:`` values (and MLflow tags) and read as :data:`STUDY`."""
 STUDY_KEYS = ("study", "name", "dataset", "frontend", "victim", "train", "attacks", "evaluation", "overrides")
 MODES = ("untargeted", "random", "all", "class", "pairs")
 PAPER_LINES = ("clean", "fgsm_150", "pgdn_150", "cw_150", "cw_multiscale_150", "fgsm_180", "pgdn_180", "cw_180",
                "cw_multiscale_180", "cw_accordion", "cw_multiscale_accordion")
-"""Lines of seed 000's results an attack row can be compared with (Table 1's two settings, Sec. 5.3)."""
+"""Lines of Prinz & Flexer's results an attack row can be compared with (Table 1's two settings, Sec. 5.3)."""
 
 
 @dataclass
-class Seed000Eval:
+class EvalOptions:
     """How the attacks are run and summarised (``evaluation:``).
 
     Attributes:
-        n_examples: test clips attacked (a seeded, class-balanced subset; seed 000 attacks its 200
+        n_examples: test clips attacked (a seeded, class-balanced subset; Prinz & Flexer attack their 200
             validation clips, correctly classified or not).
-        seed: seeds the clips, random targets, PGDn's random start and the noise (seed 000: 21).
-        snr_trim: samples left out at each end of a clip for the SNR (seed 000: 2048).
+        seed: seeds the clips, random targets, PGDn's random start and the noise (Prinz & Flexer: 21).
+        snr_trim: samples left out at each end of a clip for the SNR (Prinz & Flexer: 2048).
         batch_size: attempts per attack call.
         n_boot: bootstrap resamples of the clips for every interval.
         confidence: level of every interval.
@@ -77,7 +79,7 @@ class AttackSpec:
         kwargs: constructor keywords (``targeted`` set from ``targets``).
         mode: one of :data:`MODES`.
         targets: the class (``class``), the ``[source, target]`` pairs (``pairs``), else ``None``.
-        paper: line of seed 000's results it is compared with, or ``None``.
+        paper: line of Prinz & Flexer's results it is compared with, or ``None``.
     """
 
     name: str
@@ -101,12 +103,12 @@ class AttackSpec:
 
 @dataclass
 class Study:
-    """A resolved seed 000 study."""
+    """A resolved Prinz & Flexer study."""
 
     name: str
     train_cfg: dict[str, Any]
     attacks: dict[str, AttackSpec]
-    evaluation: Seed000Eval
+    evaluation: EvalOptions
     source: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,7 +118,7 @@ class Study:
 
 
 def load_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Study:
-    """Resolve and validate a seed 000 experiment (file contents plus command-line overrides).
+    """Resolve and validate a Prinz & Flexer experiment (file contents plus command-line overrides).
 
     Raises:
         ConfigError: one line naming the wrong key or value: an unknown key, attack or class, an attack
@@ -125,16 +127,16 @@ def load_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = Non
     """
     unknown = sorted(set(raw) - set(STUDY_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key '{unknown[0]}' in a seed000 experiment; accepted: {', '.join(STUDY_KEYS)}")
+        raise ConfigError(f"unknown key '{unknown[0]}' in a prinz_flexer experiment; accepted: {', '.join(STUDY_KEYS)}")
     entries = raw.get("attacks")
     if not isinstance(entries, Mapping) or not entries:
-        raise ConfigError("a seed000 experiment needs 'attacks:', a mapping of row names to attack entries")
+        raise ConfigError("a prinz_flexer experiment needs 'attacks:', a mapping of row names to attack entries")
     spec = {k: copy.deepcopy(v) for k, v in raw.items() if k != "study"}
     spec["defense"] = "none"
     spec["attacks"] = {str(name): _expand(str(name), entry) for name, entry in entries.items()}
-    spec["evaluation"] = {**asdict(Seed000Eval()), **(raw.get("evaluation") or {})}
+    spec["evaluation"] = {**asdict(EvalOptions()), **(raw.get("evaluation") or {})}
     cfg = compose(spec, overrides)
-    evaluation = to_dataclass(Seed000Eval, cfg["evaluation"], "evaluation")
+    evaluation = to_dataclass(EvalOptions, cfg["evaluation"], "evaluation")
     _check_evaluation(evaluation, cfg["dataset"])
     attacks = {name: _attack_spec(name, entry) for name, entry in cfg["attacks"].items()}
     train_cfg = {k: cfg[k] for k in ("dataset", "frontend", "victim", "train", "defense")}
@@ -169,8 +171,8 @@ def _attack_spec(name: str, entry: dict[str, Any]) -> AttackSpec:
     except ConfigError as err:  # a bad name, key or value, named by the registry
         raise ConfigError(f"attack row '{name}': {err}") from None
     if attack.domain != "waveform":
-        raise ConfigError(f"attack row '{name}' works in the {attack.domain} domain; seed 000 attacks the waveform "
-                          "end to end (set domain: waveform): its SNR and WAVs need a waveform, and a "
+        raise ConfigError(f"attack row '{name}' works in the {attack.domain} domain; Prinz & Flexer attack the "
+                          "waveform end to end (set domain: waveform): its SNR and WAVs need a waveform, and a "
                           "representation has no exact inverse to give one back")
     return spec
 
@@ -197,7 +199,7 @@ def _mode(name: str, targets: Any) -> tuple[str, Any]:
                       f"got {targets!r}")
 
 
-def _check_evaluation(ev: Seed000Eval, dataset: Mapping[str, Any]) -> None:
+def _check_evaluation(ev: EvalOptions, dataset: Mapping[str, Any]) -> None:
     if ev.n_examples < 1 or ev.batch_size < 1 or ev.n_boot < 1 or ev.wavs < 0:
         raise ConfigError("evaluation.n_examples, batch_size and n_boot must be >= 1 and wavs >= 0")
     if not 0 < ev.confidence < 1:

@@ -1,4 +1,4 @@
-"""Seed 001 study: configuration errors, the full-size config, and a tiny run + report from MLflow."""
+"""Subramanian et al. study: configuration errors, the full-size config, and a tiny run + report from MLflow."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from experiments import STUDY_TAG
-from experiments.seed001_config import load_study
+from defense.studies import STUDY_TAG
+from experiments.subramanian.config import load_study
 from defense.config import load_option
 from victims.registry import ConfigError
 
-CPU = load_option("experiment", "seed001")
+CPU = load_option("experiment", "subramanian")
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -29,7 +29,7 @@ CPU = load_option("experiment", "seed001")
     ({"evaluation.n_example": 3}, r"unknown key 'evaluation.n_example'"),
     ({"attacks.cw.max_iteration": 3}, r"attack 'cw': unknown key 'max_iteration'"),
     ({"models.m5.victim.widht": 3}, r"model 'm5': unknown key 'victim.widht'"),
-    ({"clips": 3}, r"unknown key 'clips' for study seed001"),
+    ({"clips": 3}, r"unknown key 'clips' for study subramanian"),
 ])
 def test_bad_configuration_is_a_one_line_error(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
@@ -49,7 +49,7 @@ def test_cpu_config_resolves_three_models_of_one_data_set() -> None:
 
 def test_full_config_follows_seed_001() -> None:
     """ESC-50 at 32 kHz, STFT 1024 / 512, 64 mel bands; the attack settings of the paper's code (SPEC appendix)."""
-    study = load_study(load_option("experiment", "seed001_full"))
+    study = load_study(load_option("experiment", "subramanian_full"))
     assert len(study.models) == 6 and sum(m["frontend"]["name"] == "waveform" for m in study.models.values()) == 2
     model = study.models["vgg16"]
     assert model["dataset"]["name"] == "esc50" and model["dataset"]["sample_rate"] == 32000
@@ -66,7 +66,7 @@ def test_full_config_follows_seed_001() -> None:
 
 
 TINY = {
-    "study": "seed001", "name": "tiny001", "dataset": "gm_instruments", "train": "demo",
+    "study": "subramanian", "name": "tiny001", "dataset": "gm_instruments", "train": "demo",
     "models": {"cnn2d": {"frontend": "mel_db_seed001_8k", "victim": "koerich_cnn2d",
                          "overrides": {"victim.dense": 8, "frontend.n_mels": 16}},
                "m5": {"frontend": "waveform", "victim": "m5", "overrides": {"victim.width": 4}}},
@@ -87,16 +87,17 @@ TINY = {
 
 @pytest.mark.timeout(600)
 def test_tiny_study_runs_logs_resumes_and_reports_from_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from experiments import seed001
+    from experiments.subramanian import report, run
+    from experiments.subramanian.metrics import RECORD
     from evaluation.tracking import iter_runs, setup_tracking
 
     monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
     outputs = tmp_path / "out"
     ticks: list[str] = []
-    name = seed001.run(TINY, {}, tracking_uri=None, outputs=outputs, progress=ticks.append)
+    name = run.run(TINY, {}, tracking_uri=None, outputs=outputs, progress=ticks.append)
     assert name == "tiny001" and len(ticks) == 2 + 2 * 5 + 2
     exp_id = setup_tracking(name, None, outputs)
-    assert mlflow.get_experiment(exp_id).tags[STUDY_TAG] == "seed001"
+    assert mlflow.get_experiment(exp_id).tags[STUDY_TAG] == "subramanian"
     runs = list(iter_runs(exp_id))
     kinds = pd.Series([r.data.tags.get("advaudio.kind") for r in runs]).value_counts().to_dict()
     assert kinds == {"study": 1, "train": 2, "attack": 10, "transfer": 2}
@@ -106,12 +107,12 @@ def test_tiny_study_runs_logs_resumes_and_reports_from_mlflow(tmp_path: Path, mo
     assert all(r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("advaudio.kind") != "study")
 
     again: list[str] = []  # a rerun reads every finished run back instead of attacking again
-    seed001.run(TINY, {}, tracking_uri=None, outputs=outputs, progress=again.append)
+    run.run(TINY, {}, tracking_uri=None, outputs=outputs, progress=again.append)
     assert len(list(iter_runs(exp_id))) == len(runs)
 
     mlflow.set_tracking_uri("file:///nonexistent")  # the report must not lean on the run's process state
     store = f"sqlite:///{(outputs / 'mlflow.db').resolve()}"
-    text = seed001.report(name, store, outputs)
+    text = report.report(name, store, outputs)
     reports = outputs / "reports" / name
     for stem in ("table_1_models", "table_2_attacks", "table_3_per_model", "table_4_lbfgs_snr",
                  "table_5_transfer", "direction_checks"):
@@ -122,7 +123,7 @@ def test_tiny_study_runs_logs_resumes_and_reports_from_mlflow(tmp_path: Path, mo
     client = mlflow.MlflowClient(store)
 
     def record(run_id: str) -> dict:
-        return json.loads(Path(client.download_artifacts(run_id, seed001.RECORD)).read_text())
+        return json.loads(Path(client.download_artifacts(run_id, RECORD)).read_text())
 
     for _, row in table_2.iterrows():  # attempts and success rate recomputed from both models' per-attempt records
         success = [hit for r in runs if r.data.tags.get("advaudio.kind") == "attack"

@@ -1,6 +1,6 @@
-"""Seed 001's measures as pure functions (Subramanian et al. 2019, Sec. 3-4, Tables 2-5).
+"""Subramanian et al.'s measures as pure functions (2019, Sec. 3-4, Tables 2-5).
 
-- Fixed-SNR budgets: seed 001 scales white noise and FGSM so that every clip gets the same SNR
+- Fixed-SNR budgets: Subramanian et al. scale white noise and FGSM so that every clip gets the same SNR
   (Table 2: 20.00 and 19.99 dB). SNR = 20·log10(‖x‖₂ / ‖δ‖₂) dB (:func:`evaluation.metrics.snr_db`);
   an L2 budget is then ‖δ‖₂ = ‖x‖₂·10^(−SNR/20), and an L∞ budget ε, whose sign perturbation fills
   every one of the T samples (‖δ‖₂ = ε·√T), is ε = RMS(x)·10^(−SNR/20). Clipping to [-1, 1] can
@@ -27,6 +27,14 @@ from torch import Tensor
 from evaluation import metrics as M
 from evaluation import stats
 
+RECORD = "seed001_record.json"
+"""An attack run's per-attempt record (:func:`attempt_record` with the run's coordinates); the name is kept from
+the study's first layout so that stores logged before read back."""
+TRANSFER = "transfer.json"
+"""A transfer run's replay record (:class:`evaluation.transfer.TransferRecord`)."""
+ADVERSARIAL = "adversarial.pt"
+"""A replayed attack's successful attempts (indices and adversarial waveforms), read back on a rerun."""
+
 
 def snr_budgets(waves: Tensor, snr_db: float, norm: str) -> Tensor:
     """``(N,)`` float64 budgets giving each clip of ``waves`` ``(N, 1, T)`` a perturbation at ``snr_db``.
@@ -34,7 +42,8 @@ def snr_budgets(waves: Tensor, snr_db: float, norm: str) -> Tensor:
     Args:
         waves: clean waveforms.
         snr_db: requested SNR in dB.
-        norm: ``"l2"`` (‖δ‖₂ = ‖x‖₂·10^(−snr/20)) or ``"linf"`` (ε = RMS(x)·10^(−snr/20), a sign step).
+        norm: ``"l2"`` (‖δ‖₂ = ‖x‖₂·10^(−snr/20)) or ``"linf"`` (ε = RMS(x)·10^(−snr/20), a sign
+            step).
 
     Raises:
         ValueError: for another norm.
@@ -50,7 +59,7 @@ def snr_budgets(waves: Tensor, snr_db: float, norm: str) -> Tensor:
 
 def attempt_record(labels: Tensor, clean_logits: Tensor, adv_logits: Tensor, clean: Tensor, adversarial: Tensor,
                    targets: Tensor | None = None) -> dict[str, list[Any]]:
-    """Per-attempt outcome of one attack on one model (seed 001, Tables 2-4), JSON-ready.
+    """Per-attempt outcome of one attack on one model (Subramanian et al., Tables 2-4), JSON-ready.
 
     Args:
         labels: ``(n,)`` true labels of the attacked clips (all in the model's base set).

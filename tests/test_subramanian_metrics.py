@@ -1,4 +1,4 @@
-"""Seed 001's measures on hand-computed cases: fixed-SNR budgets, per-attempt records, grouped means."""
+"""Subramanian et al.'s measures on hand-computed cases: fixed-SNR budgets, per-attempt records, grouped means."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evaluation import metrics as M
-from experiments.seed001_metrics import attempt_record, grouped_ratio, snr_budgets
+from experiments.subramanian.metrics import attempt_record, grouped_ratio, snr_budgets
 
 
 def test_snr_budgets_hand_computed_and_reach_the_snr() -> None:

@@ -1,13 +1,13 @@
-"""Recording-level decisions from segment predictions, and their uncertainty (seed 003, Section II).
+"""Recording-level decisions from segment predictions, and their uncertainty (Koerich et al., Section II).
 
-Seed 003 cuts every recording into overlapping windows, classifies each window, and decides for the
+Koerich et al. cut every recording into overlapping windows, classifies each window, and decides for the
 recording by **majority vote** (the class most windows predict) or by the **sum rule** (the class with
 the largest sum of window probabilities). Segment-level and recording-level accuracies, a transfer
 rate and a mean SNR are all ratios of sums over recordings, so one cluster bootstrap (recordings drawn
 with replacement, their windows kept together: windows of one recording are not independent) gives
 every interval.
 
-Ties: seed 003's code takes ``np.argmax`` of the vote counts, i.e. the lowest class index. Here a tie
+Ties: Koerich et al.'s code takes ``np.argmax`` of the vote counts, i.e. the lowest class index. Here a tie
 in votes is broken by the summed probability of the tied classes (then by the lowest index), so the
 decision does not depend on how the classes happen to be numbered.
 """
@@ -56,7 +56,7 @@ def recordings(groups: np.ndarray, labels: np.ndarray) -> Recordings:
 
 
 def sum_rule(probs: np.ndarray, rec: Recordings) -> np.ndarray:
-    """``(G,)`` class with the largest sum of segment probabilities per recording (seed 003's sum rule)."""
+    """``(G,)`` class with the largest sum of segment probabilities per recording (Koerich et al.'s sum rule)."""
     return _summed(probs, rec).argmax(axis=1)
 
 
@@ -88,7 +88,7 @@ def per_recording(values: np.ndarray, rec: Recordings) -> np.ndarray:
 
 
 def accuracy_counts(probs: np.ndarray, rec: Recordings) -> dict[str, np.ndarray]:
-    """Per-recording numerators of the three accuracies of seed 003's tables.
+    """Per-recording numerators of the three accuracies of Koerich et al.'s tables.
 
     Returns:
         ``segment``: correct segments of each recording (denominator ``rec.segments``);
@@ -102,7 +102,7 @@ def accuracy_counts(probs: np.ndarray, rec: Recordings) -> dict[str, np.ndarray]
 
 def transfer_counts(source_fooled: np.ndarray, target_clean_correct: np.ndarray, target_fooled: np.ndarray,
                     rec: Recordings) -> tuple[np.ndarray, np.ndarray]:
-    """Per-recording numerator and denominator of the transfer rate (seed 001's definition, seed 003's setting):
+    """Per-recording numerator and denominator of the transfer rate (seed 001's definition, Koerich et al.'s setting):
     among segments whose attack fooled the source model and whose target model is right on the clean
     (reconstructed) input, the share the target model gets wrong on the adversarial one."""
     base = np.asarray(source_fooled, bool) & np.asarray(target_clean_correct, bool)

@@ -1,6 +1,6 @@
-"""Seed 001's tables rebuilt from MLflow alone, with intervals, the paper's numbers and direction checks.
+"""Subramanian et al.'s tables rebuilt from MLflow alone, with intervals, the paper's numbers and direction checks.
 
-Read from the runs :mod:`experiments.seed001` logs: the models' training runs (test accuracy and its
+Read from the runs :mod:`experiments.subramanian.run` logs: the models' training runs (test accuracy and its
 Wilson interval, last-epoch training accuracy), each attack run's per-attempt record and each transfer
 run's replay record. Every rate and mean carries a 95 % percentile bootstrap over clips (attempts that
 share a clip, on several models or towards several targets, move together), ``value [low, high]``;
@@ -35,22 +35,22 @@ from evaluation.stats import Interval, ratio_of_sums_interval
 from evaluation.stored import open_experiment
 from evaluation.tracking import default_tracking_uri, iter_runs
 from evaluation.transfer import TransferRecord, transfer_rates
-from experiments.seed001 import RECORD, TRANSFER
-from experiments.seed001_metrics import MEASURES, clip_sums, difference, grouped_ratio, record_frame
+from experiments.subramanian.metrics import (MEASURES, RECORD, TRANSFER, clip_sums, difference, grouped_ratio,
+                                             record_frame)
 from victims.registry import ConfigError
 
-PAPER_1 = ("Seed 001 Table 1 (DCASE 2018 task 2, 41 classes): test accuracy VGG13 80.9, CRNN 84.4, GCNN 84.4, "
+PAPER_1 = ("Paper Table 1 (DCASE 2018 task 2, 41 classes): test accuracy VGG13 80.9, CRNN 84.4, GCNN 84.4, "
            "dense-mel 89.9, dense-wav 86.1 %; training 97.0-98.8 %.")
-PAPER_2 = ("Seed 001 Table 2 (pooled over five models; success %, New, GT new, SNR dB): white noise 21.14, 0.371, "
+PAPER_2 = ("Paper Table 2 (pooled over five models; success %, New, GT new, SNR dB): white noise 21.14, 0.371, "
            "0.158, 20.00; FGSM 31.14, 0.307, 0.098, 19.99; DeepFool 99.99, 0.350, 0.248, 41.81; C&W 99.51, 0.710, "
            "0.019, 46.23.")
-PAPER_3 = ("Seed 001 Table 3: DeepFool success 99.6-100 %, GT 0.685-0.952, New 0.219-0.518, GT new 0.168-0.363, "
+PAPER_3 = ("Paper Table 3: DeepFool success 99.6-100 %, GT 0.685-0.952, New 0.219-0.518, GT new 0.168-0.363, "
            "SNR 49.4-55.4 dB on the log-mel models and 41.81 on dense-wav; C&W success 97.97-100 %, New 0.588-0.922, "
            "GT new 0.012-0.021, SNR 50.6-55.7 dB on the log-mel models and 45.62 on dense-wav.")
-PAPER_4 = ("Seed 001 Table 4 (mean SNR over the models, music subset): C&W 93.0-109.1 dB, L-BFGS 50.1-61.7 dB; "
+PAPER_4 = ("Paper Table 4 (mean SNR over the models, music subset): C&W 93.0-109.1 dB, L-BFGS 50.1-61.7 dB; "
            "snare drum needs the most perturbation as a source in both; Fig. 2: targeted success is lower than "
            "untargeted, C&W above L-BFGS.")
-PAPER_5 = ("Seed 001 Table 5 (DeepFool and C&W pooled, %): between the Iqbal log-mel models 4.88-9.96, into "
+PAPER_5 = ("Paper Table 5 (DeepFool and C&W pooled, %): between the Iqbal log-mel models 4.88-9.96, into "
            "dense-mel 0.20-0.41, into dense-wav 0-0.20 (only from dense-mel), from dense-wav 0.61-3.05.")
 
 
@@ -72,7 +72,7 @@ class StudyData:
 
 
 def collect(experiment: str, tracking_uri: str | None = None) -> StudyData:
-    """Read a seed 001 study's runs from MLflow.
+    """Read a Subramanian et al. study's runs from MLflow.
 
     Raises:
         ConfigError: if the experiment does not exist or holds no finished study.
@@ -91,7 +91,7 @@ def collect(experiment: str, tracking_uri: str | None = None) -> StudyData:
         if kind in by_kind and (finished or kind == "train"):
             by_kind[kind][(tags.get("advaudio.model", ""), tags.get("advaudio.attack", ""))] = run
     if not by_kind["study"]:
-        raise ConfigError(f"experiment '{experiment}' holds no finished seed001 study")
+        raise ConfigError(f"experiment '{experiment}' holds no finished subramanian study")
     source = _json_artifact(client, next(reversed(by_kind["study"].values())).info.run_id, "study.json")
     order = list(source.get("models") or [])
     evaluation = source.get("evaluation") or {}
@@ -403,9 +403,10 @@ def sections(data: StudyData) -> Iterator[tuple[str, str, pd.DataFrame]]:
            pd.DataFrame([vars(c) for c in found], columns=["finding", "paper", "ours", "verdict"]))
 
 
-def build_report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
-    """Write every table as CSV and Markdown under ``outputs/reports/<experiment>/`` and return them as text (a
-    missing store or experiment, or one without a study run, is a ConfigError that creates nothing)."""
+def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
+    """Subramanian et al.'s Tables 1-5 and the direction checks, rebuilt from MLflow alone: every table written as
+    CSV and Markdown under ``outputs/reports/<experiment>/`` and returned as text (a missing store or experiment,
+    or one without a study run, is a ConfigError that creates nothing)."""
     open_experiment(experiment, tracking_uri, outputs, kinds=("study",))
     data = collect(experiment, mlflow.get_tracking_uri())
     out_dir = Path(outputs) / "reports" / experiment

@@ -1,9 +1,9 @@
-"""The seed 003 study's config: composed from ``configs/`` options, validated before anything runs.
+"""The Koerich et al. study's config: composed from ``configs/`` options, validated before anything runs.
 
-Layout of ``configs/experiment/seed003*.yaml`` (Koerich et al., seed 003, Sections II-IV)::
+Layout of ``configs/experiment/koerich*.yaml`` (Koerich et al. 2020, Sections II-IV)::
 
-    study: seed003
-    name: seed003                    # MLflow experiment
+    study: koerich
+    name: koerich                    # MLflow experiment
     dataset: gtzan                   # a dataset option; segment: true cuts recordings into windows
     train: seed003                   # a train option, copied into every model
     spectrogram_models:              # 2D CNNs, each attacked on its dB spectrogram (Tables III, V)
@@ -35,7 +35,9 @@ from victims.frontends.spectral import MelDb, StftDb
 from victims.frontends.waveform import Waveform
 from victims.registry import ConfigError, _suggest, to_dataclass
 
-STUDY = "seed003"
+STUDY = "koerich"
+ALIASES = ("seed003",)
+"""Earlier names of the study, accepted as ``study:`` values (and MLflow tags) and read as :data:`STUDY`."""
 TOP_KEYS = ("study", "name", "dataset", "train", "spectrogram_models", "waveform_model", "attacks", "test_folds",
             "evaluation", "overrides")
 INVERTIBLE = (StftDb, MelDb)
@@ -79,7 +81,7 @@ class EvalOptions:
 
 @dataclass
 class Study:
-    """A validated seed 003 study; ``source`` is the composed config (logged, and hashed for resuming)."""
+    """A validated Koerich et al. study; ``source`` is the composed config (logged, and hashed for resuming)."""
 
     name: str
     dataset: dict[str, Any]
@@ -131,17 +133,17 @@ def compose_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
     spec = copy.deepcopy(dict(raw))
     for key in spec:
         if key not in TOP_KEYS:
-            raise ConfigError(f"unknown key '{key}' in a seed003 study{_suggest(key, list(TOP_KEYS))}; "
+            raise ConfigError(f"unknown key '{key}' in a koerich study{_suggest(key, list(TOP_KEYS))}; "
                               f"accepted: {', '.join(TOP_KEYS)}")
     pending = {**(spec.pop("overrides", None) or {}), **(overrides or {})}
     for group in ("dataset", "train"):
         if isinstance(pending.get(group), str):
             spec[group] = pending.pop(group)
         if not isinstance(spec.get(group), str):
-            raise ConfigError(f"seed003 study needs '{group}: <option>' naming a configs/{group}/ file")
+            raise ConfigError(f"koerich study needs '{group}: <option>' naming a configs/{group}/ file")
         spec[group] = load_option(group, spec[group])
     if not isinstance(spec.get("spectrogram_models"), Mapping) or not spec["spectrogram_models"]:
-        raise ConfigError("seed003 study needs spectrogram_models: {<name>: {frontend: <option>, victim: <option>}}")
+        raise ConfigError("koerich study needs spectrogram_models: {<name>: {frontend: <option>, victim: <option>}}")
     spec["spectrogram_models"] = {str(k): _model(f"spectrogram_models.{k}", v, spec["train"])
                                   for k, v in spec["spectrogram_models"].items()}
     spec["waveform_model"] = _model("waveform_model", spec.get("waveform_model"), spec["train"])
@@ -179,21 +181,22 @@ def validate(spec: dict[str, Any]) -> Study:
         ConfigError: e.g. a spectrogram model whose front-end has no waveform inverse, a waveform model on
             a spectrogram, an attack outside the representation domain, or test folds on a fractions split.
     """
-    if spec.get("study") != STUDY:
+    if spec.get("study") not in (STUDY, *ALIASES):
         raise ConfigError(f"study must be '{STUDY}', got {spec.get('study')!r}")
+    spec["study"] = STUDY
     dataset = parse_config(spec["dataset"])
     for name, model in spec["spectrogram_models"].items():
         _check_model(f"spectrogram_models.{name}", model, spec["dataset"]["sample_rate"])
         frontend = FRONTENDS.get(model["frontend"]["name"])
         if not (inspect.isclass(frontend) and issubclass(frontend, INVERTIBLE)):
             raise ConfigError(f"spectrogram_models.{name}: front-end '{model['frontend']['name']}' has no waveform "
-                              "inverse; seed 003 attacks STFT-dB (kept-phase iSTFT) or mel-dB (Griffin-Lim) "
+                              "inverse; Koerich et al. attack STFT-dB (kept-phase iSTFT) or mel-dB (Griffin-Lim) "
                               "spectrograms")
     wave = spec["waveform_model"]
     _check_model("waveform_model", wave, spec["dataset"]["sample_rate"])
     if FRONTENDS.get(wave["frontend"]["name"]) is not Waveform:
         raise ConfigError(f"waveform_model: front-end '{wave['frontend']['name']}' is not the raw waveform; "
-                          "seed 003's 1D CNN hears the reconstructed audio itself (frontend: waveform)")
+                          "Koerich et al.'s 1D CNN hears the reconstructed audio itself (frontend: waveform)")
     attacks, norms = _attacks(spec["attacks"])
     folds = spec["test_folds"]
     if folds is not None:
@@ -229,9 +232,9 @@ def _attacks(entries: Any) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
             raise ConfigError(f"attacks.{key} must be a mapping with a registered 'name'")
         cfg = dict(cfg)
         if cfg.setdefault("domain", "representation") != "representation":
-            raise ConfigError(f"attacks.{key}: domain '{cfg['domain']}'; seed 003 attacks the spectrogram "
+            raise ConfigError(f"attacks.{key}: domain '{cfg['domain']}'; Koerich et al. attack the spectrogram "
                               "(domain: representation, in the front-end's dB units)")
-        needs = f"attacks.{key}: seed 003 runs untargeted fixed-budget attacks (FGSM, BIM) with an eps"
+        needs = f"attacks.{key}: Koerich et al. run untargeted fixed-budget attacks (FGSM, BIM) with an eps"
         if not getattr(ATTACKS.get(cfg["name"]), "fixed_budget", False):
             raise ConfigError(needs)
         try:

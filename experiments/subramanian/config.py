@@ -1,10 +1,10 @@
-"""The seed 001 study's configuration (``configs/experiment/seed001.yaml``), resolved and checked.
+"""The Subramanian et al. study's configuration (``configs/experiment/subramanian.yaml``), resolved and checked.
 
 A study file names the models trained on one data set and representation set, the attacks and the
 clips they run on::
 
-    study: seed001
-    name: seed001                       # MLflow experiment
+    study: subramanian
+    name: subramanian                       # MLflow experiment
     dataset: gm_instruments             # configs/dataset/, shared by every model
     train: demo                         # configs/train/, shared by every model
     models:                             # name -> front-end and victim options, per-model overrides
@@ -16,7 +16,7 @@ clips they run on::
     fixed_snr_db: 20.0                  # budget of fixed-budget attacks (noise, FGSM), as an SNR per clip
     transfer: [deepfool, cw]            # untargeted attacks whose examples are replayed on every model
     targeted_classes: [cello, violin]   # targeted attacks: every ordered pair of these classes
-    evaluation: {n_examples: 36, ...}   # see StudyEval
+    evaluation: {n_examples: 36, ...}   # see EvalOptions
     overrides: {dataset.clip_seconds: 0.5, train.epochs: 6}
 
 Command-line overrides: ``dataset.*``, ``train.*``, ``frontend.*`` and ``victim.*`` apply to every model;
@@ -34,20 +34,23 @@ from attacks import create_attack
 from defense.config import compose, load_option, set_dotted
 from victims.registry import ConfigError, to_dataclass
 
+STUDY = "subramanian"
+ALIASES = ("seed001",)
+"""Earlier names of the study, accepted as ``study:`` values (and MLflow tags) and read as :data:`STUDY`."""
 MODEL_GROUPS = ("dataset", "frontend", "victim", "train")
 KNOWN = {"study", "name", "dataset", "train", "models", "attacks", "fixed_snr_db", "transfer", "targeted_classes",
          "evaluation", "overrides"}
 
 
 @dataclass
-class StudyEval:
+class EvalOptions:
     """How the attacks are run (``evaluation:``).
 
     Attributes:
-        n_examples: test clips of the untargeted attacks and the transfer (seed 001: 6 per class), a seeded,
+        n_examples: test clips of the untargeted attacks and the transfer (Subramanian et al.: 6 per class), a seeded,
             class-balanced subset shared by every model.
         targeted_per_class: test clips per targeted class, each attacked towards every other targeted
-            class (seed 001: 6).
+            class (Subramanian et al.: 6).
         batch_size: attempts per attack call.
         seed: seeds the clip selection and the attacks' randomness.
         n_boot: bootstrap resamples of the clips for every interval.
@@ -55,8 +58,8 @@ class StudyEval:
         wavs: adversarial examples per model and attack written as WAV files.
         threads: CPU threads torch uses during the run (``None``: leave torch's default). On a 2-core
             machine shared with other jobs, one thread ran these small models about twice as fast.
-        base_set: the attempts attacked: ``correct`` (seed 001: clips the model classifies correctly) or ``all``
-            (every attempt, the clean prediction standing in for the label; attempts already predicted as their
+        base_set: the attempts attacked: ``correct`` (Subramanian et al.: clips the model classifies correctly) or
+            ``all`` (every attempt, the clean prediction standing in for the label; attempts already predicted as their
             target are left out), which the dry run uses.
     """
 
@@ -73,7 +76,7 @@ class StudyEval:
 
 @dataclass
 class Study:
-    """A resolved seed 001 study.
+    """A resolved Subramanian et al. study.
 
     Attributes:
         name: MLflow experiment name.
@@ -94,12 +97,12 @@ class Study:
     fixed_snr_db: float | None
     transfer: list[str]
     targeted_classes: list[str]
-    evaluation: StudyEval
+    evaluation: EvalOptions
     source: dict[str, Any] = field(default_factory=dict)
 
 
 def load_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Study:
-    """Resolve a seed 001 study file with command-line ``overrides``.
+    """Resolve a Subramanian et al. study file with command-line ``overrides``.
 
     Raises:
         ConfigError: for an unknown key, option or value, an attack outside the waveform domain, a
@@ -109,13 +112,15 @@ def load_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = Non
     spec = copy.deepcopy(dict(raw))
     extra = sorted(set(spec) - KNOWN)
     if extra:
-        raise ConfigError(f"unknown key '{extra[0]}' in study seed001; accepted: {', '.join(sorted(KNOWN))}")
+        raise ConfigError(f"unknown key '{extra[0]}' in study subramanian; accepted: {', '.join(sorted(KNOWN))}")
+    if spec.get("study") in ALIASES:
+        spec["study"] = STUDY
     common = dict(spec.pop("overrides", None) or {})
     models = {name: dict(entry or {}) for name, entry in (spec.get("models") or {}).items()}
     attacks = {label: dict(entry or {}) for label, entry in (spec.get("attacks") or {}).items()}
     for key, value in (overrides or {}).items():
         _route(key, value, spec, common, models, attacks)
-    evaluation = to_dataclass(StudyEval, spec.get("evaluation") or {}, "evaluation")
+    evaluation = to_dataclass(EvalOptions, spec.get("evaluation") or {}, "evaluation")
     resolved = _models(spec, models, common)
     built, targeted = _attacks(attacks, spec.get("fixed_snr_db"))
     transfer = list(spec.get("transfer") or [])
@@ -125,7 +130,7 @@ def load_study(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = Non
                               f"(untargeted: {', '.join(k for k, t in targeted.items() if not t)})")
     classes = _targeted_classes(spec.get("targeted_classes"), any(targeted.values()))
     source = {**spec, "models": models, "attacks": attacks, "overrides": common}
-    return Study(str(spec.get("name") or "seed001"), resolved, built, targeted, spec.get("fixed_snr_db"), transfer,
+    return Study(str(spec.get("name") or STUDY), resolved, built, targeted, spec.get("fixed_snr_db"), transfer,
                  classes, evaluation, source)
 
 
@@ -151,14 +156,14 @@ def _route(key: str, value: Any, spec: dict[str, Any], common: dict[str, Any], m
     elif len(parts) == 1 and parts[0] in ("name", "fixed_snr_db", "transfer", "targeted_classes"):
         spec[parts[0]] = value
     else:
-        raise ConfigError(f"unknown key '{key}' for study seed001")
+        raise ConfigError(f"unknown key '{key}' for study subramanian")
 
 
 def _models(spec: dict[str, Any], models: dict[str, dict[str, Any]], common: dict[str, Any]
             ) -> dict[str, dict[str, Any]]:
     """Compose every model's training config and check that they share one data set."""
     if len(models) < 2:
-        raise ConfigError("seed001 needs at least two models (it compares them and transfers between them)")
+        raise ConfigError("subramanian needs at least two models (it compares them and transfers between them)")
     resolved = {}
     for name, entry in models.items():
         unknown = sorted(set(entry) - {"frontend", "victim", "overrides"})
@@ -176,8 +181,8 @@ def _models(spec: dict[str, Any], models: dict[str, dict[str, Any]], common: dic
         if cfg["dataset"] != resolved[first]["dataset"]:
             same_classes = cfg["dataset"].get("classes") == resolved[first]["dataset"].get("classes")
             raise ConfigError(f"models '{first}' and '{name}' are trained on different "
-                              f"{'data' if same_classes else 'class sets'}: seed 001 compares models of one data set "
-                              "and transfers examples between them")
+                              f"{'data' if same_classes else 'class sets'}: Subramanian et al. compare models of one "
+                              "data set and transfer examples between them")
     return resolved
 
 
@@ -185,7 +190,7 @@ def _attacks(attacks: dict[str, dict[str, Any]], fixed_snr_db: Any) -> tuple[dic
                                                                             dict[str, bool]]:
     """Load each attack option, apply its overrides and build it once to check it."""
     if not attacks:
-        raise ConfigError("seed001 needs attacks")
+        raise ConfigError("subramanian needs attacks")
     if fixed_snr_db is not None and not isinstance(fixed_snr_db, (int, float)):
         raise ConfigError(f"fixed_snr_db must be a number, got {fixed_snr_db!r}")
     built, targeted = {}, {}
@@ -201,11 +206,11 @@ def _attacks(attacks: dict[str, dict[str, Any]], fixed_snr_db: Any) -> tuple[dic
         except (ConfigError, TypeError, ValueError) as err:
             raise ConfigError(f"attack '{label}': {err}") from None
         if attack.domain != "waveform":
-            raise ConfigError(f"attack '{label}' runs in the {attack.domain} domain: seed 001 attacks the waveform "
-                              "(SNR, transfer between representations); set domain: waveform")
+            raise ConfigError(f"attack '{label}' runs in the {attack.domain} domain: Subramanian et al. attack the "
+                              "waveform (SNR, transfer between representations); set domain: waveform")
         if attack.fixed_budget and (fixed_snr_db is None or not attack.per_example_budgets):
             raise ConfigError(f"fixed-budget attack '{label}' is scaled per clip to fixed_snr_db: set fixed_snr_db "
-                              "(seed 001: 20 dB) and use an attack that takes per-example budgets")
+                              "(Subramanian et al.: 20 dB) and use an attack that takes per-example budgets")
         built[label], targeted[label] = cfg, bool(attack.targeted)
     return built, targeted
 

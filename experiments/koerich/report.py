@@ -1,26 +1,34 @@
-"""Seed 003's Tables III-VII (and a transfer table) from the per-recording records alone.
+"""Koerich et al.'s Tables III-VII (and a transfer table) from the per-recording records alone.
 
 Every accuracy, transfer rate and mean SNR is a ratio of sums over test recordings
-(:mod:`evaluation.aggregate`). With one test fold a cell reads ``value [low, high]``: the 95 %
-cluster-bootstrap interval over recordings. With several folds (seed 003 reports mean ± SD over its
+(:mod:`experiments.koerich.metrics`). With one test fold a cell reads ``value [low, high]``: the 95 %
+cluster-bootstrap interval over recordings. With several folds (Koerich et al. report mean ± SD over their
 three GTZAN folds) it reads ``mean ± SD [low, high] (k folds)`` with the Student-t interval of the mean.
 Accuracies are in %, SNRs in dB.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import yaml
+from mlflow.tracking import MlflowClient
 
-from evaluation.aggregate import cluster_interval, ratio_of_sums
 from evaluation.stats import seed_interval
+from evaluation.stored import open_experiment
+from evaluation.tracking import iter_runs
+from experiments.koerich.config import EvalOptions
+from experiments.koerich.measure import EVAL_KIND, RECORD
+from experiments.koerich.metrics import cluster_interval, ratio_of_sums
+from victims.registry import ConfigError
 
 AGGREGATES = (("segment", "Segments"), ("vote", "MV"), ("sum", "SR"))
-PAPER_SOURCE = "seed 003 (Koerich et al.), GTZAN, 3 track-level folds, mean ± SD"
+PAPER_SOURCE = "Koerich et al. 2020, GTZAN, 3 track-level folds, mean ± SD"
 PAPER = {
     "III": "STFT 67.09 ± 1.49 | 75.84 ± 1.92 | 75.64 ± 2.09; MF 75.29 ± 2.50 | 81.87 ± 2.49 | 81.37 ± 2.20",
     "IV": "Original 70.82 ± 0.20 | 77.69 ± 0.81 | 77.99 ± 1.04; STFT recons 71.87 ± 0.67 | 78.49 ± 0.26 | "
@@ -31,7 +39,7 @@ PAPER = {
           "33.35 ± 3.67 (mel reconstructions were not evaluated)",
     "VII": "STFT: None 90, FGSM 14.62 ± 5.93, BIM 20.19 ± 5.95; MF: None 8.71 ± 11.77, FGSM 42.69 ± 9.45, "
            "BIM 44.21 ± 9.90",
-    "VIII": "not reported by seed 003 (its Table VI gives the 1D CNN's accuracy only)",
+    "VIII": "not reported by Koerich et al. (their Table VI gives the 1D CNN's accuracy only)",
 }
 CONTROL_NOTE = (" Rows random_<eps> (beyond the paper): random signs ±eps dB on every bin, the size of an L∞ "
                 "attack's perturbation without its aim.")
@@ -192,3 +200,38 @@ def write_tables(tables: list[Table], folder: Path, header: str) -> list[Path]:
         paths += [folder / f"{t.stem}.csv", folder / f"{t.stem}.md"]
     (folder / "tables.md").write_text(format_tables(tables, header) + "\n")
     return [*paths, folder / "tables.md"]
+
+
+def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
+    """Rebuild Koerich et al.'s tables from the newest study run of ``experiment`` in MLflow alone.
+
+    Raises:
+        ConfigError: if the store or the experiment is missing (nothing is created) or holds no study run
+            of Koerich et al.
+    """
+    exp_id = open_experiment(experiment, tracking_uri, outputs, kinds=("study",)).experiment_id
+    client = MlflowClient()
+    parents = sorted(iter_runs(exp_id, "tags.`advaudio.kind` = 'study'", client), key=lambda r: r.info.start_time)
+    if not parents:
+        raise ConfigError(f"experiment '{experiment}' holds no koerich study run; run `advaudio experiment koerich`")
+    parent = parents[-1]
+    source = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "study.yaml")).read_text())
+    ev = EvalOptions(**source["evaluation"])
+    filt = (f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`advaudio.kind` = '{EVAL_KIND}' "
+            "and tags.`advaudio.status` = 'finished'")
+    records = [json.loads(Path(client.download_artifacts(r.info.run_id, RECORD)).read_text())
+               for r in iter_runs(exp_id, filt, client)]
+    records.sort(key=lambda r: (str(r["fold"]), r["input"]))
+    tables = build_tables(records, n_boot=ev.n_boot, seed=ev.seed, level=ev.confidence)
+    folds = sorted({"the configured split" if r["fold"] is None else str(r["fold"]) for r in records})
+
+    def shown(c: dict[str, Any]) -> str:
+        return ", ".join(f"{x} {v}" for x, v in c.items() if x not in ("domain", "name"))
+
+    attacks = "; ".join(f"{k} = {c['name']} ({shown(c)})" for k, c in source["attacks"].items())
+    header = (f"# {experiment}: Koerich et al. cross-representation transfer on {source['dataset']['name']} "
+              f"(test fold: {', '.join(folds)}; {len(records)} evaluation runs; intervals "
+              f"{ev.confidence:.0%}, {'bootstrap over test recordings' if len(folds) == 1 else 't across folds'})\n\n"
+              f"Attacks on the 2D CNN's dB spectrogram (front-end units): {attacks}.")
+    paths = write_tables(tables, outputs / "reports" / experiment, header)
+    return format_tables(tables, header) + f"\n\ntables written to {paths[0].parent}"

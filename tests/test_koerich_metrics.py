@@ -1,4 +1,4 @@
-"""evaluation/aggregate.py: majority vote and sum rule over segments (seed 003), on hand-computed cases."""
+"""experiments/koerich/metrics.py: majority vote and sum rule over segments (Koerich et al.), on hand-computed cases."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation import aggregate as A
+from experiments.koerich import metrics as A
 
 # Three recordings (ids 5, 2, 9), six segments. Sorted ids: [2, 5, 9].
 GROUPS = np.array([5, 5, 5, 2, 2, 9])

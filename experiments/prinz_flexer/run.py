@@ -1,22 +1,22 @@
-"""Seed 000 as a study: end-to-end waveform attacks on an instrument classifier (Prinz & Flexer,
-"End-to-end adversarial white box attacks on music instrument classification").
+"""Prinz & Flexer's study: end-to-end waveform attacks on an instrument classifier ("End-to-end adversarial
+white box attacks on music instrument classification", 2021).
 
-``advaudio experiment seed000`` trains the AveragePoolCNN on mel-dB (Sec. 4.1), attacks a seeded,
+``advaudio experiment prinz_flexer`` trains the AveragePoolCNN on mel-dB (Sec. 4.1), attacks a seeded,
 class-balanced set of test clips on the waveform through the differentiable front-end with every row
 of ``attacks:`` (FGSM, PGDn, C&W, multi-scale C&W; Sec. 4.2), untargeted or targeted (random targets,
 one class, or every source × target pair), and for each row records per attempt: success, SNR over
-seed 000's trimmed window, iterations, the adversarial prediction's confidence, and the prediction
+the paper's trimmed window, iterations, the adversarial prediction's confidence, and the prediction
 under white noise of the same SNR (Sec. 5.2's check that the attack is not merely loud); also
 accuracy under noise at the row's mean SNR on every clip (Sec. 5.2: 0.79 vs 0.835 clean).
 
-MLflow layout (experiment tagged ``advaudio.study=seed000``): one parent run (``advaudio.kind=study``,
+MLflow layout (experiment tagged ``advaudio.study=prinz_flexer``): one parent run (``advaudio.kind=study``,
 keyed by the resolved config, holding ``study.json`` with the run ids of its rows and the tables);
 the training run nested under it; under the training run one ``clean`` run and one run per attack
 row, each with its per-attempt record ``evaluation.json``, summary metrics with intervals, figures
 and WAVs. A rerun finds finished runs by their keys and skips them. ``report`` rebuilds every table
-from the records alone (:mod:`experiments.seed000_report`).
+from the records alone (:mod:`experiments.prinz_flexer.report`).
 
-Success follows seed 000's code: untargeted, the prediction differs from the clean prediction (the
+Success follows the paper's code: untargeted, the prediction differs from the clean prediction (the
 attack ascends the loss of the clean prediction); targeted, it equals the target. Every clip is
 attacked, correctly classified or not, and accuracy counts the adversarial prediction where an
 example was found and the clean one elsewhere (Table 1).
@@ -24,58 +24,50 @@ example was found and the clean one elsewhere (Table 1).
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
 import torch
-from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from defense.pipeline import TrainedVictim, train_from_config
-from evaluation.selection import select_examples
+from defense.studies import STUDY_TAG
 from evaluation import plots
 from evaluation.audio_out import write_adversarial_wavs, write_wav
 from evaluation.harness import victim_device
 from evaluation.metrics import confusion_matrix, snr_db
-from evaluation.seed000_metrics import matched_noise, noise_at_snr, random_targets, target_pairs
-from evaluation.tracking import RECORD_ARTIFACT, flatten, log_once, resumable_run, setup_tracking, stable_key
-from experiments import STUDY_TAG
-from experiments.seed000_config import STUDY, AttackSpec, Seed000Eval, Study, check_classes, load_study
-from experiments.seed000_report import final_predictions, log_tables, pair_matrix_figure, report, summarize
+from evaluation.selection import select_examples
+from evaluation.tracking import RECORD_ARTIFACT, flatten, log_once, resumable_run, stable_key
+from experiments.prinz_flexer.config import STUDY, AttackSpec, EvalOptions, Study, check_classes, load_study
+from experiments.prinz_flexer.metrics import matched_noise, noise_at_snr, random_target_attempts, target_pairs
+from experiments.prinz_flexer.report import final_predictions, log_tables, pair_matrix_figure, summarize
+from experiments.shared import (Progress, audio_artifacts, batched_logits, finish_parent, finite, parent_run,
+                                study_experiment)
 from training.data import load_splits
 from victims.victim import Victim
 
-__all__ = ["run", "report"]  # the study interface (experiments/__init__.py)
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
 
 def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, progress: Progress) -> str:
     """Train the victim, run every attack row (skipping finished ones), log to MLflow; return the experiment.
 
     Raises:
-        ConfigError: for a bad configuration (see :func:`experiments.seed000_config.load_study`).
+        ConfigError: for a bad configuration (see :func:`experiments.prinz_flexer.config.load_study`).
     """
     study = load_study(raw, overrides)
-    exp_id = setup_tracking(study.name, tracking_uri, outputs)
-    MlflowClient().set_experiment_tag(exp_id, STUDY_TAG, STUDY)
+    exp_id = study_experiment(study.name, STUDY, tracking_uri, outputs)
     splits = load_splits(study.train_cfg["dataset"])
     check_classes(study, splits.class_names)
-    tags = {"advaudio.kind": "study", STUDY_TAG: STUDY}
-    with resumable_run(exp_id, "study_key", study.key, run_name=f"study:{study.name}", tags=tags,
-                       what=f"study {study.name}", finish=False) as run:
-        parent_id = run.run_id
-        if not (run.finished or run.resumed):
-            mlflow.log_dict(study.source, "study.yaml")
+    parent_id = parent_run(exp_id, study.key, study.name, STUDY, study.source, "study.yaml")
     tv = train_from_config(study.train_cfg, experiment=study.name, tracking_uri=tracking_uri, outputs=outputs,
                            splits=splits, parent_run_id=parent_id, extra_tags={STUDY_TAG: STUDY})
     progress("trained the victim")
     victim = tv.result.victim.eval()
     waves, labels = select_examples(splits.test, study.evaluation.n_examples, study.evaluation.seed)
-    clean_logits = _logits(victim, waves, study.evaluation.batch_size)
+    clean_logits = batched_logits(victim, waves, study.evaluation.batch_size).double()
     rows = {"clean": _clean_run(exp_id, study, tv, labels, clean_logits)}
     for spec in study.attacks.values():
         rows[spec.name] = _attack_run(exp_id, study, tv, spec, waves, labels, clean_logits.argmax(1))
@@ -84,16 +76,8 @@ def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, 
                             "study.json")
         progress(f"attacked with {spec.name}")
     log_tables(parent_id)
-    with mlflow.start_run(run_id=parent_id):
-        mlflow.set_tag("advaudio.status", "finished")
+    finish_parent(parent_id)
     return study.name
-
-
-@torch.no_grad()
-def _logits(victim: Victim, waves: Tensor, batch_size: int) -> Tensor:
-    device = victim_device(victim)
-    return torch.cat([victim(waves[i:i + batch_size].to(device)).double().cpu()
-                      for i in range(0, len(waves), batch_size)])
 
 
 def _row_tags(tv: TrainedVictim, kind: str, name: str, key: str) -> dict[str, str]:
@@ -114,7 +98,7 @@ def _clean_run(exp_id: str, study: Study, tv: TrainedVictim, labels: Tensor, log
                   "clean_conf": prob.amax(1).tolist()}
         mlflow.log_params(flatten(asdict(study.evaluation), "evaluation."))
         mlflow.log_dict(record, RECORD_ARTIFACT)
-        log_once(run.run_id, _finite(summarize(record, study.evaluation)))
+        log_once(run.run_id, finite(summarize(record, study.evaluation)))
         return run.run_id
 
 
@@ -122,14 +106,14 @@ def attempts_of(spec: AttackSpec, labels: Tensor, clean_pred: Tensor, class_name
                 seed: int) -> tuple[Tensor, Tensor | None]:
     """``(clip, target)`` of every attempt of a row (``target`` is ``None`` for an untargeted row).
 
-    Seed 000's code skips a clip whose clean prediction already is the target; every mode here does, and
+    The paper's code skips a clip whose clean prediction already is the target; every mode here does, and
     skips a clip whose true class is the target (reaching it would restore the correct label).
     """
     n, classes = len(labels), len(class_names)
     if spec.mode == "untargeted":
         return torch.arange(n), None
     if spec.mode == "random":
-        return random_targets(labels, clean_pred, classes, seed)
+        return random_target_attempts(labels, clean_pred, classes, seed)
     if spec.mode == "all":
         return target_pairs(labels, clean_pred, classes)
     pairs = [(None, spec.targets)] if spec.mode == "class" else spec.targets
@@ -167,14 +151,14 @@ def _attack_run(exp_id: str, study: Study, tv: TrainedVictim, spec: AttackSpec, 
         record.update(_noise_at_mean_snr(victim, waves, record, ev.snr_trim, ev.batch_size, noise_gen))
         mlflow.log_params({**flatten(spec.config, "attack."), **flatten(asdict(ev), "evaluation.")})
         mlflow.log_dict(record, RECORD_ARTIFACT)
-        log_once(run.run_id, _finite(summarize(record, ev)))
+        log_once(run.run_id, finite(summarize(record, ev)))
         _log_figures(record, spec)
         _log_wavs(found["examples"], victim.sample_rate, names, spec.name)
         return run.run_id
 
 
 def _execute(victim: Victim, spec: AttackSpec, waves: Tensor, clean_pred: Tensor, clips: Tensor,
-             targets: Tensor | None, ev: Seed000Eval, noise_gen: torch.Generator) -> dict[str, Any]:
+             targets: Tensor | None, ev: EvalOptions, noise_gen: torch.Generator) -> dict[str, Any]:
     """Attack every attempt in batches; per attempt the outcome, and the matched-SNR noise's prediction
     (the first ``ev.wavs`` examples found are kept to be heard)."""
     attack, device = spec.build(), victim_device(victim)
@@ -205,14 +189,14 @@ def _execute(victim: Victim, spec: AttackSpec, waves: Tensor, clean_pred: Tensor
 
 def _noise_at_mean_snr(victim: Victim, waves: Tensor, record: dict[str, Any], trim: int, batch_size: int,
                        gen: torch.Generator) -> dict[str, Any]:
-    """Seed 000's own check (Sec. 5.2): every clip overlaid with noise at the row's mean SNR."""
+    """The paper's own check (Sec. 5.2): every clip overlaid with noise at the row's mean SNR."""
     snr = torch.tensor(record["snr_db"], dtype=torch.float64)
     ok = torch.tensor(record["success"], dtype=torch.bool) & torch.isfinite(snr)
     if not bool(ok.any()):
         return {"noise_mean_snr_db": None, "noise_mean_pred": None}
     level = float(snr[ok].mean())
     noisy = victim.bounds("waveform").clip(waves + noise_at_snr(waves, level, trim, gen))
-    return {"noise_mean_snr_db": level, "noise_mean_pred": _logits(victim, noisy, batch_size).argmax(1).tolist()}
+    return {"noise_mean_snr_db": level, "noise_mean_pred": batched_logits(victim, noisy, batch_size).argmax(1).tolist()}
 
 
 def _log_figures(record: dict[str, Any], spec: AttackSpec) -> None:
@@ -231,16 +215,8 @@ def _log_figures(record: dict[str, Any], spec: AttackSpec) -> None:
 
 def _log_wavs(examples: list[dict[str, Any]], rate: int, names: list[str], row: str) -> None:
     """Original, adversarial, amplified perturbation and matched-SNR noise of the first examples found."""
-    if not examples:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
+    with audio_artifacts() as folder:
         for ex in examples:
             stem = f"{row}_clip{ex['clip']}_{names[ex['clean_pred']]}_to_{names[ex['adv_pred']]}"
-            write_adversarial_wavs(Path(tmp), stem, ex["clean"], ex["adv"], rate)
-            write_wav(Path(tmp) / f"{stem}_noise_same_snr.wav", ex["noisy"], rate)
-        mlflow.log_artifacts(tmp, "audio")
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow stores no ``nan``: undefined metrics are left out (the record keeps everything)."""
-    return {k: float(v) for k, v in metrics.items() if v == v}
+            write_adversarial_wavs(folder, stem, ex["clean"], ex["adv"], rate)
+            write_wav(folder / f"{stem}_noise_same_snr.wav", ex["noisy"], rate)

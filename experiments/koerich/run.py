@@ -1,5 +1,5 @@
-"""Seed 003 (Koerich et al., "Cross-representation transferability of adversarial attacks: from
-spectrograms to audio waveforms"): ``advaudio experiment seed003`` and ``advaudio report seed003``.
+"""Koerich et al. (Koerich et al., "Cross-representation transferability of adversarial attacks: from
+spectrograms to audio waveforms"): ``advaudio experiment koerich`` and ``advaudio report koerich``.
 
 Per test fold: train a 2D CNN on each spectrogram (STFT-dB, mel-dB) and the gammatone 1D CNN on the
 raw audio, all on segments cut with overlap (Section II); attack each 2D CNN's dB spectrogram with FGSM
@@ -11,12 +11,11 @@ and by the sum rule (Section IV, Tables III-VII).
 MLflow layout: one parent run ``study:<name>`` (tag ``advaudio.kind=study``, the composed config as
 ``study.yaml``), the training runs of :func:`defense.pipeline.train_from_config` nested under it, and one
 nested evaluation run per fold and input (``advaudio.kind=seed003_eval``; input ``original`` is the 1D
-CNN on the original audio) holding metrics and the per-recording record ``seed003.json`` from which
-:func:`report` rebuilds every table. A rerun reuses finished training and evaluation runs.
+CNN on the original audio) holding metrics and the per-recording record ``koerich.json`` from which
+:func:`experiments.koerich.report.report` rebuilds every table. A rerun reuses finished training and evaluation runs.
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -24,26 +23,19 @@ from typing import Any, Callable
 
 import mlflow
 import numpy as np
-import yaml
-from mlflow.tracking import MlflowClient
 
 from attacks import create_attack
 from defense.pipeline import train_from_config
 from evaluation.audio_out import write_adversarial_wavs, write_wav
-from evaluation.stored import open_experiment
-from evaluation.tracking import iter_runs, log_once, resumable_run, setup_tracking, stable_key
-from experiments import STUDY_TAG
-from experiments.seed003_config import STUDY, EvalOptions, Study, load_study
-from experiments.seed003_eval import choose_recordings, record, run_input, waveform_probs
-from experiments.seed003_tables import build_tables, combine, format_tables, write_tables
+from evaluation.tracking import log_once, resumable_run, stable_key
+from experiments.koerich.config import STUDY, EvalOptions, Study, load_study
+from experiments.koerich.measure import EVAL_KIND, RECORD, choose_recordings, record, run_input, waveform_probs
+from experiments.koerich.report import combine, report
+from experiments.shared import Progress, audio_artifacts, finish_parent, parent_run, study_experiment
 from training.data import load_splits
 from training.data.base import Splits
-from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
-RECORD = "seed003.json"
-EVAL_KIND = "seed003_eval"
 
 
 def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | None, outputs: Path,
@@ -54,22 +46,17 @@ def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | N
         ConfigError: for a bad config, before any data is read.
     """
     study = load_study(raw, overrides)
-    exp_id = setup_tracking(study.name, tracking_uri, outputs)
-    MlflowClient().set_experiment_tag(exp_id, STUDY_TAG, STUDY)
+    exp_id = study_experiment(study.name, STUDY, tracking_uri, outputs)
     uri = mlflow.get_tracking_uri()
     study_key = stable_key([study.source])
-    with resumable_run(exp_id, "study_key", study_key, run_name=f"study:{study.name}",
-                       tags={"advaudio.kind": "study"}, what=f"study {study.name}", finish=False) as parent:
-        parent_id = parent.run_id
-        if not (parent.finished or parent.resumed):
-            mlflow.log_dict(study.source, "study.yaml")
+    parent_id = parent_run(exp_id, study_key, study.name, STUDY, study.source, "study.yaml")
     for fold in study.folds():
         _run_fold(study, fold, parent_id, study_key, uri, outputs, progress)
     text = report(study.name, uri, outputs)
     with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tables.md").write_text(text + "\n")
         mlflow.log_artifacts(tmp, "tables")
-        mlflow.set_tag("advaudio.status", "finished")
+    finish_parent(parent_id)
     return study.name
 
 
@@ -151,45 +138,10 @@ def _metrics(data: dict[str, Any], ev: EvalOptions) -> dict[str, float]:
 def _log_wavs(examples: list[Any], name: str, splits: Splits) -> None:
     """A few fooled segments as WAV: ``_source`` (the segment), ``_original`` (its reconstruction from the clean
     spectrogram, the reference of the SNR), ``_adversarial`` and the amplified ``_perturbation``."""
-    if not examples:
-        return
     classes, rate = splits.class_names, splits.test.sample_rate
-    with tempfile.TemporaryDirectory() as tmp:
+    with audio_artifacts() as folder:
         for ex in examples:
             stem = f"{name}_{ex.attack}_{ex.index:05d}_{classes[ex.clean_pred]}_to_{classes[ex.adv_pred]}"
-            write_wav(Path(tmp) / f"{stem}_source.wav", ex.source[0], rate)
-            write_adversarial_wavs(Path(tmp), stem, ex.clean[0], ex.adversarial[0], rate)
-        mlflow.log_artifacts(tmp, "audio")
+            write_wav(folder / f"{stem}_source.wav", ex.source[0], rate)
+            write_adversarial_wavs(folder, stem, ex.clean[0], ex.adversarial[0], rate)
 
-
-def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
-    """Rebuild seed 003's tables from the newest study run of ``experiment`` in MLflow alone.
-
-    Raises:
-        ConfigError: if the store or the experiment is missing (nothing is created) or holds no seed 003 study run.
-    """
-    exp_id = open_experiment(experiment, tracking_uri, outputs, kinds=("study",)).experiment_id
-    client = MlflowClient()
-    parents = sorted(iter_runs(exp_id, "tags.`advaudio.kind` = 'study'", client), key=lambda r: r.info.start_time)
-    if not parents:
-        raise ConfigError(f"experiment '{experiment}' holds no seed003 study run; run `advaudio experiment seed003`")
-    parent = parents[-1]
-    source = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "study.yaml")).read_text())
-    ev = EvalOptions(**source["evaluation"])
-    filt = (f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`advaudio.kind` = '{EVAL_KIND}' "
-            "and tags.`advaudio.status` = 'finished'")
-    records = [json.loads(Path(client.download_artifacts(r.info.run_id, RECORD)).read_text())
-               for r in iter_runs(exp_id, filt, client)]
-    records.sort(key=lambda r: (str(r["fold"]), r["input"]))
-    tables = build_tables(records, n_boot=ev.n_boot, seed=ev.seed, level=ev.confidence)
-    folds = sorted({"the configured split" if r["fold"] is None else str(r["fold"]) for r in records})
-    def shown(c: dict[str, Any]) -> str:
-        return ", ".join(f"{x} {v}" for x, v in c.items() if x not in ("domain", "name"))
-
-    attacks = "; ".join(f"{k} = {c['name']} ({shown(c)})" for k, c in source["attacks"].items())
-    header = (f"# {experiment}: seed 003 cross-representation transfer on {source['dataset']['name']} "
-              f"(test fold: {', '.join(folds)}; {len(records)} evaluation runs; intervals "
-              f"{ev.confidence:.0%}, {'bootstrap over test recordings' if len(folds) == 1 else 't across folds'})\n\n"
-              f"Attacks on the 2D CNN's dB spectrogram (front-end units): {attacks}.")
-    paths = write_tables(tables, outputs / "reports" / experiment, header)
-    return format_tables(tables, header) + f"\n\ntables written to {paths[0].parent}"

@@ -1,11 +1,11 @@
-"""Seed 000's tables, rebuilt from the per-attempt records in MLflow alone (Prinz & Flexer, Sec. 5.2-5.3).
+"""Prinz & Flexer's tables, rebuilt from the per-attempt records in MLflow alone (Prinz & Flexer, Sec. 5.2-5.3).
 
-- Table 1 (seed 000's Table 1): per row, adversarial examples found out of the attempts, accuracy
-  (adversarial prediction where found, clean elsewhere), mean and median SNR over seed 000's trimmed
+- Table 1 (Prinz & Flexer's Table 1): per row, adversarial examples found out of the attempts, accuracy
+  (adversarial prediction where found, clean elsewhere), mean and median SNR over Prinz & Flexer's trimmed
   window, median iterations and mean confidence of the found examples; the clean row first.
 - Table 2, the matched-SNR noise check (Sec. 5.2): accuracy under white noise of the same SNR as each
   example found, the share of found examples whose prediction that noise changes, and accuracy with
-  every clip overlaid with noise at the row's mean SNR (seed 000's own version: 0.79 vs 0.835 clean).
+  every clip overlaid with noise at the row's mean SNR (Prinz & Flexer's own version: 0.79 vs 0.835 clean).
 - Source × target pair matrices of the targeted rows: attempts, found and mean SNR per cell (CSV + figure).
 
 Intervals (level ``evaluation.confidence``): rates where every clip is attempted at most once get the
@@ -29,11 +29,11 @@ from mlflow.tracking import MlflowClient
 
 from evaluation.stats import wilson_interval
 from evaluation.report import to_markdown
-from evaluation.seed000_metrics import (bootstrap_interval, cluster_draws, mean_or_nan, median_or_nan,
+from experiments.prinz_flexer.metrics import (bootstrap_interval, cluster_draws, mean_or_nan, median_or_nan,
                                         pair_matrix)
 from evaluation.stored import open_experiment
 from evaluation.tracking import iter_runs, load_record
-from experiments.seed000_config import Seed000Eval
+from experiments.prinz_flexer.config import EvalOptions
 from victims.registry import ConfigError
 
 PAPER: dict[str, str] = {
@@ -59,15 +59,15 @@ PAPER: dict[str, str] = {
     "cw_multiscale_accordion": "multi-scale C&W to 'Accordion' (Sec. 5.3): all but 7 found, SNR 37.57 +- 10.82 dB, "
                                "median 33 iterations, confidence 0.44",
 }
-"""Seed 000's reported numbers (Table 1: means over 5 runs for PGDn and both C&W; Sec. 5.3), by line."""
-PAPER_PAIRS = ("seed 000 reports no pair matrix; turning every class into 'Accordion', one of the hardest targets "
+"""Prinz & Flexer's reported numbers (Table 1: means over 5 runs for PGDn and both C&W; Sec. 5.3), by line."""
+PAPER_PAIRS = ("Prinz & Flexer report no pair matrix; turning every class into 'Accordion', one of the hardest targets "
                "(Sec. 5.3), C&W fails on 4 clips and multi-scale C&W on 7 of 200, at 37.41 and 37.57 dB")
-PAPER_NOISE = ("seed 000 (Sec. 5.2): white noise at 42.16 dB, the targeted attacks' average SNR, on all 200 clips "
+PAPER_NOISE = ("The paper (Sec. 5.2): white noise at 42.16 dB, the targeted attacks' average SNR, on all 200 clips "
                "leaves accuracy at 0.79 (clean 0.835); the attacks bring it to 0.024-0.250")
 
 
 QUIET_DB = 30.0
-"""SNR from which a found example counts as quiet in Table 1's "found at >= 30 dB" (seed 000, Sec. 5.2: examples
+"""SNR from which a found example counts as quiet in Table 1's "found at >= 30 dB" (Prinz & Flexer, Sec. 5.2: examples
 around 40 dB "can hardly be perceived at all"; issue 9's direction check asks for most examples at >= 30 dB)."""
 
 
@@ -77,7 +77,7 @@ def final_predictions(record: dict[str, Any]) -> list[int]:
     return np.where(np.asarray(record["success"], dtype=bool), np.asarray(record["adv_pred"]), clean).tolist()
 
 
-def _rate(hits: np.ndarray, clips: np.ndarray, n_clips: int, ev: Seed000Eval, weights: np.ndarray | None
+def _rate(hits: np.ndarray, clips: np.ndarray, n_clips: int, ev: EvalOptions, weights: np.ndarray | None
           ) -> tuple[float, float, float]:
     """A rate with its interval: Wilson if no clip repeats, else the clip bootstrap (``weights``).
 
@@ -94,14 +94,14 @@ def _rate(hits: np.ndarray, clips: np.ndarray, n_clips: int, ev: Seed000Eval, we
 
 
 def _stat(values: np.ndarray, mask: np.ndarray, weights: np.ndarray, fn: Callable[[np.ndarray], float],
-          ev: Seed000Eval) -> tuple[float, float, float]:
+          ev: EvalOptions) -> tuple[float, float, float]:
     """A mean or median over the attempts in ``mask`` with its clip-bootstrap interval."""
     vals = values[mask]
     found = bootstrap_interval(vals, weights[:, mask], fn, fn(vals), ev.confidence)
     return found.value, found.low, found.high
 
 
-def summarize(record: dict[str, Any], ev: Seed000Eval) -> dict[str, float]:
+def summarize(record: dict[str, Any], ev: EvalOptions) -> dict[str, float]:
     """Every number of Tables 1-2 for one row, with ``<name>_ci_low`` / ``<name>_ci_high``."""
     labels = np.asarray(record["labels"], dtype=np.int64)
     clean_pred = np.asarray(record["clean_pred"], dtype=np.int64)
@@ -167,7 +167,7 @@ def _targets(record: dict[str, Any]) -> str:
 
 
 def table_1(rows: dict[str, tuple[dict[str, Any], dict[str, float]]]) -> pd.DataFrame:
-    """Seed 000's Table 1 from each row's record and summary."""
+    """Prinz & Flexer's Table 1 from each row's record and summary."""
     out = []
     for name, (record, s) in rows.items():
         clean = record["mode"] == "clean"
@@ -196,7 +196,7 @@ def table_2(rows: dict[str, tuple[dict[str, Any], dict[str, float]]]) -> pd.Data
     return pd.DataFrame(out)
 
 
-def pair_table(record: dict[str, Any], ev: Seed000Eval) -> pd.DataFrame:
+def pair_table(record: dict[str, Any], ev: EvalOptions) -> pd.DataFrame:
     """One line per attempted (source, target) cell: attempts, found, rate and mean SNR with intervals."""
     names = record["class_names"]
     clip = np.asarray(record["clip"], dtype=np.int64)
@@ -267,18 +267,20 @@ def _latest_study(exp_id: str, client: MlflowClient) -> str:
     for run in reversed(runs):
         if "study.json" in {a.path for a in client.list_artifacts(run.info.run_id)}:
             return run.info.run_id
-    raise ConfigError(f"experiment {exp_id} holds no seed000 study run with rows; run `advaudio experiment seed000`")
+    raise ConfigError(f"experiment {exp_id} holds no prinz_flexer study run with rows; run "
+                      "`advaudio experiment prinz_flexer`")
 
 
-def collect(parent_id: str, client: MlflowClient) -> tuple[Seed000Eval, dict[str, tuple[dict[str, Any], dict[str, float]]]]:
+def collect(parent_id: str, client: MlflowClient
+            ) -> tuple[EvalOptions, dict[str, tuple[dict[str, Any], dict[str, float]]]]:
     """Each row's record and its summary, in the study's order, from the parent run's ``study.json``."""
     study = json.loads(Path(client.download_artifacts(parent_id, "study.json")).read_text())
-    ev = Seed000Eval(**study["evaluation"])
+    ev = EvalOptions(**study["evaluation"])
     rows = {}
     for name, run_id in study["rows"].items():
         record = load_record(run_id, client)
         if record is None:
-            raise ConfigError(f"seed000 row '{name}' (run {run_id}) has no per-attempt record")
+            raise ConfigError(f"prinz_flexer row '{name}' (run {run_id}) has no per-attempt record")
         rows[name] = (record, summarize(record, ev))
     return ev, rows
 
@@ -290,10 +292,10 @@ def build(parent_id: str, client: MlflowClient, out_dir: Path) -> str:
     level = f"{int(round(ev.confidence * 100))} %"
     papers = [PAPER[r["paper"]] for r, _ in rows.values() if r.get("paper")]
     sections = [
-        ("table_1", f"Table 1 (seed 000's Table 1): {rows['clean'][1]['clips']:.0f} test clips; SNR over the clip "
-                    f"without {ev.snr_trim} samples at each end, mean/median/iterations/confidence over the examples "
-                    f"found; [{level} interval: Wilson for rates of one attempt per clip, else a bootstrap over clips]. Paper: "
-                    + "; ".join(papers), table_1(rows)),
+        ("table_1", f"Table 1 (Prinz & Flexer's Table 1): {rows['clean'][1]['clips']:.0f} test clips; SNR over "
+                    f"the clip without {ev.snr_trim} samples at each end, mean/median/iterations/confidence over the "
+                    f"examples found; [{level} interval: Wilson for rates of one attempt per clip, else a bootstrap "
+                    "over clips]. Paper: " + "; ".join(papers), table_1(rows)),
         ("table_2_matched_noise", "Table 2: white noise at the same SNR as each example found (other attempts "
                                   f"keep their clean prediction), and at the row's mean SNR on every clip [{level}]. "
                                   f"Paper: {PAPER_NOISE}", table_2(rows))]
@@ -323,7 +325,7 @@ def log_tables(parent_id: str) -> None:
 
 
 def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
-    """Rebuild seed 000's tables from MLflow alone into ``outputs/reports/<experiment>/``; return the text (a
+    """Rebuild Prinz & Flexer's tables from MLflow alone into ``outputs/reports/<experiment>/``; return the text (a
     missing store or experiment, or one without a study run, is a ConfigError that creates nothing)."""
     exp_id = open_experiment(experiment, tracking_uri, outputs, kinds=("study",)).experiment_id
     client = MlflowClient()
