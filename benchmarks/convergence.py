@@ -1,4 +1,4 @@
-"""Convergence of a grid's table attacks (issue 18 item 3): how far each attack's ε* at the grid's settings lies
+"""Convergence of a grid's table attacks: how far each attack's ε* at the grid's settings lies
 above the value the same attack reaches with a larger iteration budget.
 
 Reads a finished grid's store (default the demo's: ``advaudio experiment demo --outputs DIR`` first). For each model

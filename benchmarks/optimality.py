@@ -1,4 +1,4 @@
-"""Optimality of a grid's attacks (issue 18 item 3; AttackBench, Cinà et al. 2024) and ours vs foolbox's FMN and
+"""Optimality of a grid's attacks (AttackBench, Cinà et al. 2024) and ours vs foolbox's FMN and
 torchattacks' APGD at equal iterations, on the grid's own trained models and clips.
 
 Reads a finished grid's store (default the demo's: ``advaudio experiment demo --outputs DIR`` first). For each model

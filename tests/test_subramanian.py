@@ -48,7 +48,7 @@ def test_cpu_config_resolves_three_models_of_one_data_set() -> None:
 
 
 def test_full_config_follows_seed_001() -> None:
-    """ESC-50 at 32 kHz, STFT 1024 / 512, 64 mel bands; the attack settings of the paper's code (SPEC appendix)."""
+    """ESC-50 at 32 kHz, STFT 1024 / 512, 64 mel bands; the attack settings of the paper's published code."""
     study = load_study(load_option("experiment", "subramanian_full"))
     assert len(study.models) == 6 and sum(m["frontend"]["name"] == "waveform" for m in study.models.values()) == 2
     model = study.models["vgg16"]

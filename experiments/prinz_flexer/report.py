@@ -68,7 +68,7 @@ PAPER_NOISE = ("The paper (Sec. 5.2): white noise at 42.16 dB, the targeted atta
 
 QUIET_DB = 30.0
 """SNR from which a found example counts as quiet in Table 1's "found at >= 30 dB" (Prinz & Flexer, Sec. 5.2: examples
-around 40 dB "can hardly be perceived at all"; issue 9's direction check asks for most examples at >= 30 dB)."""
+around 40 dB "can hardly be perceived at all"; the study's direction check asks for most examples at >= 30 dB)."""
 
 
 def final_predictions(record: dict[str, Any]) -> list[int]:
