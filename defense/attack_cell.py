@@ -19,7 +19,9 @@ from attacks import create_attack
 from defense.grid import Grid, ModelColumn
 from defense.grid_transfer import log_crafted
 from defense.inference import attacked_labels
+from defense.channel import load_channel
 from defense.model_checks import log_sanity
+from defense.over_the_air import over_the_air_of
 from defense.pipeline import TrainedVictim
 from evaluation import plots, sanity, stats
 from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
@@ -47,7 +49,7 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
     is ``naive``/``adaptive`` for an inference-time defense, else empty."""
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
-    settings = {k: v for k, v in asdict(ev_cfg).items() if k not in NOT_IN_KEY}
+    settings = cell_settings(ev_cfg)
     key = stable_key([tv.key, option, attack_cfg, settings])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
@@ -73,6 +75,7 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
         mlflow.log_params({**flatten(attack_cfg, "attack."), **flatten(asdict(ev_cfg), "evaluation.")})
         intervals = summary_intervals(ev, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence, seed=ev_cfg.seed)
         log_once(run.run_id, {**ev.summary, **intervals})  # a resumed run may hold them from a killed command
+        _log_over_the_air(ev, victim, waves, ev_cfg, run.run_id)
         mlflow.log_dict({m: {"budget": b, "value": ev.summary[b]} for m, b in METRIC_BUDGETS.items()},
                         "metric_budgets.json")
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
@@ -81,6 +84,34 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
         _log_quality(ev, f"{column.label}/{defense} {name.split('/')[1]}")
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg, f"{defense}_{name.split('/')[1]}")
         return run.run_id, ev
+
+
+def cell_settings(ev_cfg: EvalConfig) -> dict[str, Any]:
+    """The evaluation settings that make an attack cell's key: all but :data:`NOT_IN_KEY`, and the over-the-air
+    ones only when set (a store made before they existed still resumes)."""
+    settings = {k: v for k, v in asdict(ev_cfg).items() if k not in NOT_IN_KEY}
+    if ev_cfg.over_the_air is None:
+        for name in OVER_THE_AIR:
+            settings.pop(name)
+    return settings
+
+
+OVER_THE_AIR = ("over_the_air", "over_the_air_draws")
+
+
+def _log_over_the_air(ev: AttackEvaluation, victim: Victim, waves: Tensor, ev_cfg: EvalConfig,
+                      run_id: str) -> None:
+    """A waveform attack's examples played through ``evaluation.over_the_air``'s channel: the rates with their
+    intervals as metrics (``ota_success``, ``ota_clean_accuracy``, ...), per clip in ``over_the_air.json``."""
+    if ev_cfg.over_the_air is None or ev.domain != "waveform" or ev.adversarial is None:
+        return
+    channel = load_channel(ev_cfg.over_the_air, victim.sample_rate)
+    found = over_the_air_of(ev, victim, channel, waves, draws=ev_cfg.over_the_air_draws, seed=ev_cfg.seed,
+                            batch_size=ev_cfg.batch_size, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence)
+    mlflow.log_params({"over_the_air.channel": ev_cfg.over_the_air})
+    log_once(run_id, found.metrics())
+    mlflow.log_dict({"channel": ev_cfg.over_the_air, "draws": found.draws, "fooled": found.fooled.tolist(),
+                     "correct": found.correct.tolist()}, "over_the_air.json")
 
 
 def attack_suffix(mode: str) -> str:

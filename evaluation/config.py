@@ -33,6 +33,11 @@ class EvalConfig:
         snr_trim: samples trimmed at each end of a waveform for the SNR (seed 000: 2048).
         quality: score every waveform-domain example with the perceptual distance, PESQ and STOI beside its SNR
             (per clip in the run's record, means with intervals as metrics: :mod:`evaluation.quality`).
+        over_the_air: a channel option (``configs/channel/<name>.yaml``, e.g. ``room``) to play every waveform-domain
+            attack's examples through (Qin et al. 2019 Sec. 5): the share of ``over_the_air_draws`` channel draws
+            each broken example survives and the clean accuracy through the same draws (:mod:`defense.over_the_air`);
+            ``null``: none.
+        over_the_air_draws: channel draws per clip.
         wavs: adversarial examples per model and attack saved as WAV/plots.
         confusion: draw each attack run's clean and adversarial confusion matrices (``plots/confusion.png``).
         fig1: draw seed 004's Fig. 1 (one clip under every attack) in a grid's report (``plots/fig1_*.png``);
@@ -65,6 +70,8 @@ class EvalConfig:
     seed: int = 0
     snr_trim: int = field(default=0, metadata=at_least(0))
     quality: bool = True
+    over_the_air: str | None = None
+    over_the_air_draws: int = field(default=16, metadata=at_least(1))
     wavs: int = field(default=2, metadata=at_least(0))
     confusion: bool = True
     fig1: bool = True
