@@ -336,3 +336,6 @@ class RoomFGSMMix(FGSMMix):
         channel = self.room.channel(victim.sample_rate)
         draw = channel.draw(x.shape[0], x.shape[-1], device=x.device)
         return x, lambda w: model(channel(w, draw)), bounds
+
+
+from defense import trades_mart  # noqa: E402,F401  (registers "trades" and "mart"; imports OBJECTIVES from here)
