@@ -27,8 +27,8 @@ from evaluation import plots, sanity, stats
 from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
 from evaluation.config import EvalConfig
 from evaluation.examples import log_example
-from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, to_record
-from evaluation.intervals import QUALITY_METRICS, ratio_intervals, summary_intervals
+from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, quality_scores, to_record
+from evaluation.intervals import ratio_intervals, summary_intervals
 from evaluation.selection import random_targets
 from evaluation.tracking import RECORD_ARTIFACT, flatten, load_record, log_once, resumable_run, stable_key, tag, tags
 from victims.registry import ConfigError
@@ -131,9 +131,10 @@ def _monotone(ev: AttackEvaluation, victim: Victim, attack: Any, waves: Tensor, 
 def _log_quality(ev: AttackEvaluation, title: str) -> None:
     """The quality scores of a waveform attack's examples against their ε* (``plots/quality.png``) and the
     reasons a score was ruled out (``quality_not_applicable.json``)."""
-    scores = {name: getattr(ev, name) for name in QUALITY_METRICS if getattr(ev, name) is not None}
-    if ev.domain != "waveform" or len(scores) < 2:
+    scores = quality_scores(ev)
+    if ev.domain != "waveform" or not scores or ev.snr_db is None:
         return
+    scores["snr_db"] = ev.snr_db
     mlflow.log_figure(plots.quality_against_eps(ev.eps_star, scores, eps_max=ev.eps_max, title=title,
                                                 units=ev.norm), "plots/quality.png")
     if ev.quality_notes:

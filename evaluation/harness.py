@@ -271,7 +271,7 @@ def _score_examples(ev: AttackEvaluation, base_waves: Tensor, sample_rate: int) 
 
 METRIC_BUDGETS = {
     "fooling_auc": "eps_max", "fr_at_eps_max": "eps_max", "adv_accuracy": "eps_max", "snr_db": "eps_max",
-    "perceptual_db": "eps_max", "pesq": "eps_max", "stoi": "eps_max",
+    "perceptual_db": "eps_max", "pesq": "eps_max", "stoi": "eps_max", "masked_share": "eps_max",
     "median_iterations": "eps_max", "median_queries": "eps_max", "conf_adv_label": "eps_max",
     "conf_true_label": "eps_max", "eps_090": "search_eps_max", "mean_eps_star": "search_eps_max",
     "mean_eps_star_within_eps090": "search_eps_max", "adv_accuracy_at_search_eps_max": "search_eps_max",
@@ -342,7 +342,7 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
         "eps_floor": ev.eps_floor,
         "eps_floor_share": float(floor.sum()) / max(int(broken.sum()), 1),
         "snr_db": mean_within(ev.snr_db),
-        **{name: mean_within(getattr(ev, name)) for name in SCORES if getattr(ev, name) is not None},
+        **{name: mean_within(values) for name, values in quality_scores(ev).items()},
         "median_iterations": M.median(ev.iterations[within]) if ev.iterations is not None else math.nan,
         "median_queries": M.median(ev.queries[within]) if ev.queries is not None else math.nan,
         "mean_total_queries": float(ev.total_queries.double().mean()) if n else math.nan,
@@ -350,6 +350,17 @@ def summarize(ev: AttackEvaluation) -> dict[str, float]:
         "conf_true_label": mean_within(conf_true),
         "attack_calls": float(ev.attack_calls),
     }
+
+
+def quality_scores(ev: AttackEvaluation) -> dict[str, Tensor]:
+    """The per-clip quality scores ``ev`` has (:data:`evaluation.quality.SCORES`), and ``masked_share``: 1 where the
+    perceptual distance is ≤ 0 dB (the perturbation is under the masking threshold everywhere), 0 above, ``nan``
+    where it has none."""
+    found = {name: getattr(ev, name) for name in SCORES if getattr(ev, name) is not None}
+    if "perceptual_db" in found:
+        distance = found["perceptual_db"]
+        found["masked_share"] = torch.where(torch.isnan(distance), math.nan, (distance <= 0).double())
+    return found
 
 
 _RECORD_TENSORS = {"epsilons": torch.float64, "labels": torch.int64, "clean_pred": torch.int64, "base": torch.bool,

@@ -14,11 +14,11 @@ import math
 import numpy as np
 
 from evaluation import stats
-from evaluation.harness import AttackEvaluation, epsilon_ratio
+from evaluation.harness import AttackEvaluation, epsilon_ratio, quality_scores
 from evaluation.quality import SCORES
 
 INTERVAL_METRICS = ("fooling_auc", "fr_at_eps_max", "eps_090", "mean_eps_star", "mean_eps_star_within_eps090")
-QUALITY_METRICS = ("snr_db", *SCORES)
+QUALITY_METRICS = ("snr_db", *SCORES, "masked_share")
 """Per-clip scores of the examples whose mean over the clips broken within ``eps_max`` gets an interval."""
 
 
@@ -36,10 +36,9 @@ def summary_intervals(ev: AttackEvaluation, *, n_boot: int = 1000, level: float 
     out: dict[str, float] = {}
     for name in INTERVAL_METRICS:
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = found[name].low, found[name].high
-    for name in QUALITY_METRICS:
-        values = getattr(ev, name)
-        if values is None:
-            continue
+    scored = {name: values for name, values in (("snr_db", ev.snr_db), *quality_scores(ev).items())
+              if values is not None}
+    for name, values in scored.items():
         scores = values.double().numpy()
         counted = ev.within_eps_max.numpy() & ~np.isnan(scores)
         mean = stats.ratio_of_sums_interval(np.where(counted, scores, 0.0), counted.astype(np.float64),

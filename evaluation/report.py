@@ -22,6 +22,9 @@ every attack of a cell, read from each attack run's per-clip record (``evaluatio
 repeats training seeds, each cell is the mean over seeds with the Student-t interval across seeds
 (``n`` seeds shown), and ``table_3_<defense>_seed<k>`` keeps every seed's bootstrap table.
 
+Beyond seed 004: Table IV (:mod:`evaluation.report_listening`), whether the waveform attacks' examples are audible
+and survive a room, where the runs scored them.
+
 The runs come from :mod:`evaluation.report_data`, the numbers from :mod:`evaluation.report_tables`;
 this module renders them (terminal, Markdown, CSV).
 """
@@ -38,6 +41,7 @@ from evaluation import stats
 from evaluation.defense_table import comparison_sections
 from evaluation.ensemble import WEAK_SHARE
 from evaluation.report_data import ROWS, WORST_CASE, ReportData
+from evaluation.report_listening import listening_caption, listening_table
 from evaluation.report_tables import (CELL, WEAK_MARK, Model, per_attack, seed_mean, table_1_values, table_2_values,
                                       table_3_values, with_interval)
 from evaluation.tracking import ORIGINAL
@@ -161,6 +165,9 @@ def _sections(data: ReportData, attacks: Sequence[str] | None) -> Iterator[tuple
     yield ("table_2_original", f"Table II (original models): mean fooling AUC (%) over each row's attacks, "
            f"{across} ({budget})", table_2(data, model="original", attacks=attacks))
     yield from comparison_sections(data, attacks)
+    listening = listening_table(data)
+    if not listening.empty:
+        yield ("table_4_listening", listening_caption(data.level), listening)
     yield from transfer_sections(data)
 
 

@@ -20,6 +20,7 @@ from evaluation.defense_table import defense_comparison
 from evaluation.harness import from_record
 from evaluation.report import format_tables
 from evaluation.report_data import collect
+from evaluation.report_listening import listening_table
 from evaluation.tracking import iter_runs, load_record, setup_tracking
 from test_runner import TINY
 from training.checkpoints import load_victim
@@ -90,6 +91,12 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
     assert len(broken_clips) == metrics["ota_broken"] == len(scored)
     assert metrics["ota_success"] == pytest.approx(sum(broken_clips) / len(broken_clips))
     assert metrics["ota_clean_accuracy_low"] <= metrics["ota_clean_accuracy"] <= metrics["ota_clean_accuracy_high"]
+    # Table IV of the report shows them: one row per waveform attack run that scored its examples
+    listening = listening_table(collect("tinydef", n_boot=200))
+    row = listening[(listening["defense"] == "none") & (listening["attack"] == "bim_a")].iloc[0]
+    assert row["over the air (%)"].startswith(f"{100 * metrics['ota_success']:.1f}")
+    assert row["masked (%)"].startswith(f"{100 * metrics['masked_share']:.1f}")
+    assert row["broken (n)"] == len(within)
     assert attacks[("quantize_8bit", "bim_a", "adaptive")].data.params["attack.bpda"] == "identity"
     assert attacks[("noise_wave", "bim_a", "adaptive")].data.params["attack.eot_samples"] == "4"
 
