@@ -1,13 +1,17 @@
-"""Per-step time of clean training vs FGSM-mix adversarial training (seed 004 Eq. 14).
+"""Per-step time of clean training vs FGSM-mix adversarial training (seed 004 Eq. 14), PGD-AT, TRADES and MART.
 
 Compares, on the same model and batch:
 - ``clean``: one forward + backward (training.step "clean");
 - ``fgsm_mix``: ours, reusing the clean forward/backward for the input gradient (two passes);
 - ``naive``: FGSM-mix without the reuse (a separate pass for the input gradient: three forwards);
-- ``art``: ART's ``AdversarialTrainer`` with ``FastGradientMethod`` (ratio 0.5).
+- ``art``: ART's ``AdversarialTrainer`` with ``FastGradientMethod`` (ratio 0.5);
+- ``pgd_at``, ``trades``, ``mart``: Madry et al. 2018, Zhang et al. 2019, Wang et al. 2020
+  (``defense/trades_mart.py``), each with the same ``--inner-steps`` (7, configs/defense/pgd_at.yaml's).
 
 Prints median seconds per step and the ratios fgsm_mix/clean (target ≤ 2.1), naive/clean,
-naive/fgsm_mix and art/fgsm_mix. CPU default: timm ResNet-18 on 1×64×64, batch 16; CUDA default:
+naive/fgsm_mix, art/fgsm_mix, and pgd_at, trades and mart to clean. By pass counts (a step's input-gradient
+pass ≈ a training forward + backward), PGD-AT costs steps + 1 training pass + one forward, TRADES steps + 2
+training passes + one forward (its KL target), MART steps + 2 training passes. CPU default: timm ResNet-18 on 1×64×64, batch 16; CUDA default:
 1×128×256, batch 128, with mixed precision (ART runs in float32: it has no native-AMP path).
 
     python -m benchmarks.training_step                 # CPU
@@ -28,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.threat import ball
-from defense.objectives import FGSMMix
+from defense.objectives import FGSMMix, PGDTraining
+from defense.trades_mart import MART, TRADES
 from training.step import CleanObjective
 from victims.frontends import FrontEnd
 from victims.victim import Victim
@@ -130,6 +135,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--no-art", action="store_true", help="skip ART's AdversarialTrainer")
+    parser.add_argument("--inner-steps", type=int, default=7, help="PGD-AT, TRADES and MART attack steps")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -143,7 +149,10 @@ def main() -> None:
     wave = torch.rand(batch, 1, height * width, device=device) * 2 - 1
     labels = torch.randint(0, CLASSES, (batch,), device=device)
     opt = torch.optim.SGD(victim.parameters(), lr=0.01, momentum=0.9)
-    methods = {"clean": CleanObjective(), "fgsm_mix": FGSMMix(alpha=ALPHA, eps=EPS), "naive": naive_fgsm_mix}
+    k = args.inner_steps
+    methods = {"clean": CleanObjective(), "fgsm_mix": FGSMMix(alpha=ALPHA, eps=EPS), "naive": naive_fgsm_mix,
+               "pgd_at": PGDTraining(eps=EPS, steps=k), "trades": TRADES(eps=EPS, steps=k),
+               "mart": MART(eps=EPS, steps=k)}
     step_fns = {name: torch_step(victim, obj, wave, labels, opt, amp=cuda) for name, obj in methods.items()}
     if not args.no_art:
         step_fns["art"] = art_step(victim, wave, labels, device)
@@ -156,6 +165,8 @@ def main() -> None:
     print(f"  naive / fgsm_mix    {times['naive'] / times['fgsm_mix']:.2f}")
     if "art" in times:
         print(f"  art / fgsm_mix      {times['art'] / times['fgsm_mix']:.2f}")
+    for name in ("pgd_at", "trades", "mart"):
+        print(f"  {name} / clean{' ' * (13 - len(name))}{times[name] / times['clean']:.2f}  ({k} inner steps)")
 
 
 if __name__ == "__main__":
