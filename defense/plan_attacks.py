@@ -29,6 +29,8 @@ from attacks.jsma import JSMA
 from attacks.lbfgs import LBFGSAttack, batched_lbfgs
 from attacks.nes import NES
 from attacks.noise import WhiteNoise
+from attacks.perceptual import PerceptualPGD
+from attacks.perceptual_cw import PerceptualCW
 from attacks.square import Square
 from defense.passes import Passes, model_call, total
 from evaluation.config import EvalConfig
@@ -95,6 +97,11 @@ def run_cost(attack: Attack, num_classes: int, draws: int = 1, expected: bool = 
         return RunCost(step(1) * attack.steps, exact=True)
     if isinstance(attack, Square):  # queries of the attacked function, capped per clip
         return RunCost(model_call(1, d, graph=False) * cap(attack.max_queries), exact=False)
+    if isinstance(attack, PerceptualPGD):
+        steps = cap(attack.steps) if attack.early_stop else attack.steps
+        return RunCost(step(1) * steps, exact=not attack.early_stop)
+    if isinstance(attack, PerceptualCW):  # every iteration runs: it keeps shrinking the smallest example
+        return RunCost(step(1) * attack.max_iterations, exact=True)
     if isinstance(attack, WhiteNoise):
         return RunCost(Passes(), exact=True)
     return RunCost(Passes(), exact=False, counted=False)

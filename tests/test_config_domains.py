@@ -153,14 +153,14 @@ def test_splits_that_cannot_train_or_evaluate_are_refused(recordings: dict[str, 
 
 @pytest.mark.timeout(60)
 def test_a_training_split_with_a_single_class_is_refused(env: Path) -> None:
-    """Two classes in the data set, one in the training split: after test and validation take one of class b's
-    three recordings each, ``train_fraction`` keeps none of its last one (a class of one member gives none)."""
-    overrides = folder_data(env / "data", {"a": 8, "b": 3})
+    """Two classes in the data set, one in the training split: a test fraction of 0.75 takes both of class b's
+    recordings (round(1.5) = 2), none is left to train on."""
+    overrides = folder_data(env / "data", {"a": 8, "b": 2})
     cfg = {"name": "folder", "root": overrides[1].split("=", 1)[1], "sample_rate": RATE, "clip_seconds": 0.1,
-           "split": {"train_fraction": 0.5}}
+           "split": {"test_fraction": 0.75}}
     with pytest.raises(DataError) as err:
         load_splits(cfg)
-    assert one_line(err) == "folder: the training split holds only class 'a' (2 train, 2 validation, 3 test clips)"
+    assert one_line(err) == "folder: the training split holds only class 'a' (1 train, 1 validation, 8 test clips)"
 
 
 # --- devices ------------------------------------------------------------------------------------------------

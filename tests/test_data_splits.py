@@ -162,3 +162,15 @@ def test_train_fraction_keeps_a_stratified_share_of_training_recordings() -> Non
     assert torch.bincount(part.train.labels).tolist() == [round(0.25 * c) for c in torch.bincount(full.train.labels).tolist()]
     with pytest.raises(ConfigError, match="train_fraction must be in"):
         SplitOptions(train_fraction=0.0)
+
+
+def test_train_fraction_keeps_a_class_with_one_training_recording() -> None:
+    """A class left with a single training recording keeps it: a quick run on a share of the data must not train
+    without a class (it used to drop it, since carving a held-out split never takes a class's last recording)."""
+    labels = torch.tensor([0] * 12 + [1] * 3)
+    clips = ClipSet(torch.zeros(15, 1, 8), labels, torch.arange(15), torch.full((15,), -1), ["a", "b"], 8000)
+    full = split_clips(clips, SplitOptions(test_fraction=0.2, val_fraction=0.1))
+    assert torch.bincount(full.train.labels).tolist()[1] == 1
+    part = split_clips(clips, SplitOptions(test_fraction=0.2, val_fraction=0.1, train_fraction=0.25))
+    kept_a = round(0.25 * int((full.train.labels == 0).sum()))
+    assert torch.bincount(part.train.labels, minlength=2).tolist() == [kept_a, 1]

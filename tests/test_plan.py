@@ -13,7 +13,7 @@ import defense.runner as runner
 from defense.grid import load_grid
 from defense.passes import KINDS, PassCounter, Passes, model_call
 from defense.plan import attack_from, plan_grid
-from defense.plan_attacks import evaluation_cost, expected_search, search_calls, worst_search
+from defense.plan_attacks import evaluation_cost, expected_search, run_cost, search_calls, worst_search
 from defense.plan_data import DOCUMENTED, data_sizes, documented_sizes
 from defense.plan_run import record_outcome
 from defense.plan_time import Speeds, estimate, per_clip
@@ -142,6 +142,27 @@ def test_counter_counts_deepfool_passes() -> None:
     assert (got.train, got.forward, got.fe_forward, got.fe_backward) == (0, 2 * n, n, 0)  # clean and deployed logits
     assert n <= got.grad <= 3 * n and got.backward % 2 == 0 and got.grad - n <= got.backward // 2 <= got.grad
     assert got.fits_in(bound)  # the plan's bound without the harness's clean prediction
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("config", [{"name": "cw_perceptual", "max_iterations": 5},
+                                    {"name": "pgd_perceptual", "steps": 4, "early_stop": False, "eps": 2.0}],
+                         ids=["cw_perceptual", "pgd_perceptual"])
+def test_counter_counts_the_perceptual_attacks_passes(config: dict[str, Any]) -> None:
+    """The perceptual attacks run every iteration here (C&W always, PGD without early stop): one forward with a
+    graph and one backward per iteration and clip, exactly as the plan counts them."""
+    waves, labels = tones(2, seed=3)
+    attack = attack_from({**config, "domain": "waveform"})
+    victim = trained_victim()
+    with PassCounter() as counter:
+        counter.watch(victim)
+        attack(victim, waves, labels)
+    got, n = counter.passes, len(labels)
+    iterations = config.get("max_iterations", config.get("steps"))
+    per_run = run_cost(attack, 3)
+    assert per_run.exact and per_run.counted
+    assert (got.grad, got.backward) == (iterations * n, iterations * n)
+    assert got.grad == per_run.passes.grad * n and got.backward == per_run.passes.backward * n
 
 
 def _outcomes(ev: AttackEvaluation, chunk: int) -> list[tuple[int, int]]:

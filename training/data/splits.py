@@ -62,9 +62,10 @@ def group_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -
     return out
 
 
-def carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, keep_lone: bool = False) -> np.ndarray:
     """Boolean mask of a stratified ``fraction`` of the groups (per class ``round(fraction * n)``,
-    at least one when a class has two or more groups and ``fraction > 0``)."""
+    at least one when a class has two or more groups and ``fraction > 0``; a class's only group is taken with
+    ``keep_lone``, left otherwise, so carving a held-out split never empties a class of the rest)."""
     mask = np.zeros(labels.shape[0], bool)
     if fraction <= 0.0 or labels.shape[0] == 0:
         return mask
@@ -74,7 +75,7 @@ def carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) ->
     chosen = []
     for label in np.unique(group_label):
         members = rng.permutation(unique[group_label == label])
-        take = max(1, round(fraction * len(members))) if len(members) > 1 else 0
+        take = max(1, round(fraction * len(members))) if len(members) > 1 or keep_lone else 0
         chosen.append(members[:take])
     return np.isin(groups, np.concatenate(chosen))
 
@@ -113,7 +114,7 @@ def split_clips(clips: ClipSet, opts: SplitOptions) -> Splits:
     train = dev & ~val
     if opts.train_fraction < 1.0:  # a stratified share of the training recordings (quick runs)
         keep = np.zeros_like(train)
-        keep[train] = carve(labels[train], groups[train], opts.train_fraction, opts.seed + 2)
+        keep[train] = carve(labels[train], groups[train], opts.train_fraction, opts.seed + 2, keep_lone=True)
         train = keep
     splits = Splits(*(clips.subset(torch.from_numpy(m)) for m in (train, val, test)))
     check_disjoint(splits)
