@@ -16,6 +16,7 @@ from defense import objectives as O
 from defense import trades_mart as T
 from defense.config import load_option
 from tiny import CLASS_NAMES, NUM_SAMPLES, TinyLogSpec, make_victim, tones, trained_victim
+from victims.bounds import Bounds
 from victims.registry import ConfigError
 from victims.victim import Victim
 
@@ -168,6 +169,21 @@ def test_inner_attacks_raise_their_loss_inside_the_budget_and_bounds(norm: str, 
         size = (x_adv - x).flatten(1)
         size = size.abs().amax(dim=1) if norm == "linf" else size.norm(dim=1)
         assert (size <= objective.eps * (1 + 1e-5)).all() and bounds.contains(x_adv).all()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_zero_gradient_steps_in_a_random_direction(norm: str) -> None:
+    """Where the input gradient vanishes (the KL's at x' = x; one underflowing in half precision) the attack
+    steps along a Gaussian direction, as TRADES' L2 attack does, instead of staying at its start."""
+    x = torch.zeros(2, 1, 4, 5)
+    fixed = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    objective = T.TRADES(eps=1.0, steps=3, norm=norm)
+    torch.manual_seed(0)
+    x_adv = objective.ascend(lambda z: fixed + 0 * z.sum(), x, Bounds(-10.0, 10.0), lambda logits: logits.sum())
+    size = (x_adv - x).flatten(1)
+    size = size.abs().amax(dim=1) if norm == "linf" else size.norm(dim=1)
+    assert (size > 0.5).all() and (size <= 1.0 + 1e-6).all()
 
 
 @pytest.mark.timeout(120)
