@@ -19,10 +19,11 @@ from attacks import create_attack
 from attacks.base import Attack
 from defense.grid import Grid
 from defense.inference import is_smoothing, transform_config
-from defense.objectives import OBJECTIVES, FGSMMix, GaussianAugment, PGDTraining
+from defense.objectives import OBJECTIVES, FGSMMix, GaussianAugment, PGDTraining, RoomAugment
 from defense.passes import Passes, model_call
 from defense.plan_attacks import evaluation_cost
 from defense.plan_data import DataSizes, data_sizes
+from defense.trades_mart import MART, TRADES
 from defense.inference_cells import attack_modes
 from defense.defended_victim import is_transform
 from evaluation.config import EvalConfig
@@ -129,6 +130,14 @@ def objective_cost(defense_cfg: dict[str, Any]) -> tuple[Passes, Passes | None, 
         return rep_in + crafted + train_pass(False), rep_in + crafted, True
     if isinstance(objective, GaussianAugment):
         return rep_in + plain + train_pass(False), rep_in + plain, True
+    if isinstance(objective, RoomAugment):  # the clean logits, then a training pass through one room draw
+        return plain + train_pass(False), plain, True
+    if isinstance(objective, TRADES):  # the clean prediction the KL ascends from, its steps, two training passes
+        crafted = plain + step * objective.steps
+        return rep_in + crafted + train_pass(False) * 2, rep_in + crafted + plain, True
+    if isinstance(objective, MART):
+        crafted = step * objective.steps
+        return rep_in + crafted + train_pass(False) * 2, rep_in + crafted + plain, True
     return Passes(train=1, fe_forward=1), None, False
 
 

@@ -165,6 +165,35 @@ def test_counter_counts_the_perceptual_attacks_passes(config: dict[str, Any]) ->
     assert got.grad == per_run.passes.grad * n and got.backward == per_run.passes.backward * n
 
 
+TINY_ROOM = {"rooms": 2, "band_hz": [50.0, 350.0], "max_seconds": 0.05}  # the tiny victim's 800 Hz
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("config", [
+    {"name": "pgd_at", "eps": 1.0, "steps": 3}, {"name": "trades", "eps": 1.0, "steps": 3},
+    {"name": "mart", "eps": 1.0, "steps": 3}, {"name": "trades", "eps": 0.05, "steps": 3, "domain": "waveform"},
+    {"name": "room_augment", "channel": TINY_ROOM}], ids=["pgd_at", "trades", "mart", "trades_wave", "room_augment"])
+def test_plan_counts_each_objectives_training_and_robust_validation_passes(config: dict[str, Any]) -> None:
+    """One training step and one robust validation of each objective on the tiny victim, counted, equal the
+    plan's per-clip passes times the batch."""
+    from defense.objectives import OBJECTIVES
+    from defense.plan import objective_cost
+
+    waves, labels = tones(2, seed=3)
+    objective = OBJECTIVES.create(config["name"], **{k: v for k, v in config.items() if k != "name"})
+    per_clip, robust, known = objective_cost(config)
+    victim = trained_victim().train()
+    with PassCounter() as counter:
+        counter.watch(victim)
+        objective(victim, waves, labels, lambda loss: loss.backward())
+    assert known and counter.passes == per_clip * len(labels)
+    victim.eval()
+    with PassCounter() as counter:
+        counter.watch(victim)
+        objective.robust_logits(victim, waves, labels)
+    assert robust is not None and counter.passes == robust * len(labels)
+
+
 def _outcomes(ev: AttackEvaluation, chunk: int) -> list[tuple[int, int]]:
     """``(calls, runs)`` of each clip's ε* search as it went, read from the evaluation's record."""
     grid, floor = ev.epsilons.tolist(), ev.eps_floor
