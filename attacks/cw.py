@@ -40,12 +40,12 @@ class BatchAdam:
 
     Args:
         like: tensor shaped like the optimised variable ``(N, ...)``.
-        lr: step size.
+        lr: step size, or an ``(N,)`` tensor of one per example (may be changed between steps).
         betas: decay rates of the first and second moments.
         eps: denominator term.
     """
 
-    def __init__(self, like: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, like: Tensor, lr: float | Tensor, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
         self.lr, self.betas, self.eps = lr, betas, eps
         self.m = torch.zeros_like(like)
@@ -62,7 +62,8 @@ class BatchAdam:
         t = batch_view(self.t.clamp_min(1), param)
         m_hat = self.m / (1 - b1 ** t)
         v_hat = self.v / (1 - b2 ** t)
-        return torch.where(act, param - self.lr * m_hat / (v_hat.sqrt() + self.eps), param)
+        lr = batch_view(self.lr, param) if isinstance(self.lr, Tensor) else self.lr
+        return torch.where(act, param - lr * m_hat / (v_hat.sqrt() + self.eps), param)
 
 
 def tanh_box(bounds: Bounds, x: Tensor) -> tuple[Tensor, Tensor]:
