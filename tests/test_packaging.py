@@ -21,8 +21,8 @@ def test_a_wheel_install_has_the_configs(tmp_path: Path) -> None:
                    check=True, cwd=tmp_path)
     probe = ("from defense.config import CONFIG_ROOT, compose, options; import defense; "
              "print(defense.__file__); print(CONFIG_ROOT); "
-             "print(sum(len(options(g)) for g in ('attack', 'dataset', 'defense', 'experiment', 'frontend', 'train', "
-             "'victim'))); print(compose('train')['victim']['backbone'])")
+             "print(sum(len(options(g)) for g in ('attack', 'channel', 'dataset', 'defense', 'experiment', 'frontend', "
+             "'train', 'victim'))); print(compose('train')['victim']['backbone'])")
     env = {k: v for k, v in os.environ.items() if k != "ADVAUDIO_CONFIGS"} | {"PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path, env=env, capture_output=True,
                          text=True).stdout.split("\n")
