@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from attacks import create_attack
+from defense.channel import load_channel
 from defense.grid import Grid, ModelColumn
 from defense.grid_transfer import log_crafted
 from defense.inference import attacked_labels
-from defense.channel import load_channel
 from defense.model_checks import log_sanity
 from defense.over_the_air import over_the_air_of
 from defense.pipeline import TrainedVictim
@@ -86,6 +86,9 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
         return run.run_id, ev
 
 
+OVER_THE_AIR = ("over_the_air", "over_the_air_draws")
+
+
 def cell_settings(ev_cfg: EvalConfig) -> dict[str, Any]:
     """The evaluation settings that make an attack cell's key: all but :data:`NOT_IN_KEY`, and the over-the-air
     ones only when set (a store made before they existed still resumes)."""
@@ -94,9 +97,6 @@ def cell_settings(ev_cfg: EvalConfig) -> dict[str, Any]:
         for name in OVER_THE_AIR:
             settings.pop(name)
     return settings
-
-
-OVER_THE_AIR = ("over_the_air", "over_the_air_draws")
 
 
 def _log_over_the_air(ev: AttackEvaluation, victim: Victim, waves: Tensor, ev_cfg: EvalConfig,
@@ -108,7 +108,6 @@ def _log_over_the_air(ev: AttackEvaluation, victim: Victim, waves: Tensor, ev_cf
     channel = load_channel(ev_cfg.over_the_air, victim.sample_rate)
     found = over_the_air_of(ev, victim, channel, waves, draws=ev_cfg.over_the_air_draws, seed=ev_cfg.seed,
                             batch_size=ev_cfg.batch_size, n_boot=ev_cfg.n_boot, level=ev_cfg.confidence)
-    mlflow.log_params({"over_the_air.channel": ev_cfg.over_the_air})
     log_once(run_id, found.metrics())
     mlflow.log_dict({"channel": ev_cfg.over_the_air, "draws": found.draws, "fooled": found.fooled.tolist(),
                      "correct": found.correct.tolist()}, "over_the_air.json")

@@ -258,7 +258,7 @@ def evaluate_attack(victim: Victim, attack: Attack, waves: Tensor, labels: Tenso
 def _score_examples(ev: AttackEvaluation, base_waves: Tensor, sample_rate: int) -> None:
     """Quality scores of the broken clips' examples onto ``ev`` (see :func:`evaluation.quality.example_scores`)."""
     broken = ev.success
-    found, ev.quality_notes = example_scores(base_waves[broken], ev.adversarial[broken].to(base_waves.dtype),
+    found, ev.quality_notes = example_scores(base_waves[broken], ev.adversarial[broken].cpu().to(base_waves.dtype),
                                              sample_rate)
     for name, values in found.items():
         full = torch.full((broken.numel(),), math.nan, dtype=torch.float64)
