@@ -123,7 +123,8 @@ def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
     """Set ``cfg["a"]["b"] = value`` for ``key="a.b"``; the key must already exist.
 
     A value must keep the existing value's type (an int may stand for a float; ``null`` and
-    a value replacing ``null`` are always accepted).
+    a value replacing ``null`` are always accepted; a number may replace ``auto``, a measured budget, and ``auto``
+    a number).
     """
     node: Any = cfg
     parts = key.split(".")
@@ -140,11 +141,17 @@ def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = float(value) if isinstance(old, float) and isinstance(value, int) else value
 
 
+AUTO = "auto"
+"""A value measured at run time (``eps: auto``: the budget the original model's FGSM ε* gives)."""
+
+
 def _same_kind(old: Any, new: Any) -> bool:
     if old is None or new is None:
         return True
     if isinstance(old, bool) or isinstance(new, bool):
         return isinstance(old, bool) and isinstance(new, bool)
+    if AUTO in (old, new):
+        return old == new or isinstance(old if new == AUTO else new, (int, float))
     if isinstance(old, (int, float)) and isinstance(new, (int, float)):
         return not (isinstance(old, int) and isinstance(new, float))
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):

@@ -88,6 +88,21 @@ def test_set_dotted_keeps_types() -> None:
         set_dotted(cfg, "a.b", 1)
 
 
+def test_a_number_replaces_a_measured_budget_and_back() -> None:
+    """``defense=pgd_at_wave defense.eps=0.05``: the ``eps: auto`` error message suggests exactly this override."""
+    cfg = {"eps": "auto", "norm": "l2"}
+    set_dotted(cfg, "eps", 0.05)
+    assert cfg["eps"] == 0.05
+    set_dotted(cfg, "eps", "auto")
+    assert cfg["eps"] == "auto"
+    with pytest.raises(ConfigError, match="expected str"):
+        set_dotted(cfg, "norm", 2)
+    with pytest.raises(ConfigError, match="expected str"):
+        set_dotted(cfg, "eps", True)
+    spec = compose("train", parse_overrides(["defense=pgd_at_wave", "defense.eps=0.05"]))
+    assert spec["defense"]["eps"] == 0.05
+
+
 def test_registry_errors_name_the_problem() -> None:
     reg: Registry = Registry("widget")
 
