@@ -151,8 +151,7 @@ def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, ev_c
     if ev.adversarial is None or not count:
         return
     device = next(iter(victim.buffers())).device
-    shown = ev.success.nonzero().flatten()[:count]
-    for i in shown.tolist():
+    for i, label in shown_examples(ev, count):
         wave = base_waves[i:i + 1].to(device)
         adv = ev.adversarial[i:i + 1].to(device)
         with torch.no_grad():
@@ -161,16 +160,38 @@ def _log_examples(ev: AttackEvaluation, victim: Victim, base_waves: Tensor, ev_c
         pred = ev.clean_pred[ev.base_index[i]], ev.adv_logits[i].argmax()
         names = (victim.class_names[int(pred[0])], victim.class_names[int(pred[1])])
         mlflow.log_figure(plots.perturbation_triplet(clean_rep[0, 0].cpu(), adv_rep[0, 0].cpu(), title=stem,
-                                                     labels=names, units="normalised"), f"plots/example_{i}.png")
+                                                     labels=names, units="normalised"), f"plots/{label}.png")
         reason = why_inaudible(victim, ev.domain)
         if reason is not None:
             log.info("no audio for %s: %s", stem, reason)
             continue
         reference, adv_wave = to_waveforms(victim, wave, adv, ev.domain)
         with tempfile.TemporaryDirectory() as tmp:
-            write_adversarial_wavs(Path(tmp), f"example_{i}", reference[0].cpu(), adv_wave[0].cpu(),
+            write_adversarial_wavs(Path(tmp), label, reference[0].cpu(), adv_wave[0].cpu(),
                                    victim.sample_rate)
             mlflow.log_artifacts(tmp, "audio")
+
+
+def shown_examples(ev: AttackEvaluation, count: int) -> list[tuple[int, str]]:
+    """The broken examples whose figures and WAVs are logged, with their file stems: where the examples were scored,
+    the least and the most audible first (smallest and largest perceptual distance: a person can listen to both
+    ends), then the first broken ones up to ``count``; else the first ``count`` broken ones."""
+    broken = ev.success.nonzero().flatten().tolist()
+    chosen: list[tuple[int, str]] = []
+    distance = ev.perceptual_db
+    if distance is not None and count and not bool(torch.isnan(distance[broken]).all()):
+        scored = [i for i in broken if not math.isnan(float(distance[i]))]
+        ends = [(min(scored, key=lambda i: float(distance[i])), "least_audible"),
+                (max(scored, key=lambda i: float(distance[i])), "most_audible")]
+        for i, end in ends[:count]:
+            if all(i != j for j, _ in chosen):
+                chosen.append((i, f"example_{i}_{end}"))
+    for i in broken:
+        if len(chosen) >= count:
+            break
+        if all(i != j for j, _ in chosen):
+            chosen.append((i, f"example_{i}"))
+    return chosen
 
 
 def log_ratio(grid: Grid, option: str, mode: str, ev: AttackEvaluation, original: AttackEvaluation, run_id: str,

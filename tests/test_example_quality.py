@@ -153,3 +153,24 @@ def test_speech_examples_get_the_packages_pesq_and_stoi(fsdd_root) -> None:
     within = ev.within_eps_max
     if within.any():
         assert ev.summary["pesq"] == pytest.approx(float(ev.pesq[within].mean()))
+
+
+@pytest.mark.timeout(120)
+def test_the_least_and_the_most_audible_examples_are_the_ones_logged() -> None:
+    from defense.attack_cell import shown_examples
+
+    victim = trained_victim(steps=5)
+    waves, labels = tones(4, seed=3)
+    ev = run(victim, waves, labels)
+    broken = ev.success.nonzero().flatten().tolist()
+    distance = {i: float(ev.perceptual_db[i]) for i in broken}
+    least, most = min(distance, key=distance.get), max(distance, key=distance.get)
+    assert least != most
+    assert shown_examples(ev, 2) == [(least, f"example_{least}_least_audible"), (most, f"example_{most}_most_audible")]
+    assert shown_examples(ev, 1) == [(least, f"example_{least}_least_audible")]
+    more = shown_examples(ev, 4)
+    assert more[:2] == shown_examples(ev, 2) and [i for i, _ in more[2:]] == [i for i in broken if i not in
+                                                                             (least, most)][:2]
+    plain = run(victim, waves, labels, quality=False)
+    assert shown_examples(plain, 2) == [(i, f"example_{i}") for i in plain.success.nonzero().flatten().tolist()[:2]]
+    assert shown_examples(ev, 0) == []
