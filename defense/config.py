@@ -150,8 +150,8 @@ def _same_kind(old: Any, new: Any) -> bool:
         return True
     if isinstance(old, bool) or isinstance(new, bool):
         return isinstance(old, bool) and isinstance(new, bool)
-    if AUTO in (old, new):
-        return old == new or isinstance(old if new == AUTO else new, (int, float))
+    if AUTO in (old, new) and not (isinstance(old, str) and isinstance(new, str)):
+        return isinstance(old if new == AUTO else new, (int, float))
     if isinstance(old, (int, float)) and isinstance(new, (int, float)):
         return not (isinstance(old, int) and isinstance(new, float))
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):

@@ -99,6 +99,10 @@ def test_a_number_replaces_a_measured_budget_and_back() -> None:
         set_dotted(cfg, "norm", 2)
     with pytest.raises(ConfigError, match="expected str"):
         set_dotted(cfg, "eps", True)
+    device = {"device": "auto"}  # a string for a string stays a string: cpu for auto, and back
+    set_dotted(device, "device", "cpu")
+    set_dotted(device, "device", "auto")
+    assert device["device"] == "auto"
     spec = compose("train", parse_overrides(["defense=pgd_at_wave", "defense.eps=0.05"]))
     assert spec["defense"]["eps"] == 0.05
 
