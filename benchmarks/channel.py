@@ -16,10 +16,8 @@ import time
 
 import torch
 
-from benchmarks.perceptual import RATE, SAMPLES, fsdd_batch, median_seconds
+from benchmarks.perceptual import RATE, SAMPLES, fsdd_batch, median_seconds, speech_victim
 from defense.channel import build_channel, channel_config
-from defense.config import load_option
-from victims.victim import build_victim
 
 
 def main() -> None:
@@ -34,8 +32,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     clean = fsdd_batch(args.batch).to(device)
-    victim = build_victim(load_option("frontend", "stft_db_128"), load_option("victim", "resnet18"),
-                          [str(d) for d in range(10)], RATE, SAMPLES).to(device).eval()
+    victim = speech_victim(device)
     cfg = channel_config(args.channel)
     start = time.perf_counter()
     channel = build_channel(cfg, RATE).to(device)

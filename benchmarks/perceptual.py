@@ -45,6 +45,13 @@ def fsdd_batch(count: int) -> torch.Tensor:
     return torch.from_numpy(clips)
 
 
+def speech_victim(device: torch.device) -> torch.nn.Module:
+    """The reference victim the per-clip costs are a ratio to: an untrained ResNet-18 on the demo's 128-point
+    STFT-dB of :func:`fsdd_batch`'s clips, in eval mode."""
+    return build_victim(load_option("frontend", "stft_db_128"), load_option("victim", "resnet18"),
+                        [str(d) for d in range(10)], RATE, SAMPLES).to(device).eval()
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, reps: int) -> float:
     """Median wall seconds of ``reps`` calls after one warm-up call."""
     fn()
@@ -66,8 +73,7 @@ def main() -> None:
     device = torch.device(args.device)
     clean = fsdd_batch(args.batch).to(device)
     delta = (1e-3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).to(device)
-    victim = build_victim(load_option("frontend", "stft_db_128"), load_option("victim", "resnet18"),
-                          [str(d) for d in range(10)], RATE, SAMPLES).to(device).eval()
+    victim = speech_victim(device)
     model = PsychoacousticModel(RATE, args.n_fft, args.hop)
     masking = model.masking(clean)
 
