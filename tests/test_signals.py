@@ -147,7 +147,8 @@ def test_sigterm_with_the_ray_executor_kills_its_task_runs_and_stops_ray(tmp_pat
     cancelled and marks its training run KILLED, Ray is shut down (nothing of the driver's process group is left),
     one line, exit 143."""
     grid_file = tmp_path / "tiny.yaml"
-    grid_file.write_text(GRID)
+    assert "train.epochs: 3" in GRID
+    grid_file.write_text(GRID.replace("train.epochs: 3", "train.epochs: 200"))  # still training when cancelled
     outputs, env = tmp_path / "out", {**_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [*_command(grid_file, outputs), "--executor", "ray"]
     done, pgid = _interrupt_when(cmd, env, lambda: any((outputs / "checkpoints").glob("*.train.pt")),
