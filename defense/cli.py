@@ -327,6 +327,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Render the entries of a threat model (the JSON files advaudio benchmark wrote, by default in
+    <outputs>/leaderboard/THREAT_MODEL/) as a static, self-contained HTML page (index.html: a sortable table whose
+    rows link to the model cards, a robust-vs-clean accuracy scatter with interval bars) and as Markdown
+    (leaderboard.md, beside scatter.svg); prints their paths. A folder without entries, a malformed entry, entries
+    of another or of several threat models and two entries with one model name are one-line errors that write
+    nothing."""
+    from leaderboard.page import Board, write_pages
+
+    entries = args.entries or _outputs(args) / "leaderboard" / args.threat_model
+    for path in write_pages(Board.load(entries, args.threat_model), args.out or entries):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advaudio", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -391,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", type=Path, default=None, help="folder of the default MLflow store")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.set_defaults(handler=cmd_ui)
+
+    p = sub.add_parser("leaderboard", help="render a threat model's entries as an HTML page and Markdown",
+                       description=cmd_leaderboard.__doc__)
+    p.add_argument("threat_model", metavar="THREAT_MODEL", help="threat model name (the entries' threat_model.name)")
+    p.add_argument("--entries", type=Path, default=None,
+                   help="folder of entry JSON files (default: <outputs>/leaderboard/THREAT_MODEL)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for index.html, leaderboard.md and scatter.svg (default: the entries folder)")
+    p.add_argument("--outputs", type=Path, default=None, help="outputs folder of the default entries folder")
+    p.set_defaults(handler=cmd_leaderboard)
     return parser
 
 

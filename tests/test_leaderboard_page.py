@@ -1,0 +1,243 @@
+"""The leaderboard page (issue 21 item 3): entries built by hand against ``leaderboard/entry.schema.json`` render as a
+ranked, escaped HTML table whose rows link to their cards, the same table in Markdown, the lead-overlap sentence for
+both cases, one-line refusals; headless Chromium renders and sorts the table (screenshot under ``test-artifacts/``)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import needs
+from defense.cli import main
+from leaderboard.page import SCHEMA, Board, lead_sentence, render_html, render_markdown
+
+TM = "wave_linf_fsdd"
+HASH = "0123456789ab"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def interval(value: float, low: float, high: float, **extra: str) -> dict:
+    return {"value": value, "low": low, "high": high, **extra}
+
+
+def entry(name: str, clean: tuple[float, float, float], robust: tuple[float, float, float], *,
+          eps_r: tuple[float, float, float] | None = None, certified: tuple[float, float, float] | None = None,
+          parameters: int = 1000, objective: str = "none", threat_model: str = TM, config_hash: str = HASH,
+          budget: float = 0.002) -> dict:
+    """An entry as ``advaudio benchmark`` writes it, checked against the schema."""
+    doc = {
+        "schema_version": 1,
+        "threat_model": {"name": threat_model, "version": 1, "config_hash": config_hash},
+        "model": {"name": name, "source": "advaudio", "checkpoint": f"outputs/checkpoints/{objective}.victim.pt",
+                  "checkpoint_sha256": "ab" * 32},
+        "card": {"architecture": "resnet18", "representation": "stft_db_128", "objective": objective,
+                 "objective_settings": {"eps": 0.5, "steps": 7} if objective != "none" else {},
+                 "data": {"dataset": "fsdd", "classes": [str(d) for d in range(10)], "sample_rate": 8000},
+                 "parameters": parameters, "training_time_s": 61.4, "code_version": "e315364",
+                 "config_hash": "fedcba987654", "smoothing_sigma": None},
+        "metrics": {"clean_accuracy": interval(*clean), "robust_accuracy": interval(*robust),
+                    "eps_star_median": interval(0.0031, 0.0025, 0.0042),
+                    "eps_r": None if eps_r is None else interval(*eps_r, reference="original"),
+                    "certified_accuracy": None if certified is None else interval(*certified)},
+        "evaluation": {"domain": "waveform", "norm": "linf", "budget": budget, "budget_snr_db": 31.5,
+                       "attacks": ["apgd_ce_linf", "fmn_linf"], "per_attack_robust_accuracy": {"apgd_ce_linf": 0.5},
+                       "n_clips": 50, "seed": 0, "wall_time_s": 12.0, "mlflow_run_id": None},
+        "created": "2026-12-04T00:00:00Z",
+    }
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    return doc
+
+
+def four() -> dict[str, dict]:
+    """Robust accuracy 0.62 > 0.40 = 0.40 > 0.10 (ranks 1, 2, 2, 4; the tie goes to the higher clean accuracy)."""
+    return {
+        "a.json": entry("original", (0.94, 0.90, 0.97), (0.10, 0.05, 0.17), parameters=11_172_042),
+        "b.json": entry("<b>x</b> | pgd", (0.81, 0.75, 0.86), (0.62, 0.55, 0.69), objective="pgd_at",
+                        eps_r=(2.5, 2.1, 2.9)),
+        "c.json": entry("trades", (0.85, 0.80, 0.90), (0.40, 0.33, 0.47), objective="trades"),
+        "d.json": entry("smoothed", (0.70, 0.63, 0.77), (0.40, 0.32, 0.48), objective="smooth_wave",
+                        certified=(0.3, 0.22, 0.38)),
+    }
+
+
+class Page(HTMLParser):
+    """The board's body rows (cell texts and data-sort values), every element id and every in-page link."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.rows: list[list[tuple[str, str]]] = []
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self._in_board = self._in_body = False
+        self._cell: list[str] | None = None
+        self._sort = ""
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and (a.get("href") or "").startswith("#"):
+            self.links.append(a["href"][1:])
+        self._in_board |= tag == "table" and a.get("id") == "board"
+        if self._in_board:
+            self._in_body |= tag == "tbody"
+            if self._in_body and tag == "tr":
+                self.rows.append([])
+            elif self._in_body and tag == "td":
+                self._cell, self._sort = [], a.get("data-sort") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.rows[-1].append(("".join(self._cell), self._sort))
+            self._cell = None
+        elif tag == "table" and self._in_board:
+            self._in_board = self._in_body = False
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def md_table(text: str) -> list[list[str]]:
+    """The Markdown table's body rows, cells split at unescaped pipes and unescaped (GFM)."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    return [[re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+
+
+@pytest.mark.timeout(30)
+def test_html_table_is_ranked_escaped_and_links_to_every_card() -> None:
+    board = Board.of(four())
+    page = Page(render_html(board))
+    names = ["<b>x</b> | pgd", "trades", "smoothed", "original"]
+    assert [row[1][0] for row in page.rows] == names
+    assert [row[0][0] for row in page.rows] == ["1", "2", "2", "4"]
+    assert page.rows[0][5:] == [("81.0 [75.0, 86.0] %", "0.81"), ("62.0 [55.0, 69.0] %", "0.62"),
+                                ("0.0031 [0.0025, 0.0042]", "0.0031"), ("2.5 [2.1, 2.9]vs original", "2.5"),
+                                ("—", ""), ("1,000", "1000")]
+    assert page.rows[2][9] == ("30.0 [22.0, 38.0] %", "0.3")
+    assert page.rows[3][10] == ("11,172,042", "11172042")
+    html = render_html(board)
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt; | pgd" in html
+    card_links = [link for link in page.links if link.startswith("card-")]
+    assert len(set(card_links)) == 4 and set(card_links) <= page.ids  # table rows and scatter points
+    for row, name in zip(page.rows, names):
+        assert f'>{name.replace("<", "&lt;").replace(">", "&gt;")}</h3>' in html
+    assert "src=" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "wave_linf_fsdd (version 1)" in html and HASH in html and "L∞ ≤ 0.002 (median SNR 31.5 dB" in html
+
+
+@pytest.mark.timeout(30)
+def test_markdown_table_has_the_same_rows_and_numbers() -> None:
+    board = Board.of(four())
+    text = render_markdown(board)
+    rows = md_table(text)
+    assert [row[1] for row in rows] == ["[<b>x</b> | pgd](#card-b-x-b-pgd)", "[trades](#card-trades)",
+                                        "[smoothed](#card-smoothed)", "[original](#card-original)"]
+    assert rows[0] == ["1", "[<b>x</b> | pgd](#card-b-x-b-pgd)", "resnet18", "stft_db_128", "pgd_at",
+                       "81.0 [75.0, 86.0] %", "62.0 [55.0, 69.0] %", "0.0031 [0.0025, 0.0042]",
+                       "2.5 [2.1, 2.9] vs original", "—", "1,000"]
+    assert [row[0] for row in rows] == ["1", "2", "2", "4"] and rows[3][-1] == "11,172,042"
+    assert r"\<b\>x\</b\> \| pgd" in text and "<b>x</b>" not in text
+    for anchor in ("card-b-x-b-pgd", "card-trades", "card-smoothed", "card-original"):
+        assert f'<a id="{anchor}"></a>' in text
+    assert "| Rank | Model |" in text and "![Robust vs clean accuracy with 95 % intervals](scatter.svg)" in text
+
+
+@pytest.mark.timeout(30)
+def test_lead_sentence_says_whether_the_intervals_overlap() -> None:
+    apart = Board.of(four())  # 0.62 [0.55, 0.69] against 0.40 [0.33, 0.47]
+    assert lead_sentence(apart).endswith(": the lead is outside the intervals.")
+    close = four()
+    close["c.json"] = entry("trades", (0.85, 0.80, 0.90), (0.56, 0.49, 0.63))  # 0.55 <= 0.63
+    assert lead_sentence(Board.of(close)).endswith("the intervals overlap, so the lead is not outside the intervals.")
+    assert lead_sentence(Board.of({"a.json": close["a.json"]})).endswith("no runner-up to compare with.")
+
+
+def write_entries(folder: Path, entries: dict[str, dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, doc in entries.items():
+        (folder / name).write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.mark.timeout(60)
+def test_cli_writes_the_pages_and_prints_their_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_entries(tmp_path / "leaderboard" / TM, four())
+    assert main(["leaderboard", TM, "--outputs", str(tmp_path), "--out", str(tmp_path / "site")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "site" / n) for n in ("index.html", "leaderboard.md", "scatter.svg")]
+    assert Page(Path(printed[0]).read_text()).rows[0][1][0] == "<b>x</b> | pgd"
+    assert md_table(Path(printed[1]).read_text())[3][1] == "[original](#card-original)"
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["index.html", "leaderboard.md", "scatter.svg"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case, message", [
+    ("empty", "no leaderboard entries (*.json) in "),
+    ("other threat model", "entries of different threat models in one page: a.json is wave_linf_fsdd v1 "
+                           "(0123456789ab), b.json is wave_l2_fsdd v1 (0123456789ab)"),
+    ("other hash", "entries of different threat models in one page: a.json is wave_linf_fsdd v1 (0123456789ab), "
+                   "b.json is wave_linf_fsdd v1 (ffffffffffff)"),
+    ("other budget", "with different protocols: a.json has budget 0.002, b.json 0.004"),
+    ("same name", "two entries with the model name 'original': a.json and b.json"),
+    ("malformed", "does not match entry.schema.json at $.metrics.robust_accuracy: 'low' is a required property"),
+    ("other name", "are of threat model 'wave_l2_fsdd', not 'wave_linf_fsdd'"),
+])
+def test_refusals_are_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, case: str,
+                                                message: str) -> None:
+    first = entry("original", (0.9, 0.8, 0.95), (0.1, 0.05, 0.2))
+    second = {"empty": None,
+              "other threat model": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), threat_model="wave_l2_fsdd"),
+              "other hash": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), config_hash="f" * 12),
+              "other budget": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), budget=0.004),
+              "same name": entry("original", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6)),
+              "malformed": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6)),
+              "other name": None}[case]
+    entries = {} if case == "empty" else {"a.json": first}
+    if case == "other name":
+        entries = {"a.json": entry("original", (0.9, 0.8, 0.95), (0.1, 0.05, 0.2), threat_model="wave_l2_fsdd")}
+    if second is not None:
+        if case == "malformed":
+            del second["metrics"]["robust_accuracy"]["low"]
+        entries["b.json"] = second
+    folder = write_entries(tmp_path / "entries", entries)
+    assert main(["leaderboard", TM, "--entries", str(folder), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("advaudio leaderboard: error: ") and message in err, err
+    assert not (tmp_path / "site").exists()
+
+
+def chromium(url: str, *extra: str) -> str:
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--window-size=1400,1000", "--virtual-time-budget=5000", *extra, url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
+
+
+@pytest.mark.timeout(240)
+@needs("Debian's chromium (.ci/run installs it)", CHROMIUM is not None)
+def test_chromium_renders_and_sorts_the_table(tmp_path: Path) -> None:
+    page = render_html(Board.of(four()))
+    index = tmp_path / "index.html"
+    index.write_text(page)
+    url = index.as_uri()
+    shown = Page(chromium(url, "--dump-dom"))
+    assert [row[1][0] for row in shown.rows] == ["<b>x</b> | pgd", "trades", "smoothed", "original"]
+    by_clean = Page(chromium(url + "?sort=clean_accuracy", "--dump-dom"))  # first click: best first
+    assert [row[1][0] for row in by_clean.rows] == ["original", "trades", "<b>x</b> | pgd", "smoothed"]
+    by_name = Page(chromium(url + "?sort=name&dir=desc", "--dump-dom"))
+    assert [row[1][0] for row in by_name.rows] == ["trades", "smoothed", "original", "<b>x</b> | pgd"]
+    by_certified = Page(chromium(url + "?sort=certified_accuracy&dir=asc", "--dump-dom"))  # '—' last either way
+    assert [row[1][0] for row in by_certified.rows] == ["smoothed", "<b>x</b> | pgd", "trades", "original"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "leaderboard_page.png"
+    shot.unlink(missing_ok=True)
+    chromium(url, f"--screenshot={shot}")
+    assert shot.stat().st_size > 10_000
