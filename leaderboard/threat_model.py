@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defense.config import CONFIG_ROOT, load_option, options, set_dotted
+from defense.config import CONFIG_ROOT, load_option, options, read_yaml, set_dotted
 from defense.inference import AdaptiveConfig
 from evaluation.config import EvalConfig
 from victims.registry import ConfigError, to_dataclass
@@ -125,10 +125,10 @@ def threat_models(root: Path = CONFIG_ROOT) -> list[str]:
 
 
 def load_threat_model(name: str, root: Path = CONFIG_ROOT, data_root: str | None = None) -> ThreatModel:
-    """Read and resolve ``configs/threat_model/<name>.yaml``.
+    """Read and resolve ``configs/threat_model/<name>.yaml`` (or a YAML file's threat model, named as the file).
 
     Args:
-        name: the option.
+        name: the option, or the path of a ``.yaml`` file.
         root: the ``configs/`` folder.
         data_root: where this machine keeps the data set (replaces ``dataset.root``; not part of the hash).
 
@@ -136,8 +136,9 @@ def load_threat_model(name: str, root: Path = CONFIG_ROOT, data_root: str | None
         ConfigError: one line for an unknown option, key or value, an attack of another domain or norm, or a
             search range below the budget.
     """
-    raw = copy.deepcopy(load_option(GROUP, name, root))
-    return resolve(raw, name, root, data_root)
+    if Path(name).suffix in (".yaml", ".yml"):
+        return resolve(read_yaml(Path(name)), Path(name).stem, root, data_root)
+    return resolve(copy.deepcopy(load_option(GROUP, name, root)), name, root, data_root)
 
 
 def resolve(raw: dict[str, Any], name: str, root: Path = CONFIG_ROOT, data_root: str | None = None) -> ThreatModel:
