@@ -342,6 +342,34 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Evaluate a trained victim (or an external nn.Module, --external) under a named threat model
+    (configs/threat_model) and write its leaderboard entry: clean and robust accuracy at the budget under the per-clip
+    worst case of the protocol's attacks, the median eps* and eps_r against --reference, certified accuracy if the
+    model is smoothed, each with its interval, and the model card; validated against leaderboard/entry.schema.json,
+    written atomically to <entries>/<threat model>/<name>.json and logged to MLflow (experiment leaderboard)."""
+    from leaderboard.benchmark import benchmark
+
+    done = benchmark(args.checkpoint, args.threat_model, name=args.name, reference=args.reference,
+                     outputs=_writable_outputs(args), entries=args.entries, external=args.external,
+                     transform=args.transform, tracking_uri=args.tracking_uri, data_root=args.data_root,
+                     progress=None if args.no_progress else lambda line: print(line, file=sys.stderr, flush=True))
+    metrics = done.entry["metrics"]
+
+    def show(key: str) -> str:
+        found = metrics[key]
+        if found is None:
+            return "n/a"
+        value, low, high = (("inf" if v is None else f"{v:.4g}") for v in (found["value"], found["low"], found["high"]))
+        return f"{value} [{low}, {high}]"
+
+    for key in ("clean_accuracy", "robust_accuracy", "eps_star_median", "eps_r", "certified_accuracy"):
+        print(f"{key}: {show(key)}")
+    print(f"entry: {done.path}")
+    print(f"MLflow run: {done.run_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advaudio", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -406,6 +434,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", type=Path, default=None, help="folder of the default MLflow store")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.set_defaults(handler=cmd_ui)
+
+    p = sub.add_parser("benchmark", help="evaluate a model under a threat model and write its leaderboard entry",
+                       description=cmd_benchmark.__doc__)
+    p.add_argument("checkpoint", type=Path, help="victim checkpoint (*.victim.pt), or the weights an --external factory loads")
+    p.add_argument("--threat-model", required=True, help="threat model option in configs/threat_model/")
+    p.add_argument("--name", default=None, help="the entry's display name (default: the checkpoint's file name)")
+    p.add_argument("--reference", default=None,
+                   help="eps_r reference: an entry JSON of the same threat model, or a victim checkpoint")
+    p.add_argument("--external", default=None, metavar="MODULE:FACTORY",
+                   help="an external model: factory(checkpoint) -> nn.Module mapping waveforms (N, samples) to logits "
+                        "(N, classes), with attributes sample_rate and class_names (leaderboard/external.py)")
+    p.add_argument("--transform", default=None,
+                   help="deploy the model behind an input-transform defense option (configs/defense/, e.g. quantize_8bit)")
+    p.add_argument("--entries", type=Path, default=None,
+                   help="folder of the entries, one folder per threat model (default: <outputs>/leaderboard)")
+    p.add_argument("--data-root", default=None, help="where this machine keeps the threat model's data set")
+    p.add_argument("--outputs", type=Path, default=None, help="folder of the default MLflow store")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (also where the training run is read)")
+    p.add_argument("--no-progress", action="store_true", help="print no step lines on stderr")
+    p.set_defaults(handler=cmd_benchmark)
 
     p = sub.add_parser("leaderboard", help="render a threat model's entries as an HTML page and Markdown",
                        description=cmd_leaderboard.__doc__)
