@@ -360,7 +360,8 @@ def scatter_svg(board: Board) -> str:
             v = lo + (hi - lo) * k / steps
             if horizontal:
                 out.append(f'<line x1="{px(v):.1f}" y1="{height - bottom}" x2="{px(v):.1f}" y2="{top}" class="grid"/>'
-                           f'<text x="{px(v):.1f}" y="{height - bottom + 16}" text-anchor="middle">{100 * v:.0f}</text>')
+                           f'<text x="{px(v):.1f}" y="{height - bottom + 16}" text-anchor="middle">'
+                           f'{100 * v:.0f}</text>')
             else:
                 out.append(f'<line x1="{left}" y1="{py(v):.1f}" x2="{width - right}" y2="{py(v):.1f}" class="grid"/>'
                            f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{100 * v:.0f}</text>')

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import needs
 from defense.cli import main
-from leaderboard.page import SCHEMA, Board, lead_sentence, render_html, render_markdown
+from leaderboard.page import SCHEMA, Board, lead_sentence, render_html, render_markdown, scatter_svg
 
 TM = "wave_linf_fsdd"
 HASH = "0123456789ab"
@@ -68,12 +68,17 @@ def four() -> dict[str, dict]:
 
 
 class Page(HTMLParser):
-    """The board's body rows (cell texts and data-sort values), every element id and every in-page link."""
+    """The board's body rows (cell texts and data-sort values) and each row's link, the text of every ``h3`` by
+    the id of the element around it, and every in-page link."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.rows: list[list[tuple[str, str]]] = []
+        self.row_links: list[str] = []
         self.ids: set[str] = set()
+        self.headings: dict[str, str] = {}
+        self._last_id = ""
+        self._heading: list[str] | None = None
         self.links: list[str] = []
         self._in_board = self._in_body = False
         self._cell: list[str] | None = None
@@ -84,8 +89,13 @@ class Page(HTMLParser):
         a = dict(attrs)
         if a.get("id"):
             self.ids.add(a["id"])
+            self._last_id = a["id"]
         if tag == "a" and (a.get("href") or "").startswith("#"):
             self.links.append(a["href"][1:])
+            if self._cell is not None:
+                self.row_links.append(a["href"][1:])
+        if tag == "h3":
+            self._heading = []
         self._in_board |= tag == "table" and a.get("id") == "board"
         if self._in_board:
             self._in_body |= tag == "tbody"
@@ -100,10 +110,14 @@ class Page(HTMLParser):
             self._cell = None
         elif tag == "table" and self._in_board:
             self._in_board = self._in_body = False
+        elif tag == "h3" and self._heading is not None:
+            self.headings[self._last_id] = "".join(self._heading)
+            self._heading = None
 
     def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
+        for text in (self._cell, self._heading):
+            if text is not None:
+                text.append(data)
 
 
 def md_table(text: str) -> list[list[str]]:
@@ -124,14 +138,18 @@ def test_html_table_is_ranked_escaped_and_links_to_every_card() -> None:
                                 ("—", ""), ("1,000", "1000")]
     assert page.rows[2][9] == ("30.0 [22.0, 38.0] %", "0.3")
     assert page.rows[3][10] == ("11,172,042", "11172042")
-    html = render_html(board)
-    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt; | pgd" in html
-    card_links = [link for link in page.links if link.startswith("card-")]
-    assert len(set(card_links)) == 4 and set(card_links) <= page.ids  # table rows and scatter points
-    for row, name in zip(page.rows, names):
-        assert f'>{name.replace("<", "&lt;").replace(">", "&gt;")}</h3>' in html
-    assert "src=" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    assert "wave_linf_fsdd (version 1)" in html and HASH in html and "L∞ ≤ 0.002 (median SNR 31.5 dB" in html
+    text = render_html(board)
+    assert "<b>x</b>" not in text and "&lt;b&gt;x&lt;/b&gt; | pgd" in text
+    assert [page.headings[link] for link in page.row_links] == names  # each row opens its own card
+    assert sorted(page.links) == sorted(page.row_links * 2)  # and each scatter point opens the same card
+    card = text.split('id="card-trades"')[1].split("</article>")[0]
+    for shown in ("ab" * 32, "outputs/checkpoints/trades.victim.pt", "eps=0.5, steps=7", "8000 Hz", "e315364",
+                  "10: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9", "fedcba987654", "61 s", "85.0 [80.0, 90.0] %",
+                  'robust accuracy under apgd_ce_linf</td><td class="wrap">50.0 %', "2026-12-04T00:00:00Z",
+                  "wave_linf_fsdd v1 (0123456789ab)"):
+        assert shown in card, shown
+    assert "src=" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "wave_linf_fsdd (version 1)" in text and HASH in text and "L∞ ≤ 0.002 (median SNR 31.5 dB" in text
 
 
 @pytest.mark.timeout(30)
@@ -152,6 +170,17 @@ def test_markdown_table_has_the_same_rows_and_numbers() -> None:
 
 
 @pytest.mark.timeout(30)
+def test_scatter_places_each_point_and_its_two_interval_bars() -> None:
+    svg = scatter_svg(Board.of(four()))
+    # axes: clean 60-100 % over x 70..550, robust 0-70 % over y 400..20 (plot 480 x 380 pixels)
+    point = svg.split('<a href="#card-original" class="point">')[1].split("</a>")[0]
+    assert '<line x1="430.0" y1="345.7" x2="514.0" y2="345.7"/>' in point  # clean 90-97 % at robust 10 %
+    assert '<line x1="478.0" y1="372.9" x2="478.0" y2="307.7"/>' in point  # robust 5-17 % at clean 94 %
+    assert '<circle cx="478.0" cy="345.7" r="4"/>' in point and ">original</text>" in point
+    assert svg.count('class="point"') == 4 and "&lt;b&gt;x&lt;/b&gt; | pgd</text>" in svg
+
+
+@pytest.mark.timeout(30)
 def test_lead_sentence_says_whether_the_intervals_overlap() -> None:
     apart = Board.of(four())  # 0.62 [0.55, 0.69] against 0.40 [0.33, 0.47]
     assert lead_sentence(apart).endswith(": the lead is outside the intervals.")
@@ -159,6 +188,13 @@ def test_lead_sentence_says_whether_the_intervals_overlap() -> None:
     close["c.json"] = entry("trades", (0.85, 0.80, 0.90), (0.56, 0.49, 0.63))  # 0.55 <= 0.63
     assert lead_sentence(Board.of(close)).endswith("the intervals overlap, so the lead is not outside the intervals.")
     assert lead_sentence(Board.of({"a.json": close["a.json"]})).endswith("no runner-up to compare with.")
+
+
+@pytest.mark.timeout(30)
+def test_help(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["leaderboard", "--help"])
+    assert done.value.code == 0 and "usage: advaudio leaderboard" in capsys.readouterr().out
 
 
 def write_entries(folder: Path, entries: dict[str, dict]) -> Path:
