@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from leaderboard.entry import load_entry, read_entry
+from training.files import atomic_write
 from victims.registry import ConfigError
 
-SCHEMA = Path(__file__).with_name("entry.schema.json")
 NORMS = {"linf": "L∞", "l2": "L2", "l0": "L0", "perceptual": "perceptual distance"}
 PROTOCOL = ("domain", "norm", "budget", "budget_snr_db", "attacks", "n_clips", "seed")
 """The evaluation keys every entry of a board must share: the page's header states them once."""
@@ -58,49 +59,24 @@ COLUMNS = (
 )
 
 
-@functools.cache
-def _validator() -> Any:
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
-
-
-def load_entry(path: Path) -> dict:
-    """One entry file, parsed and checked against ``entry.schema.json``.
-
-    Raises:
-        ConfigError: one line naming the file and its first problem.
-    """
-    import jsonschema
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"leaderboard entry {path} is not JSON: {err.msg} at line {err.lineno}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read leaderboard entry {path}: {err}") from None
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
-    if error is not None:
-        message = error.message.splitlines()[0]
-        message = message if len(message) <= 160 else message[:157] + "..."
-        raise ConfigError(f"leaderboard entry {path} does not match entry.schema.json at {error.json_path}: "
-                          f"{message}")
-    return doc
-
-
 def _tm(entry: Mapping[str, Any]) -> str:
     tm = entry["threat_model"]
     return f"{tm['name']} v{tm['version']} ({tm['config_hash']})"
 
 
+def _real(value: float | None) -> float | None:
+    """``value`` if it is a finite number, else ``None`` (the schema's null: infinite or undetermined)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _robust(entry: Mapping[str, Any]) -> float:
+    value = _real(entry["metrics"]["robust_accuracy"]["value"])
+    return -math.inf if value is None else value
+
+
 def _rank_key(entry: Mapping[str, Any]) -> tuple[float, float, str]:
-    metrics = entry["metrics"]
-    return -_finite_or(metrics["robust_accuracy"]["value"]), -_finite_or(metrics["clean_accuracy"]["value"]), \
-        entry["model"]["name"]
-
-
-def _finite_or(value: float, default: float = -math.inf) -> float:
-    return value if math.isfinite(value) else default
+    clean = _real(entry["metrics"]["clean_accuracy"]["value"])
+    return -_robust(entry), -math.inf if clean is None else -clean, entry["model"]["name"]
 
 
 def _anchor_ids(names: Iterable[str]) -> dict[str, str]:
@@ -158,17 +134,19 @@ class Board:
             threat_model: if given, the threat model name the entries must have.
 
         Raises:
-            ConfigError: one line: a missing folder, no entries, a malformed entry, or any refusal of :meth:`of`.
+            ConfigError: one line: a missing folder, no entries, a malformed entry, any refusal of :meth:`of`, or a
+                config hash that is not the threat model's current one (:func:`leaderboard.entry.load_entry`).
         """
         if not folder.is_dir():
             raise ConfigError(f"leaderboard entries folder {folder} does not exist")
         files = sorted(folder.glob("*.json"))
         if not files:
             raise ConfigError(f"no leaderboard entries (*.json) in {folder}")
-        board = cls.of({path.name: load_entry(path) for path in files})
+        board = cls.of({path.name: read_entry(path) for path in files})
         if threat_model is not None and board.threat_model["name"] != threat_model:
             raise ConfigError(f"the entries in {folder} are of threat model {board.threat_model['name']!r}, "
                               f"not {threat_model!r}")
+        load_entry(files[0])  # all share its config hash (of): is it the threat model's current one?
         return board
 
     @property
@@ -182,7 +160,7 @@ class Board:
     @functools.cached_property
     def ranks(self) -> tuple[int, ...]:
         """Competition ranks (1, 1, 3, ...) by robust accuracy."""
-        robust = [e["metrics"]["robust_accuracy"]["value"] for e in self.entries]
+        robust = [_robust(e) for e in self.entries]
         return tuple(1 + sum(other > value for other in robust) for value in robust)
 
     @functools.cached_property
@@ -191,12 +169,23 @@ class Board:
         return _anchor_ids(e["model"]["name"] for e in self.entries)
 
 
-def _pct(interval: Mapping[str, float]) -> str:
-    return f"{100 * interval['value']:.1f} [{100 * interval['low']:.1f}, {100 * interval['high']:.1f}] %"
+def _interval(interval: Mapping[str, float | None], percent: bool) -> str:
+    """``value [low, high]`` (in % with one decimal, or 3 significant digits); ``—`` for a null or non-finite
+    number."""
+    def text(x: float | None) -> str:
+        x = _real(x)
+        return DASH if x is None else f"{100 * x:.1f}" if percent else f"{x:.3g}"
+
+    shown = f"{text(interval['value'])} [{text(interval['low'])}, {text(interval['high'])}]"
+    return shown + " %" if percent else shown
 
 
-def _num(interval: Mapping[str, float]) -> str:
-    return f"{interval['value']:.3g} [{interval['low']:.3g}, {interval['high']:.3g}]"
+def _pct(interval: Mapping[str, float | None]) -> str:
+    return _interval(interval, percent=True)
+
+
+def _num(interval: Mapping[str, float | None]) -> str:
+    return _interval(interval, percent=False)
 
 
 def _budget(protocol: Mapping[str, Any], snr: bool = True) -> str:
@@ -230,11 +219,13 @@ def cells(entry: Mapping[str, Any], rank: int) -> dict[str, Cell]:
         "architecture": Cell(card["architecture"], card["architecture"].lower()),
         "representation": Cell(card["representation"], card["representation"].lower()),
         "objective": Cell(card["objective"], card["objective"].lower()),
-        "clean_accuracy": Cell(_pct(metrics["clean_accuracy"]), metrics["clean_accuracy"]["value"]),
-        "robust_accuracy": Cell(_pct(metrics["robust_accuracy"]), metrics["robust_accuracy"]["value"]),
-        "eps_star_median": Cell(_num(metrics["eps_star_median"]), metrics["eps_star_median"]["value"]),
-        "eps_r": Cell(DASH, None) if eps_r is None else Cell(_num(eps_r), eps_r["value"], f"vs {eps_r['reference']}"),
-        "certified_accuracy": Cell(DASH, None) if certified is None else Cell(_pct(certified), certified["value"]),
+        "clean_accuracy": Cell(_pct(metrics["clean_accuracy"]), _real(metrics["clean_accuracy"]["value"])),
+        "robust_accuracy": Cell(_pct(metrics["robust_accuracy"]), _real(metrics["robust_accuracy"]["value"])),
+        "eps_star_median": Cell(_num(metrics["eps_star_median"]), _real(metrics["eps_star_median"]["value"])),
+        "eps_r": Cell(DASH, None) if eps_r is None else Cell(_num(eps_r), _real(eps_r["value"]),
+                                                              f"vs {eps_r['reference']}"),
+        "certified_accuracy": Cell(DASH, None) if certified is None else Cell(_pct(certified),
+                                                                               _real(certified["value"])),
         "parameters": Cell(f"{card['parameters']:,}", card["parameters"]),
     }
 
@@ -249,6 +240,8 @@ def lead_sentence(board: Board) -> str:
     lead, second = leader["metrics"]["robust_accuracy"], runner["metrics"]["robust_accuracy"]
     both = (f"{leader['model']['name']} leads with robust accuracy {_pct(lead)} over the runner-up "
             f"{runner['model']['name']} with {_pct(second)}")
+    if _real(lead["low"]) is None or _real(second["high"]) is None:
+        return f"{both}: an interval is undetermined, so whether the lead is outside the intervals is not known."
     if lead["low"] > second["high"]:
         return f"{both}: the lead is outside the intervals."
     return f"{both}: the intervals overlap, so the lead is not outside the intervals."
@@ -320,16 +313,12 @@ def card_sections(entry: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, s
 
 
 def _sort_attr(value: float | str | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float) and math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return str(value)
+    return "" if value is None else str(value)
 
 
 def _axis(intervals: list[Mapping[str, float]]) -> tuple[float, float]:
     """An axis range in tenths of [0, 1] covering every finite interval end."""
-    ends = [x for i in intervals for x in (i["low"], i["value"], i["high"]) if math.isfinite(x)] or [0.0, 1.0]
+    ends = [x for i in intervals for x in (i["low"], i["value"], i["high"]) if _real(x) is not None] or [0.0, 1.0]
     low, high = max(0.0, math.floor(min(ends) * 10) / 10), min(1.0, math.ceil(max(ends) * 10) / 10)
     if high - low < 0.1:
         low, high = (low, low + 0.1) if low + 0.1 <= 1.0 else (high - 0.1, high)
@@ -371,13 +360,13 @@ def scatter_svg(board: Board) -> str:
                f'robust accuracy (%) at {html.escape(_budget(board.protocol, snr=False))}</text>')
     for entry, c, r in zip(board.entries, clean, robust):
         name = entry["model"]["name"]
-        if not (math.isfinite(c["value"]) and math.isfinite(r["value"])):
+        if _real(c["value"]) is None or _real(r["value"]) is None:
             continue
         x, y = px(c["value"]), py(r["value"])
         bars = []
-        if math.isfinite(c["low"]) and math.isfinite(c["high"]):
+        if _real(c["low"]) is not None and _real(c["high"]) is not None:
             bars.append(f'<line x1="{px(c["low"]):.1f}" y1="{y:.1f}" x2="{px(c["high"]):.1f}" y2="{y:.1f}"/>')
-        if math.isfinite(r["low"]) and math.isfinite(r["high"]):
+        if _real(r["low"]) is not None and _real(r["high"]) is not None:
             bars.append(f'<line x1="{x:.1f}" y1="{py(r["low"]):.1f}" x2="{x:.1f}" y2="{py(r["high"]):.1f}"/>')
         out.append(f'<a href="#{board.anchors[name]}" class="point"><title>{html.escape(name)}: clean {_pct(c)}, '
                    f'robust {_pct(r)}</title>{"".join(bars)}<circle cx="{x:.1f}" cy="{y:.1f}" r="4"/>'
@@ -479,8 +468,8 @@ def render_html(board: Board) -> str:
         f'<header><h1>{esc(title)}</h1><dl class="protocol">{protocol}</dl>',
         f'<p id="lead">{esc(lead_sentence(board))}</p></header>',
         f"<p>{len(board.entries)} models, ranked by robust accuracy (the per-clip worst case over the attacks at the "
-        "budget); 95 % intervals over the clips in brackets. Click a column header to sort by it; a model's name "
-        "opens its card.</p>",
+        "budget); 95 % intervals over the clips in brackets (— where a number is undetermined or not finite). "
+        "Click a column header to sort by it; a model's name opens its card.</p>",
         f'<table id="board"><thead><tr>{head}</tr></thead><tbody>',
         *rows,
         "</tbody></table>",
@@ -536,8 +525,6 @@ def write_pages(board: Board, out: Path) -> list[Path]:
     Raises:
         OutputError: the folder or a file cannot be written.
     """
-    from training.files import atomic_write
-
     pages = {"index.html": render_html(board), "leaderboard.md": render_markdown(board),
              "scatter.svg": scatter_svg(board) + "\n"}
     return [atomic_write(out / name, lambda f, text=text: f.write(text.encode("utf-8")), f"leaderboard {name}")

@@ -15,15 +15,17 @@ import pytest
 
 from conftest import needs
 from defense.cli import main
-from leaderboard.page import SCHEMA, Board, lead_sentence, render_html, render_markdown, scatter_svg
+from leaderboard.entry import SCHEMA_PATH
+from leaderboard.page import Board, lead_sentence, render_html, render_markdown, scatter_svg
+from leaderboard.threat_model import load_threat_model
 
-TM = "wave_linf_fsdd"
-HASH = "0123456789ab"
+TM = "fsdd_wave_linf"
+HASH = load_threat_model(TM).config_hash
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-def interval(value: float, low: float, high: float, **extra: str) -> dict:
+def interval(value: float | None, low: float | None, high: float | None, **extra: str) -> dict:
     return {"value": value, "low": low, "high": high, **extra}
 
 
@@ -51,7 +53,7 @@ def entry(name: str, clean: tuple[float, float, float], robust: tuple[float, flo
                        "n_clips": 50, "seed": 0, "wall_time_s": 12.0, "mlflow_run_id": None},
         "created": "2026-12-04T00:00:00Z",
     }
-    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
     return doc
 
 
@@ -146,10 +148,10 @@ def test_html_table_is_ranked_escaped_and_links_to_every_card() -> None:
     for shown in ("ab" * 32, "outputs/checkpoints/trades.victim.pt", "eps=0.5, steps=7", "8000 Hz", "e315364",
                   "10: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9", "fedcba987654", "61 s", "85.0 [80.0, 90.0] %",
                   'robust accuracy under apgd_ce_linf</td><td class="wrap">50.0 %', "2026-12-04T00:00:00Z",
-                  "wave_linf_fsdd v1 (0123456789ab)"):
+                  f"fsdd_wave_linf v1 ({HASH})"):
         assert shown in card, shown
     assert "src=" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    assert "wave_linf_fsdd (version 1)" in text and HASH in text and "L∞ ≤ 0.002 (median SNR 31.5 dB" in text
+    assert "fsdd_wave_linf (version 1)" in text and HASH in text and "L∞ ≤ 0.002 (median SNR 31.5 dB" in text
 
 
 @pytest.mark.timeout(30)
@@ -197,6 +199,23 @@ def test_help(capsys: pytest.CaptureFixture) -> None:
     assert done.value.code == 0 and "usage: advaudio leaderboard" in capsys.readouterr().out
 
 
+@pytest.mark.timeout(30)
+def test_null_numbers_show_as_dashes_and_sort_last() -> None:
+    entries = four()
+    unbroken = entries["c.json"]  # trades: eps* beyond the search range on most clips, robust interval undetermined
+    unbroken["metrics"]["eps_star_median"] = interval(None, 0.004, None)
+    unbroken["metrics"]["robust_accuracy"] = interval(0.7, None, None)
+    jsonschema.validate(unbroken, json.loads(SCHEMA_PATH.read_text()))
+    board = Board.of(entries)
+    rows = Page(render_html(board)).rows
+    assert rows[0][1][0] == "trades" and rows[0][6] == ("70.0 [—, —] %", "0.7")
+    assert rows[0][7] == ("— [0.004, —]", "")  # no sort value: last whichever way the column is sorted
+    assert lead_sentence(board).endswith("an interval is undetermined, so whether the lead is outside the intervals "
+                                         "is not known.")
+    point = scatter_svg(board).split('<a href="#card-trades" class="point">')[1].split("</a>")[0]
+    assert point.count("<line") == 1  # the clean accuracy's bar only
+
+
 def write_entries(folder: Path, entries: dict[str, dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, doc in entries.items():
@@ -218,28 +237,31 @@ def test_cli_writes_the_pages_and_prints_their_paths(tmp_path: Path, capsys: pyt
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("case, message", [
     ("empty", "no leaderboard entries (*.json) in "),
-    ("other threat model", "entries of different threat models in one page: a.json is wave_linf_fsdd v1 "
-                           "(0123456789ab), b.json is wave_l2_fsdd v1 (0123456789ab)"),
-    ("other hash", "entries of different threat models in one page: a.json is wave_linf_fsdd v1 (0123456789ab), "
-                   "b.json is wave_linf_fsdd v1 (ffffffffffff)"),
+    ("other threat model", f"entries of different threat models in one page: a.json is fsdd_wave_linf v1 ({HASH}), "
+                           f"b.json is fsdd_wave_l2 v1 ({HASH})"),
+    ("other hash", f"entries of different threat models in one page: a.json is fsdd_wave_linf v1 ({HASH}), "
+                   "b.json is fsdd_wave_linf v1 (ffffffffffff)"),
+    ("stale hash", f"with config hash ffffffffffff, but its current hash is {HASH}"),
     ("other budget", "with different protocols: a.json has budget 0.002, b.json 0.004"),
     ("same name", "two entries with the model name 'original': a.json and b.json"),
-    ("malformed", "does not match entry.schema.json at $.metrics.robust_accuracy: 'low' is a required property"),
-    ("other name", "are of threat model 'wave_l2_fsdd', not 'wave_linf_fsdd'"),
+    ("malformed", "b.json violates entry.schema.json, field 'metrics.robust_accuracy': 'low' is a required property"),
+    ("other name", "are of threat model 'fsdd_wave_l2', not 'fsdd_wave_linf'"),
 ])
 def test_refusals_are_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, case: str,
                                                 message: str) -> None:
     first = entry("original", (0.9, 0.8, 0.95), (0.1, 0.05, 0.2))
     second = {"empty": None,
-              "other threat model": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), threat_model="wave_l2_fsdd"),
+              "other threat model": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), threat_model="fsdd_wave_l2"),
               "other hash": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), config_hash="f" * 12),
+              "stale hash": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), config_hash="f" * 12),
               "other budget": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6), budget=0.004),
               "same name": entry("original", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6)),
               "malformed": entry("pgd", (0.8, 0.7, 0.9), (0.5, 0.4, 0.6)),
               "other name": None}[case]
     entries = {} if case == "empty" else {"a.json": first}
-    if case == "other name":
-        entries = {"a.json": entry("original", (0.9, 0.8, 0.95), (0.1, 0.05, 0.2), threat_model="wave_l2_fsdd")}
+    if case in ("other name", "stale hash"):
+        entries = {"a.json": entry("original", (0.9, 0.8, 0.95), (0.1, 0.05, 0.2), **(
+            {"threat_model": "fsdd_wave_l2"} if case == "other name" else {"config_hash": "f" * 12}))}
     if second is not None:
         if case == "malformed":
             del second["metrics"]["robust_accuracy"]["low"]
