@@ -332,8 +332,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     <outputs>/leaderboard/THREAT_MODEL/) as a static, self-contained HTML page (index.html: a sortable table whose
     rows link to the model cards, a robust-vs-clean accuracy scatter with interval bars) and as Markdown
     (leaderboard.md, beside scatter.svg); prints their paths. A folder without entries, a malformed entry, entries
-    of another or of several threat models and two entries with one model name are one-line errors that write
-    nothing."""
+    of another or of several threat models, entries whose config hash is not the threat model's current one and
+    two entries with one model name are one-line errors that write nothing."""
     from leaderboard.page import Board, write_pages
 
     entries = args.entries or _outputs(args) / "leaderboard" / args.threat_model
