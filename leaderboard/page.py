@@ -296,6 +296,7 @@ def card_sections(entry: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, s
         ("clean_accuracy", "clean accuracy"), ("robust_accuracy", "robust accuracy"),
         ("eps_star_median", f"median ε* ({NORMS[evaluation['norm']]})"), ("eps_r", "ε_r"),
         ("certified_accuracy", "certified accuracy"))]
+    stored = evaluation.get("eps_star_per_clip")
     protocol = [
         ("threat model", _tm(entry)),
         ("domain", evaluation["domain"]),
@@ -305,6 +306,7 @@ def card_sections(entry: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, s
           for attack, value in evaluation.get("per_attack_robust_accuracy", {}).items()),
         ("clips", str(evaluation["n_clips"])),
         ("seed", str(evaluation["seed"])),
+        *([("per-clip ε*", f"stored for {len(stored['eps_star'])} clips (an ε_r reference)")] if stored else []),
         ("evaluation wall time", f"{evaluation['wall_time_s']:.0f} s"),
         ("MLflow run", evaluation.get("mlflow_run_id") or DASH),
         ("entry written", entry["created"]),
@@ -492,6 +494,13 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(text.splitlines()))
 
 
+def _md_cell(cell: Cell, numeric: bool) -> str:
+    """A table cell in Markdown: a number's text as it is (brackets of an interval are no link), entry text
+    escaped."""
+    text = cell.text if numeric else md_escape(cell.text)
+    return f"{text} {md_escape(cell.note)}" if cell.note else text
+
+
 def render_markdown(board: Board, scatter: str | None = "scatter.svg") -> str:
     """The GitHub-flavoured Markdown page: header, table (the HTML page's default order), the scatter (if
     ``scatter`` names its file) and the model cards."""
@@ -504,7 +513,7 @@ def render_markdown(board: Board, scatter: str | None = "scatter.svg") -> str:
     for entry, rank in zip(board.entries, board.ranks):
         row = cells(entry, rank)
         texts = [f"[{md_escape(row[c.key].text)}](#{board.anchors[entry['model']['name']]})" if c.key == "name"
-                 else md_escape(row[c.key].full) for c in COLUMNS]
+                 else _md_cell(row[c.key], c.numeric) for c in COLUMNS]
         lines.append("| " + " | ".join(texts) + " |")
     if scatter is not None:
         lines += ["", f"![Robust vs clean accuracy with 95 % intervals]({scatter})"]

@@ -59,7 +59,7 @@ def entry(name: str, clean: tuple[float, float, float], robust: tuple[float, flo
 
 def four() -> dict[str, dict]:
     """Robust accuracy 0.62 > 0.40 = 0.40 > 0.10 (ranks 1, 2, 2, 4; the tie goes to the higher clean accuracy)."""
-    return {
+    entries = {
         "a.json": entry("original", (0.94, 0.90, 0.97), (0.10, 0.05, 0.17), parameters=11_172_042),
         "b.json": entry("<b>x</b> | pgd", (0.81, 0.75, 0.86), (0.62, 0.55, 0.69), objective="pgd_at",
                         eps_r=(2.5, 2.1, 2.9)),
@@ -67,6 +67,9 @@ def four() -> dict[str, dict]:
         "d.json": entry("smoothed", (0.70, 0.63, 0.77), (0.40, 0.32, 0.48), objective="smooth_wave",
                         certified=(0.3, 0.22, 0.38)),
     }
+    entries["c.json"]["evaluation"]["eps_star_per_clip"] = {"labels": [0, 1, 2], "eps_star": [0.003, "inf", None]}
+    jsonschema.validate(entries["c.json"], json.loads(SCHEMA_PATH.read_text()))
+    return entries
 
 
 class Page(HTMLParser):
@@ -148,7 +151,7 @@ def test_html_table_is_ranked_escaped_and_links_to_every_card() -> None:
     for shown in ("ab" * 32, "outputs/checkpoints/trades.victim.pt", "eps=0.5, steps=7", "8000 Hz", "e315364",
                   "10: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9", "fedcba987654", "61 s", "85.0 [80.0, 90.0] %",
                   'robust accuracy under apgd_ce_linf</td><td class="wrap">50.0 %', "2026-12-04T00:00:00Z",
-                  f"fsdd_wave_linf v1 ({HASH})"):
+                  f"fsdd_wave_linf v1 ({HASH})", "per-clip ε*</td><td class=\"wrap\">stored for 3 clips"):
         assert shown in card, shown
     assert "src=" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "fsdd_wave_linf (version 1)" in text and HASH in text and "L∞ ≤ 0.002 (median SNR 31.5 dB" in text
@@ -166,6 +169,7 @@ def test_markdown_table_has_the_same_rows_and_numbers() -> None:
                        "2.5 [2.1, 2.9] vs original", "—", "1,000"]
     assert [row[0] for row in rows] == ["1", "2", "2", "4"] and rows[3][-1] == "11,172,042"
     assert r"\<b\>x\</b\> \| pgd" in text and "<b>x</b>" not in text
+    assert "| 62.0 [55.0, 69.0] % |" in text  # numbers as they are: an interval's brackets are no link
     for anchor in ("card-b-x-b-pgd", "card-trades", "card-smoothed", "card-original"):
         assert f'<a id="{anchor}"></a>' in text
     assert "| Rank | Model |" in text and "![Robust vs clean accuracy with 95 % intervals](scatter.svg)" in text
