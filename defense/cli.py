@@ -347,7 +347,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     (configs/threat_model) and write its leaderboard entry: clean and robust accuracy at the budget under the per-clip
     worst case of the protocol's attacks, the median eps* and eps_r against --reference, certified accuracy if the
     model is smoothed, each with its interval, and the model card; validated against leaderboard/entry.schema.json,
-    written atomically to <entries>/<threat model>/<name>.json and logged to MLflow (experiment leaderboard)."""
+    written atomically to <entries>/<name>.json (default entries: <outputs>/leaderboard/<threat model>, where
+    advaudio leaderboard reads) and logged to MLflow (experiment leaderboard)."""
     from leaderboard.benchmark import benchmark
 
     done = benchmark(args.checkpoint, args.threat_model, name=args.name, reference=args.reference,
@@ -448,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transform", default=None,
                    help="deploy the model behind an input-transform defense option (configs/defense/, e.g. quantize_8bit)")
     p.add_argument("--entries", type=Path, default=None,
-                   help="folder of the entries, one folder per threat model (default: <outputs>/leaderboard)")
+                   help="folder of the threat model's entries (default: <outputs>/leaderboard/<threat model>)")
     p.add_argument("--data-root", default=None, help="where this machine keeps the threat model's data set")
     p.add_argument("--outputs", type=Path, default=None, help="folder of the default MLflow store")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (also where the training run is read)")

@@ -98,8 +98,8 @@ def benchmark(checkpoint: str | Path, threat_model: str, *, name: str | None = N
               outputs: Path, entries: Path | None = None, external: str | None = None, transform: str | None = None,
               tracking_uri: str | None = None, data_root: str | None = None,
               progress: Callable[[str], None] | None = None) -> Benchmark:
-    """Evaluate ``checkpoint`` under ``threat_model`` and write its entry to ``<entries>/<threat_model>/<name>.json``
-    (default ``entries``: ``<outputs>/leaderboard``) and to MLflow.
+    """Evaluate ``checkpoint`` under ``threat_model`` and write its entry to ``<entries>/<name>.json`` (default
+    ``entries``: ``<outputs>/leaderboard/<threat_model>``, where ``advaudio leaderboard`` reads) and to MLflow.
 
     Args:
         checkpoint: our victim checkpoint, or the weights file an ``external`` factory loads.
@@ -107,7 +107,7 @@ def benchmark(checkpoint: str | Path, threat_model: str, *, name: str | None = N
         name: the entry's display name (default: the checkpoint's file name without ``.victim.pt``).
         reference: an entry file (with per-clip ε*) or one of our checkpoints to measure ε_r against.
         outputs: the outputs folder (default store, default entries folder).
-        entries: the folder holding one folder of entries per threat model.
+        entries: the folder of the threat model's entries.
         external: ``package.module:factory`` of an external model (:mod:`leaderboard.external`).
         transform: a ``configs/defense`` input-transform option the model is deployed behind.
         tracking_uri: MLflow store (default: SQLite under ``outputs``); also where the training run is looked up.
@@ -127,7 +127,7 @@ def benchmark(checkpoint: str | Path, threat_model: str, *, name: str | None = N
     name = name or re.sub(r"\.(victim|train)\.pt$|\.pt$", "", checkpoint.name)
     if not NAME.match(name):
         raise ConfigError(f"entry name {name!r} must be a file name: letters, digits and _ . + = - (no / or leading .)")
-    folder = writable_folder((entries or outputs / "leaderboard") / tm.name, "entries folder")
+    folder = writable_folder(entries or outputs / "leaderboard" / tm.name, "entries folder")
     path = check_output_file(folder / f"{name}.json", "entry", {"CHECKPOINT": checkpoint})
     uri = tracking_uri or default_tracking_uri(outputs)
     say(f"loading {tm.name} clips")

@@ -126,8 +126,8 @@ def test_entry_validates_reproduces_and_its_metrics_follow_from_its_clips(
     outputs = trained.parent.parent
     assert bench(trained, tm, outputs, "--name", "first", "--entries", str(tmp_path / "a")) == 0
     assert bench(trained, tm, outputs, "--name", "first", "--entries", str(tmp_path / "b")) == 0
-    a = read_entry(tmp_path / "a" / "tiny_tm" / "first.json")
-    b = read_entry(tmp_path / "b" / "tiny_tm" / "first.json")
+    a = read_entry(tmp_path / "a" / "first.json")
+    b = read_entry(tmp_path / "b" / "first.json")
     assert schema_problem(a) is None
     for entry in (a, b):
         entry.pop("created")
@@ -150,27 +150,27 @@ def test_entry_validates_reproduces_and_its_metrics_follow_from_its_clips(
     assert a["card"]["config_hash"] == trained.name.split(".")[0] and a["card"]["training_time_s"] > 0
     assert a["card"]["parameters"] > 0 and a["evaluation"]["budget_snr_db"] > 0
     run = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}").get_run(b_run := read_entry(
-        tmp_path / "b" / "tiny_tm" / "first.json")["evaluation"]["mlflow_run_id"])
+        tmp_path / "b" / "first.json")["evaluation"]["mlflow_run_id"])
     assert run.data.metrics["robust_accuracy"] == pytest.approx(metrics["robust_accuracy"]["value"])
     assert "entry.json" in {f.path for f in MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}").list_artifacts(b_run)}
     capsys.readouterr()
 
     # eps_r of the model against itself, from its entry: 1 exactly
     assert bench(trained, tm, outputs, "--name", "self", "--entries", str(tmp_path / "a"),
-                 "--reference", str(tmp_path / "b" / "tiny_tm" / "first.json")) == 0
-    eps_r = read_entry(tmp_path / "a" / "tiny_tm" / "self.json")["metrics"]["eps_r"]
+                 "--reference", str(tmp_path / "b" / "first.json")) == 0
+    eps_r = read_entry(tmp_path / "a" / "self.json")["metrics"]["eps_r"]
     assert eps_r["value"] == pytest.approx(1.0) and eps_r["reference"] == "first"
 
     # the threat model changes: its entries are refused in one line, by load_entry and as a reference
     changed = tiny_threat_model(tmp_path, fsdd_root, budget=0.3)
     with pytest.raises(EntryError, match="current hash is") as info:
-        load_entry(tmp_path / "a" / "tiny_tm" / "first.json", load_threat_model(str(changed)).config_hash)
+        load_entry(tmp_path / "a" / "first.json", load_threat_model(str(changed)).config_hash)
     assert "\n" not in str(info.value)
     capsys.readouterr()
     assert bench(trained, changed, outputs, "--name", "late", "--entries", str(tmp_path / "a"),
-                 "--reference", str(tmp_path / "b" / "tiny_tm" / "first.json")) == 2
+                 "--reference", str(tmp_path / "b" / "first.json")) == 2
     assert "current hash is" in one_error(capsys)
-    assert not (tmp_path / "a" / "tiny_tm" / "late.json").exists()
+    assert not (tmp_path / "a" / "late.json").exists()
 
 
 @pytest.mark.slow
@@ -187,8 +187,8 @@ def test_an_external_module_with_reordered_classes_gets_the_same_clips(
     assert bench(trained, tm, outputs, "--name", "native", "--entries", str(entries)) == 0
     assert bench(trained, tm, outputs, "--name", "external", "--entries", str(entries),
                  "--external", "bench_external_mod:reversed_victim") == 0
-    native = read_entry(entries / "tiny_tm" / "native.json")
-    external = read_entry(entries / "tiny_tm" / "external.json")
+    native = read_entry(entries / "native.json")
+    external = read_entry(entries / "external.json")
     assert external["model"]["source"] == "external" and external["card"]["representation"] == "waveform"
     assert external["card"]["parameters"] == native["card"]["parameters"]
     got, want = (e["evaluation"]["eps_star_per_clip"] for e in (external, native))
@@ -203,7 +203,7 @@ def test_an_external_module_with_reordered_classes_gets_the_same_clips(
     assert bench(trained, tm, outputs, "--name", "cube", "--entries", str(entries),
                  "--external", "bench_external_mod:cube") == 2
     assert "must return (N, classes) logits" in one_error(capsys)
-    assert not (entries / "tiny_tm" / "cube.json").exists()
+    assert not (entries / "cube.json").exists()
     assert bench(trained, tm, outputs, "--name", "rep", "--entries", str(entries), "--external",
                  "bench_external_mod:reversed_victim", "--threat-model", "fsdd_rep_l2", "--data-root", str(fsdd_root)) == 2
     assert "has none" in one_error(capsys)
