@@ -361,7 +361,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         found = metrics[key]
         if found is None:
             return "n/a"
-        value, low, high = (("inf" if v is None else f"{v:.4g}") for v in (found["value"], found["low"], found["high"]))
+        value, low, high = (("-" if v is None else f"{v:.4g}") for v in (found["value"], found["low"], found["high"]))
         return f"{value} [{low}, {high}]"
 
     for key in ("clean_accuracy", "robust_accuracy", "eps_star_median", "eps_r", "certified_accuracy"):
