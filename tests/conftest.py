@@ -1,6 +1,7 @@
 """Test-wide settings and fixtures: one torch thread in every test process, seeded RNGs, an MLflow state isolated
 per test (no developer store), CUDA-only tests skipped without a GPU, declared dependencies that must be present in
-CI (:func:`needs`), and the FSDD root. Tiny victims and short audio live in ``tests/tiny.py``."""
+CI (:func:`needs`), the FSDD root, and a CLI command's temporary folder (``env``). Tiny victims and short audio live in
+``tests/tiny.py``, the tiny grids in ``tests/tiny_configs.py``."""
 from __future__ import annotations
 
 import os
@@ -72,3 +73,11 @@ def fsdd_root() -> Path:
     if not (FSDD_ROOT / "recordings").is_dir():
         (pytest.fail if IN_CI else pytest.skip)(f"FSDD not found at {FSDD_ROOT}")
     return FSDD_ROOT
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder for a CLI command, with its data cache there and no tracking URI (outputs decide)."""
+    monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path

@@ -14,7 +14,7 @@ from evaluation.intervals import ratio_intervals
 from evaluation.tracking import load_record
 
 LEARNS = {"train.batch_size": 2, "train.epochs": 4}
-"""Overrides of the tiny grids (``tests/test_runner.py``'s TINY) giving the tiny ResNet enough optimiser steps for its
+"""Overrides of the tiny grids (``tests/tiny_configs.py``'s TINY) giving the tiny ResNet enough optimiser steps for its
 batch-norm statistics to settle: with one step per epoch the deployed model predicts one class, nothing is broken
 within the search range and every ε_r is undefined, so a check of logged ε_r would compare ``nan`` with ``nan``."""
 _FLOAT_MAX = 1.7976931348623157e308  # MLflow stores inf as the largest float64

@@ -52,5 +52,5 @@ class MlflowServer:
 
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.proc.wait(timeout=60)  # a killed process is reaped at once; never hang on it
         self.proc = None

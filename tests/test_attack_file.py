@@ -16,8 +16,7 @@ from attacks.base import Attack, ModelFn, RunOutput
 from defense.cli import main
 from defense.craft import Progress, craft_file
 from evaluation.metrics import snr_db
-from test_bad_inputs import noise, registry_victim
-from tiny import NUM_SAMPLES, SAMPLE_RATE
+from tiny import NUM_SAMPLES, SAMPLE_RATE, noise, registry_victim
 from training.checkpoints import save_atomic, victim_state
 from victims.bounds import Bounds
 

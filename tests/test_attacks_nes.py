@@ -10,42 +10,14 @@ from torch import Tensor, nn
 
 from attacks import create_attack
 from attacks.losses import class_margin
+from black_box import CountRows, Guard
 from tiny import trained_victim, tones
 from victims.bounds import Bounds
 
 
-class _NoBackward(torch.autograd.Function):
-    """Identity whose backward raises: a victim built on it cannot be differentiated."""
-
-    @staticmethod
-    def forward(ctx: object, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: object, grad: Tensor) -> Tensor:
-        raise RuntimeError("backward called on a black-box victim")
-
-
-class _Guard(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return _NoBackward.apply(x)
-
-
-class _CountRows(nn.Module):
-    """Counts every input row the model is asked to evaluate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.rows += x.shape[0]
-        return x
-
-
 def test_nes_never_calls_backward_and_still_fools_the_victim() -> None:
     victim = trained_victim()
-    victim.backbone = nn.Sequential(_Guard(), victim.backbone)
+    victim.backbone = nn.Sequential(Guard(), victim.backbone)
     wave, labels = tones(2, seed=4)
     with pytest.raises(RuntimeError, match="black-box"):
         create_attack("cw_l2", max_iterations=2, binary_search_steps=1)(victim, wave, labels)
@@ -58,7 +30,7 @@ def test_nes_never_calls_backward_and_still_fools_the_victim() -> None:
 
 def test_queries_are_counted_exactly_and_stay_within_the_budget() -> None:
     victim = trained_victim()
-    counter = _CountRows()
+    counter = CountRows()
     victim.backbone = nn.Sequential(counter, victim.backbone)
     wave, labels = tones(2, seed=5)
     attack = create_attack("nes", eps=0.02, learning_rate=0.01, n_samples=10, max_queries=100)
@@ -228,7 +200,7 @@ def test_search_is_the_same_batched_and_one_by_one_and_stops_each_example_on_its
 @pytest.mark.timeout(60)
 def test_search_counts_queries_exactly_and_respects_its_cap_and_budget() -> None:
     victim = trained_victim()
-    counter = _CountRows()
+    counter = CountRows()
     victim.backbone = nn.Sequential(counter, victim.backbone)
     wave, labels = tones(3, seed=7)
     attack = _search(eps=0.5, n_samples=8, max_queries=300, max_iterations=100)

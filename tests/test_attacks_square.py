@@ -10,7 +10,7 @@ from torchattacks import Square as PeerSquare
 
 from attacks import create_attack
 from attacks.square import eta, p_schedule, place, rings
-from test_attacks_nes import _CountRows, _Guard  # the black-box guards NES is tested with
+from black_box import CountRows, Guard
 from tiny import tones, trained_victim
 
 
@@ -20,8 +20,8 @@ def test_black_box_success_and_exact_query_counts(norm: str) -> None:
     """Representation domain (2-D windows): the attack never differentiates, fools the tiny victim, and every
     model evaluation is counted: one for the initial perturbation plus one per iteration, within the budget."""
     victim = trained_victim()
-    counter = _CountRows()
-    victim.backbone = nn.Sequential(counter, _Guard(), victim.backbone)
+    counter = CountRows()
+    victim.backbone = nn.Sequential(counter, Guard(), victim.backbone)
     wave, labels = tones(3, seed=4)
     eps = {"linf": 1.5, "l2": 15.0}[norm]
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 
 from defense.cli import main
-from tiny import CLASS_NAMES, NUM_SAMPLES, SAMPLE_RATE, TinyLogSpec, TinyNet, make_victim, tones
+from tiny import CLASS_NAMES, NUM_SAMPLES, SAMPLE_RATE, TinyLogSpec, TinyNet, make_victim, noise, registry_victim, tones
 from training.checkpoints import CheckpointError, load_checkpoint, load_victim, save_atomic, victim_state
 from training.data import load_clips
 from training.data.audio import read_audio
@@ -35,21 +35,12 @@ from training.data.fsdkaggle2019 import fsdkaggle2019
 from training.data.urbansound8k import urbansound8k
 from training.files import OutputError
 from training.trainer import TrainConfig, train
+from user_errors import one_line
 from evaluation.audio_out import write_wav
 from victims.registry import ConfigError
-from victims.victim import Victim, build_victim
+from victims.victim import Victim
 
 RATE = 8000
-
-
-def noise(seed: int, seconds: float, rate: int = RATE) -> np.ndarray:
-    return np.clip(0.3 * np.random.default_rng(seed).standard_normal(round(rate * seconds)), -1, 1).astype(np.float32)
-
-
-def one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
-    text = str(err.value)
-    assert text and "\n" not in text, text
-    return text
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -90,13 +81,6 @@ def file_size_limit(nbytes: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, previous)
 
 
-def registry_victim() -> Victim:
-    """A small victim built from registry names (so its checkpoint rebuilds from its spec)."""
-    torch.manual_seed(0)
-    return build_victim({"name": "stft_db", "n_fft": 64, "hop": 32}, {"backbone": "koerich_cnn2d", "dense": 16},
-                        CLASS_NAMES, SAMPLE_RATE, NUM_SAMPLES)
-
-
 def clips(n_per_class: int, seed: int) -> ClipSet:
     waves, labels = tones(n_per_class, seed=seed)
     return ClipSet(waves, labels, torch.arange(len(labels)), torch.full((len(labels),), -1), CLASS_NAMES, SAMPLE_RATE)
@@ -110,7 +94,7 @@ def train_cfg(epochs: int = 2) -> TrainConfig:
 
 
 def test_flac_data_in_a_wav_file_is_decoded_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    wave = noise(1, 0.1)
+    wave = noise(1, 0.1, RATE)
     cfg = folder_set(tmp_path, {"a/0.wav": wave, "b/0.wav": None})
     sf.write(Path(cfg["root"]) / "b" / "0.wav", wave, RATE, format="FLAC", subtype="PCM_16")
     with caplog.at_level(logging.DEBUG, logger="training.data"):
@@ -130,7 +114,7 @@ def test_flac_data_in_a_wav_file_is_decoded_and_logged(tmp_path: Path, caplog: p
 def test_truncated_zero_length_and_header_only_wavs_are_one_line_errors(tmp_path: Path, case: str,
                                                                         fragment: str) -> None:
     path = tmp_path / "clip.wav"
-    samples = (noise(2, 1.0) * 32767).astype("<i2").tobytes()
+    samples = (noise(2, 1.0, RATE) * 32767).astype("<i2").tobytes()
     content = {"truncated": pcm16_header(RATE) + samples[:8000], "zero-length": b"",
                "header-only, no frames": pcm16_header(0), "header-only, frames declared": pcm16_header(RATE)}[case]
     path.write_bytes(content)
@@ -143,7 +127,7 @@ def test_truncated_zero_length_and_header_only_wavs_are_one_line_errors(tmp_path
     ("PCM_24", "WAV", 2 ** -23), ("PCM_24", "WAVEX", 2 ** -23), ("FLOAT", "WAV", 0.0), ("DOUBLE", "WAV", 1e-7)])
 def test_24_bit_and_float_wavs_decode_to_their_samples(tmp_path: Path, subtype: str, container: str,
                                                        atol: float) -> None:
-    wave = noise(3, 0.1)
+    wave = noise(3, 0.1, RATE)
     sf.write(tmp_path / "clip.wav", wave, RATE, subtype=subtype, format=container)
     assert (sf.info(tmp_path / "clip.wav").subtype, sf.info(tmp_path / "clip.wav").format) == (subtype, container)
     tally: Counter[str] = Counter()
@@ -166,8 +150,8 @@ def test_a_one_hour_file_is_refused_by_a_data_set_and_read_bounded_by_attack(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A data set refuses it before decoding (``max_seconds``, 600 s by default); ``advaudio attack`` takes
     the first clip length only, exactly as a whole-file decode starts."""
-    cfg = folder_set(tmp_path, {"a/0.wav": noise(4, 0.1), "b/hour.wav": None})
-    head = noise(5, 2.0)
+    cfg = folder_set(tmp_path, {"a/0.wav": noise(4, 0.1, RATE), "b/hour.wav": None})
+    head = noise(5, 2.0, RATE)
     hour = pcm16_wav(Path(cfg["root"]) / "b" / "hour.wav", head, 3600 * RATE)
     with pytest.raises(AudioError) as err:
         load_clips(cfg)
@@ -202,9 +186,9 @@ def test_a_symlink_escaping_the_data_root_is_followed_and_logged(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """Data sets are often assembled from links to another disk, so links are followed wherever they lead;
     those leading outside the root are counted in the log. A dangling link is a missing file."""
-    outside = noise(6, 0.1)
+    outside = noise(6, 0.1, RATE)
     sf.write(tmp_path / "elsewhere.wav", outside, RATE, subtype="FLOAT")
-    cfg = folder_set(tmp_path, {"a/0.wav": noise(7, 0.1), "b/.keep": None})
+    cfg = folder_set(tmp_path, {"a/0.wav": noise(7, 0.1, RATE), "b/.keep": None})
     (Path(cfg["root"]) / "b" / "link.wav").symlink_to(tmp_path / "elsewhere.wav")
     with caplog.at_level(logging.INFO, logger="training.data.source"):
         data = load_clips(cfg)
@@ -331,7 +315,7 @@ def attack(checkpoint: Path, source: Path, output: Path) -> int:
 def test_attack_on_a_one_hour_file_into_a_missing_folder(tmp_path: Path, victim_checkpoint: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     """The missing folders are created (logged); the input's first clip length is attacked (a warning)."""
-    source = pcm16_wav(tmp_path / "hour.wav", noise(9, 1.0), 3600 * RATE)
+    source = pcm16_wav(tmp_path / "hour.wav", noise(9, 1.0, RATE), 3600 * RATE)
     output = tmp_path / "new" / "deeper" / "adv.wav"
     with caplog.at_level(logging.INFO):
         assert attack(victim_checkpoint, source, output) == 0  # fooled: written (a failed attack writes nothing)
@@ -399,17 +383,17 @@ def test_a_write_error_during_checkpointing_keeps_the_last_checkpoint(tmp_path: 
 
 
 def test_a_write_error_writing_a_wav_keeps_the_old_file(tmp_path: Path) -> None:
-    path = write_wav(tmp_path / "adv.wav", noise(11, 0.01), RATE)
+    path = write_wav(tmp_path / "adv.wav", noise(11, 0.01, RATE), RATE)
     before = path.read_bytes()
     with file_size_limit(4096), pytest.raises(OutputError) as err:
-        write_wav(path, noise(12, 1.0), RATE)
+        write_wav(path, noise(12, 1.0, RATE), RATE)
     assert one_line(err) == f"cannot write WAV file {path}: File too large"
     assert path.read_bytes() == before and not leftovers(tmp_path)
 
 
 def test_a_write_error_writing_the_cache_is_a_warning_and_leaves_no_file(tmp_path: Path,
                                                                          caplog: pytest.LogCaptureFixture) -> None:
-    wave = noise(13, 1.0)
+    wave = noise(13, 1.0, RATE)
     with file_size_limit(4096), caplog.at_level(logging.WARNING, logger="training.data.cache"):
         arrays = cached(tmp_path / "cache", "set", {"k": 1}, lambda: {"samples": wave})
     assert arrays["samples"] is wave

@@ -9,20 +9,7 @@ import pytest
 import soundfile as sf
 
 from defense.cli import build_parser, main
-
-TINY_TRAIN = [
-    "dataset.classes=[flute, hi_hat]", "dataset.clips_per_class=16", "dataset.clip_seconds=0.25",
-    "dataset.sample_rate=8000", "dataset.split.test_fraction=0.3", "dataset.split.val_fraction=0.3",
-    "frontend=stft_db_small", "frontend.n_fft=128", "frontend.hop=64", "victim=koerich_cnn2d", "victim.dense=64",
-    "train.epochs=8", "train.batch_size=4",
-]
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
+from tiny_configs import TINY_TRAIN
 
 
 @pytest.mark.parametrize("command", ["prepare", "train", "attack", "experiment", "report", "ui"])

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from evaluation.locks import LockTimeout, exclusive, lock_timeout
 from evaluation.tracking import iter_runs, setup_tracking
 from victims.registry import ConfigError
-from test_runner import TINY_FGSM
+from tiny_configs import TINY_FGSM
 
 TRAIN = ["dataset.classes=[flute, hi_hat]", "dataset.clips_per_class=6", "dataset.clip_seconds=0.25",
          "dataset.sample_rate=8000", "dataset.split.test_fraction=0.34", "frontend=stft_db_small",
@@ -28,6 +28,8 @@ TRAIN = ["dataset.classes=[flute, hi_hat]", "dataset.clips_per_class=6", "datase
 WAIT_S = 1200.0
 """Longest a step of a test waits for a process: a command takes about a minute on 2 free cores, over ten
 where six test runs share them."""
+KILLED_S = 60.0
+"""Bound of the wait for a SIGKILLed process to be reaped."""
 
 
 class Command:
@@ -67,7 +69,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
     for command in started:
         if command.proc.poll() is None:
             command.signal(signal.SIGKILL)
-            command.proc.wait()
+            command.proc.wait(timeout=KILLED_S)
 
 
 def _until(ready: Callable[[], bool], what: str, running: Command | None = None) -> None:
@@ -213,7 +215,7 @@ def test_a_lock_is_refused_while_held_and_free_once_its_holder_is_killed(tmp_pat
             with exclusive(tmp_path, "3f2a9c0e81d4", "training x/y"):
                 pass
         holder.kill()  # SIGKILL: no handler runs, the kernel closes its files and drops the lock
-        holder.wait()
+        holder.wait(timeout=KILLED_S)
         with exclusive(tmp_path, "3f2a9c0e81d4", "training x/y"):
             with pytest.raises(RuntimeError, match="already held by this process"):
                 with exclusive(tmp_path, "3f2a9c0e81d4", "training x/y"):
@@ -221,7 +223,7 @@ def test_a_lock_is_refused_while_held_and_free_once_its_holder_is_killed(tmp_pat
         assert (tmp_path / "3f2a9c0e81d4.lock").read_text().startswith(f"process {os.getpid()} on ")
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=KILLED_S)
 
 
 @pytest.mark.timeout(60)

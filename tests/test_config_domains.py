@@ -14,12 +14,12 @@ import torch
 
 from defense.cli import main
 from evaluation.config import EvalConfig
-from test_bad_inputs import one_line
-from test_cli import TINY_TRAIN, env  # noqa: F401 (env: the fixture, a temporary cache and no tracking URI)
+from tiny_configs import TINY_TRAIN
 from training.data import load_splits
 from training.data.errors import DataError
 from training.devices import resolve_device
 from training.trainer import TrainConfig
+from user_errors import one_line
 from victims.registry import ConfigError, to_dataclass
 from victims.schema import above, at_least, between, check_domains, matching
 

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from training.data.audio import fix_length, is_silent, read_audio, safe_relpath, segment
 from training.data.errors import AudioError, DataError
+from user_errors import one_line
 
 
 def tone(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -20,12 +21,6 @@ def tone(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray
 def peak_hz(wave: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(wave * np.hanning(wave.shape[0])))
     return float(np.fft.rfftfreq(wave.shape[0], 1 / rate)[spectrum.argmax()])
-
-
-def one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
-    text = str(err.value)
-    assert "\n" not in text
-    return text
 
 
 def test_mono_file_is_read_unchanged(tmp_path: Path) -> None:

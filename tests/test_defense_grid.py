@@ -22,7 +22,7 @@ from evaluation.report import format_tables
 from evaluation.report_data import collect
 from evaluation.report_listening import listening_table
 from evaluation.tracking import iter_runs, load_record, setup_tracking
-from test_runner import TINY
+from tiny_configs import TINY
 from training.checkpoints import load_victim
 from training.data import load_splits
 

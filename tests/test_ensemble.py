@@ -11,7 +11,7 @@ from evaluation import metrics as M
 from evaluation.ensemble import ENSEMBLE, broke_share, ensemble, found_by_counts, is_weak
 from evaluation.harness import evaluate_attack, summarize
 from evaluation.intervals import ratio_intervals
-from test_harness import MinNorm, Threshold, line_victim, waves_with_thresholds
+from known_eps import MinNorm, Threshold, line_victim, waves_with_thresholds
 
 pytestmark = pytest.mark.timeout(120)
 THRESHOLDS = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2]

@@ -11,7 +11,7 @@ from defense.grid import load_grid
 from defense.runner import run_grid
 from eps_r_check import LEARNS, check_logged_eps_r
 from evaluation.tracking import iter_runs, load_record, setup_tracking
-from test_runner import TINY_FGSM
+from tiny_configs import TINY_FGSM
 
 GRID = (TINY_FGSM.replace("name: tiny", "name: tinypaths").replace("defense: [none, fgsm_mix]",
                                                                    "defense: [none, fgsm_mix_auto]")

@@ -10,7 +10,7 @@ from defense import runner
 from defense.grid import load_grid
 from defense.grid_transfer import log_grid_transfer
 from evaluation.tracking import iter_runs, setup_tracking
-from test_runner import TINY
+from tiny_configs import TINY
 
 
 @pytest.mark.slow

@@ -5,67 +5,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from attacks.base import Attack, RunOutput
+from black_box import CountRows
 from evaluation import metrics as M
 from evaluation.harness import budget_grid, epsilon_ratio, evaluate_attack
+from known_eps import MinNorm, Threshold, line_victim, waves_with_thresholds
 from tiny import tones, trained_victim
-from victims.frontends.waveform import Waveform
-from victims.victim import Victim
-
-T = 16
-
-
-class MeanSign(nn.Module):
-    """Class 0 iff the mean of the input is > 0 (logits ``[m, −m]``)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        m = x.flatten(1).mean(dim=1)
-        return torch.stack([m, -m], dim=1)
-
-
-def line_victim() -> Victim:
-    return Victim(Waveform(100), MeanSign(), ["pos", "neg"], T)
-
-
-def waves_with_thresholds(thresholds: list[float]) -> Tensor:
-    """Constant waves whose ε* under :class:`Threshold` (L2 step along −1) is ``thresholds[i]``:
-    the mean m = thr/√T reaches 0 exactly at ‖δ‖₂ = thr."""
-    return torch.tensor(thresholds, dtype=torch.float32).view(-1, 1, 1).expand(-1, 1, T) / math.sqrt(T)
-
-
-class Threshold(Attack):
-    """Moves every example by ``scale``·ε along −1/√T: succeeds iff scale·ε > m·√T. Logs its calls.
-
-    Its iterations encode the budget (round(1000·ε)) so tests can tell which run a stored output came from.
-    """
-
-    norm = "l2"
-    fixed_budget = True
-
-    def __init__(self, scale: float = 1.0, domain: str = "waveform") -> None:
-        super().__init__(domain=domain)
-        self.scale = scale
-        self.calls: list[tuple[list[float], float]] = []
-
-    def run(self, model, x, labels, targets, bounds, eps) -> RunOutput:  # type: ignore[no-untyped-def]
-        self.calls.append((x.flatten(1).mean(dim=1).mul(math.sqrt(T)).tolist(), eps))
-        adv = bounds.clip(x - self.scale * eps * torch.ones_like(x) / math.sqrt(x[0].numel()))
-        return RunOutput(adv, torch.full((x.shape[0],), round(1000 * eps)))
-
-
-class MinNorm(Threshold):
-    """A minimum-norm attack that returns a perturbation of norm 1.01·threshold."""
-
-    fixed_budget = False
-
-    def run(self, model, x, labels, targets, bounds, eps) -> RunOutput:  # type: ignore[no-untyped-def]
-        thr = x.flatten(1).mean(dim=1) * math.sqrt(T)
-        self.calls.append((thr.tolist(), eps))
-        adv = x - 1.01 * thr.view(-1, 1, 1) * torch.ones_like(x) / math.sqrt(T)
-        return RunOutput(adv, torch.ones(x.shape[0], dtype=torch.long))
-
 
 THRESHOLDS = [0.3, 0.6, 1.2, 5.0, -0.4]  # the last one is misclassified: not in the base set
 LABELS = torch.zeros(5, dtype=torch.long)
@@ -334,18 +281,6 @@ def test_evaluate_takes_the_experiment_settings_whole_and_the_budgets_of_the_att
         evaluate(line_victim(), Threshold(), waves, labels, EvalConfig(eps_max={"waveform": {"linf": 1.0}}), name="thr")
 
 
-class _CountRows(nn.Module):
-    """Counts the input rows the model evaluates."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.rows += x.shape[0]
-        return x
-
-
 @pytest.mark.timeout(180)
 def test_nes_search_matches_sweep_and_bisection_in_one_call_with_exact_query_counts() -> None:
     """NES's one-run ε search (``search``) against the fixed-budget sweep + bisection, on the line victim
@@ -363,7 +298,7 @@ def test_nes_search_matches_sweep_and_bisection_in_one_call_with_exact_query_cou
                            **common)
     old = evaluate_attack(line_victim(), fixed, waves, labels, eps_max=1.0, search_eps_max=2.0, n_budgets=5, rtol=0.05,
                           seed=0)
-    victim, counter = line_victim(), _CountRows()
+    victim, counter = line_victim(), CountRows()
     victim.backbone = nn.Sequential(counter, victim.backbone)
     new = evaluate_attack(victim, search, waves, labels, eps_max=1.0, search_eps_max=2.0, n_budgets=5, rtol=0.05,
                           seed=0)

@@ -18,9 +18,13 @@ import pytest
 from evaluation.report import format_tables
 from evaluation.report_data import collect
 from evaluation.tracking import iter_runs, setup_tracking
-from test_runner import TINY
+from tiny_configs import TINY
 
 pytestmark = pytest.mark.slow
+RUN_S = 600.0
+"""Bound of one grid command (a kill included): the tiny grid takes a minute or two on two busy cores."""
+KILLED_S = 60.0
+"""Bound of the wait for a SIGKILLed process group to be reaped."""
 
 
 def _command(grid_file: Path, outputs: Path, executor: str) -> list[str]:
@@ -33,18 +37,21 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _kill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = 600) -> bool:
+def _kill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = RUN_S) -> bool:
     """Start ``cmd`` in its own process group; SIGKILL the group once ``ready()``; return whether it was killed
-    (not finished first)."""
+    (not finished first). A command neither ready nor finished within ``timeout`` is killed and fails the test."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(timeout=KILLED_S)
             return True
         time.sleep(0.02)
-    proc.wait()
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=KILLED_S)
+        pytest.fail(f"{' '.join(cmd[2:4])}: neither ready to kill nor finished within {timeout:.0f} s")
     return False
 
 
@@ -67,7 +74,7 @@ def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tm
     grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 4"))
     env = _env(tmp_path)
     clean = tmp_path / "clean"
-    subprocess.run(_command(grid_file, clean, executor), env=env, check=True, capture_output=True)
+    subprocess.run(_command(grid_file, clean, executor), env=env, check=True, capture_output=True, timeout=RUN_S)
 
     killed = tmp_path / "killed"
     ckpts = killed / "checkpoints"
@@ -79,7 +86,8 @@ def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tm
             return len(list(ckpts.glob("*.victim.pt"))) == 2 and (killed / "mlartifacts").is_dir() and any(
                 p.name == "evaluation.json" for p in (killed / "mlartifacts").rglob("evaluation.json"))
     assert _kill_when(_command(grid_file, killed, executor), env, ready), f"the grid finished before the {moment} kill"
-    done = subprocess.run(_command(grid_file, killed, executor), env=env, capture_output=True, text=True)
+    done = subprocess.run(_command(grid_file, killed, executor), env=env, capture_output=True, text=True,
+                          timeout=RUN_S)
     assert done.returncode == 0, done.stderr[-3000:]
     _no_duplicates(killed)
     assert _tables(killed) == _tables(clean)

@@ -12,7 +12,7 @@ import torch
 from evaluation import stats
 from evaluation.harness import evaluate_attack, summarize
 from evaluation.masking import check_trained_masking, check_transfer, gain_ratio
-from test_harness import Threshold, line_victim, waves_with_thresholds
+from known_eps import Threshold, line_victim, waves_with_thresholds
 
 pytestmark = pytest.mark.timeout(120)
 N = 30

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from defense import column
 from defense.cli import main
 from mlflow_server import MlflowServer
-from test_runner import TINY_FGSM
+from tiny_configs import TINY_FGSM
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,12 @@ from defense import runner
 from evaluation.report import format_tables
 from evaluation.report_data import collect
 from mlflow_server import free_port
-from test_runner import TINY
+from tiny_configs import TINY
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
+RUN_S = 600.0
+"""Bound of one grid command: the tiny grid takes a minute or two on two busy cores."""
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -47,7 +49,8 @@ def _stop(node: subprocess.Popen[bytes]) -> None:
 def _wait_for_cpus(address: str, env: dict[str, str], cpus: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
+        status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True,
+                                timeout=timeout)
         if f"/{cpus}.0 CPU" in status.stdout:
             return
         time.sleep(1)
@@ -114,7 +117,8 @@ def _experiment(grid_file: Path, outputs: Path, address: str | None) -> None:
     if address is None:
         env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run([sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs",
-                           str(outputs), *executor, "--no-progress"], capture_output=True, text=True, env=env)
+                           str(outputs), *executor, "--no-progress"], capture_output=True, text=True, env=env,
+                          timeout=RUN_S)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -133,7 +137,7 @@ def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path
         _experiment(grid_file, crashed, cluster)
     finally:
         stop.set()
-        killer.join()
+        killer.join(timeout=60)
     assert killed, "no column worker was killed: the test did not exercise a retry"
     from evaluation.tracking import iter_runs, setup_tracking
 

@@ -10,41 +10,8 @@ from defense.grid import load_grid
 from defense.runner import count_steps, run_grid
 from eps_r_check import LEARNS, check_logged_eps_r
 from evaluation.tracking import RECORD_ARTIFACT, iter_runs, setup_tracking
+from tiny_configs import TINY
 from victims.registry import ConfigError
-
-TINY = """
-name: tiny
-train: demo
-grid:
-  dataset: [gm_instruments]
-  frontend: [stft_db_small]
-  victim: [resnet56]
-  defense: [none, fgsm_mix]
-  attack: [fgsm, deepfool_l2]
-attack_overrides:
-  fgsm: {domain: representation, norm: l2}
-  deepfool_l2: {steps: 20}
-evaluation:
-  n_examples: 6
-  eps_max: {representation: {l2: 3.0}}
-  search_eps_max: {representation: {l2: 12.0}}
-  n_budgets: 3
-  n_boot: 200
-  batch_size: 8
-  unbounded_steps: 5
-overrides:
-  dataset.classes: [flute, hi_hat]
-  dataset.clips_per_class: 6
-  dataset.clip_seconds: 0.25
-  dataset.sample_rate: 8000
-  dataset.split.test_fraction: 0.34
-  frontend.n_fft: 128
-  frontend.hop: 64
-  train.epochs: 2
-  train.batch_size: 8
-"""
-TINY_FGSM = TINY.replace("attack: [fgsm, deepfool_l2]", "attack: [fgsm]").replace("  deepfool_l2: {steps: 20}\n", "")
-"""The tiny grid with FGSM only (fastest: for tests of what surrounds a grid)."""
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from attacks.base import Attack, RunOutput
 from attacks.losses import class_margin
 from evaluation import sanity as S
 from evaluation.harness import evaluate_attack
-from test_harness import Threshold, line_victim, waves_with_thresholds
+from known_eps import Threshold, line_victim, waves_with_thresholds
 from tiny import CLASS_NAMES, NUM_SAMPLES, TinyLogSpec, make_victim, tones, trained_victim
 from victims.victim import Victim
 

@@ -19,7 +19,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from test_runner import TINY_FGSM
+from tiny_configs import TINY_FGSM
 
 GRID = (TINY_FGSM.replace("train.epochs: 2", "train.epochs: 3").replace("defense: [none, fgsm_mix]", "defense: [none]")
         .replace("n_examples: 6", "n_examples: 4"))
@@ -55,7 +55,7 @@ def _interrupt_when(cmd: list[str], env: dict[str, str], ready: Callable[[], boo
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(timeout=60)  # a killed group is reaped at once; never hang on it
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), proc.pid
 
 

@@ -23,7 +23,7 @@ from evaluation import stats
 from evaluation.tracking import iter_runs
 from conftest import needs
 from mlflow_server import free_port
-from test_worst_case import TWO_TABLE_ATTACKS
+from tiny_configs import TWO_TABLE_ATTACKS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -88,7 +88,7 @@ def test_advaudio_ui_opens_the_runs_table_with_eps_r_columns(tmp_path: Path, mon
         import signal
 
         os.killpg(ui.pid, signal.SIGKILL)
-        ui.wait()
+        ui.wait(timeout=60)  # a killed group is reaped at once; never hang on it
     # in a 1,400-pixel window, without scrolling: which model each row is, and the worst case's eps_r, its interval
     # and verdict (the grid virtualises its columns: off-screen ones are not in the page)
     assert "eps_r.ensemble_l2" in dom  # the worst case's eps_r is the first metric column, on screen

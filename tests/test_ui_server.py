@@ -94,7 +94,7 @@ def _stop_all(proc: subprocess.Popen[str], groups: set[int]) -> None:
             os.killpg(pgid, signal.SIGKILL)
     if proc.poll() is None:
         proc.kill()
-    proc.wait()
+    proc.wait(timeout=60)  # killed, it is reaped at once; never hang on it
 
 
 @pytest.mark.slow

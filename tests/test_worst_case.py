@@ -14,10 +14,9 @@ from evaluation.harness import from_record
 from evaluation.report import table_3
 from evaluation.report_data import WORST_CASE, collect
 from evaluation.tracking import iter_runs, load_record, setup_tracking
-from test_runner import TINY
+from tiny_configs import TWO_TABLE_ATTACKS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-TWO_TABLE_ATTACKS = TINY.replace("attack_overrides:", "table_attacks: [fgsm, deepfool_l2]\nattack_overrides:")
 
 
 def test_worst_case_runs_eps_r_and_table_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Tiny, quickly trained victims on synthetic tones, shared by the attack, harness and training tests.
+"""Tiny, quickly trained victims on synthetic tones, a small victim built from registry names, and white noise for
+audio files, shared by the attack, harness, training and bad-input tests.
 
 The front-end here is a deliberately small log-power STFT (n_fft 32) so tests stay fast; the real
 front-ends are tested on their own in ``tests/test_frontends*.py``.
@@ -8,12 +9,13 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from victims.frontends import FrontEnd
-from victims.victim import Victim
+from victims.victim import Victim, build_victim
 
 SAMPLE_RATE = 800
 NUM_SAMPLES = 160
@@ -99,3 +101,15 @@ def trained_victim(seed: int = 0, steps: int = 60) -> Victim:
     victim = make_victim(seed)
     victim.load_state_dict(_trained_state(seed, steps))
     return victim.eval()
+
+
+def registry_victim() -> Victim:
+    """A small victim built from registry names (so its checkpoint rebuilds from its spec)."""
+    torch.manual_seed(0)
+    return build_victim({"name": "stft_db", "n_fft": 64, "hop": 32}, {"backbone": "koerich_cnn2d", "dense": 16},
+                        CLASS_NAMES, SAMPLE_RATE, NUM_SAMPLES)
+
+
+def noise(seed: int, seconds: float, rate: int) -> np.ndarray:
+    """White noise (standard deviation 0.3, clipped to [-1, 1]) as float32 samples, for writing audio files."""
+    return np.clip(0.3 * np.random.default_rng(seed).standard_normal(round(rate * seconds)), -1, 1).astype(np.float32)
