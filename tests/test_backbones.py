@@ -27,16 +27,12 @@ def shapes_of(name: str) -> tuple[tuple[int, int], tuple[int, int]]:
     return SHAPES_1D if name in ("abdoli_cnn1d", "m5") else SHAPES_2D
 
 
-@pytest.fixture(scope="module", params=BACKBONES.names())
-def built(request: pytest.FixtureRequest) -> tuple[str, nn.Module]:
-    """Each backbone built once for its small input (module scope keeps VGG-16 to one build)."""
+def build(name: str) -> nn.Module:
     torch.manual_seed(0)
-    name = request.param
-    return name, BACKBONES.create(name, num_classes=NUM_CLASSES, input_shape=shapes_of(name)[0])
+    return BACKBONES.create(name, num_classes=NUM_CLASSES, input_shape=shapes_of(name)[0])
 
 
-def test_output_shape_for_two_input_sizes(built: tuple[str, nn.Module]) -> None:
-    name, net = built
+def check_output_shape_for_two_input_sizes(name: str, net: nn.Module) -> None:
     small, other = shapes_of(name)
     net.eval()
     with torch.no_grad():
@@ -47,8 +43,7 @@ def test_output_shape_for_two_input_sizes(built: tuple[str, nn.Module]) -> None:
     assert torch.isfinite(out_small).all() and torch.isfinite(out_other).all()
 
 
-def test_every_trainable_parameter_gets_a_finite_gradient(built: tuple[str, nn.Module]) -> None:
-    name, net = built
+def check_every_trainable_parameter_gets_a_finite_gradient(name: str, net: nn.Module) -> None:
     net.train().zero_grad(set_to_none=True)
     logits = net(torch.randn(2, 1, *shapes_of(name)[0]))
     F.cross_entropy(logits, torch.tensor([0, 3])).backward()
@@ -61,15 +56,45 @@ def test_every_trainable_parameter_gets_a_finite_gradient(built: tuple[str, nn.M
     net.zero_grad(set_to_none=True)
 
 
-def test_batched_equals_per_item_in_eval_mode(built: tuple[str, nn.Module]) -> None:
+def check_batched_equals_per_item_in_eval_mode(name: str, net: nn.Module) -> None:
     """atol 1e-5 / rtol 1e-4: float32 kernels may pick other algorithms for another batch size."""
-    name, net = built
     x = torch.randn(3, 1, *shapes_of(name)[0])
     net.eval()
     with torch.no_grad():
         batched = net(x)
         single = torch.cat([net(x[i:i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def check_rejects_input_without_channel_dim(name: str, net: nn.Module) -> None:
+    with pytest.raises(ValueError, match=r"\(B, 1, F, frames\)"):
+        net(torch.randn(2, *shapes_of(name)[0]))
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_backbone_has_logits_gradients_batch_consistency_and_a_channel_check(name: str) -> None:
+    """Every registered backbone, built once for its small input: its logits for two input sizes, a finite gradient
+    for every trainable parameter, batched = per-item logits, and a one-line error for an input without a channel
+    dimension. One test per backbone, so VGG-16's 134 M parameters (about 3 s to build, 0.5 GB) are built once in a
+    run, not once in every worker that runs one of its checks (a module-scoped fixture did that)."""
+    net = build(name)
+    check_output_shape_for_two_input_sizes(name, net)
+    check_every_trainable_parameter_gets_a_finite_gradient(name, net)
+    check_batched_equals_per_item_in_eval_mode(name, net)
+    check_rejects_input_without_channel_dim(name, net)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_cuda_output_matches_cpu(name: str) -> None:
+    """Same weights on CUDA (TF32 off) give the CPU logits within atol 1e-4 / rtol 1e-3."""
+    net = build(name)
+    x = torch.randn(2, 1, *shapes_of(name)[0])
+    net.eval()
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        want = net(x)
+        got = copy.deepcopy(net).cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["averagepool_cnn", "koerich_cnn2d", "abdoli_cnn1d", "resnet56"])
@@ -83,24 +108,6 @@ def test_checkpoint_round_trip(name: str, tmp_path: Path) -> None:
     loaded = BACKBONES.create(name, num_classes=NUM_CLASSES, input_shape=shape, checkpoint=str(path))
     for (key, want), got in zip(net.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(want, got), key
-
-
-def test_rejects_input_without_channel_dim(built: tuple[str, nn.Module]) -> None:
-    name, net = built
-    with pytest.raises(ValueError, match=r"\(B, 1, F, frames\)"):
-        net(torch.randn(2, *shapes_of(name)[0]))
-
-
-@pytest.mark.gpu
-def test_cuda_output_matches_cpu(built: tuple[str, nn.Module]) -> None:
-    """Same weights on CUDA (TF32 off) give the CPU logits within atol 1e-4 / rtol 1e-3."""
-    name, net = built
-    x = torch.randn(2, 1, *shapes_of(name)[0])
-    net.eval()
-    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        want = net(x)
-        got = copy.deepcopy(net).cuda()(x.cuda()).cpu()
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
 
 
 def test_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path: Path) -> None:
