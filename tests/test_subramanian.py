@@ -85,6 +85,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow  # trains and attacks two models end to end: 9 s on a loaded machine
 @pytest.mark.timeout(600)
 def test_tiny_study_runs_logs_resumes_and_reports_from_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from experiments.subramanian import report, run
