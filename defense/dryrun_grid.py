@@ -7,8 +7,13 @@ file of the dry run's folder, into a store of its own: every victim, seed, defen
 Tables I-III, plots, transfer matrix and UI view. (A grid's cell overrides apply to every cell, and a stand-in's root
 and a front-end's shrunk keys belong to one data set and one front-end; one store per group keeps each group's
 report to its own runs.) Example plots and WAVs, confusion matrices, seed 004's Fig. 1 and the monotonicity sweep
-run in the first group only: they draw the same figures in every group. With ``cover`` the groups are single model columns, as few as cover every data set,
-front-end, backbone and seed, each with every defense and attack.
+run in the first group only: they draw the same figures in every group.
+
+With ``cover`` the groups are single model columns, as few as cover every data set, front-end, backbone and seed.
+The first column runs every defense with every attack; each later one covers every pair (pairwise testing, the
+classic cut of a combinatorial test): every defense with the first table attack, and the original model with every
+attack, two passes into one store (the second reuses the original model and its first attack). So each backbone
+and front-end meets every defense and every attack, and each defense meets each attack in the first column.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from defense.grid import Grid, load_grid
 from defense.grid_transfer import run_coords
 from defense.grid import Progress
 from defense.inference_cells import attack_modes
-from defense.runner import count_steps, run_grid
+from defense.runner import run_grid
 from defense.defended_victim import is_transform
 from evaluation.report import format_tables, write_tables
 from evaluation.report_data import collect
@@ -90,34 +95,55 @@ class GridDry:
                  "victim": [lists[2][i % len(lists[2])]], "seeds": [lists[3][i % len(lists[3])]]}
                 for i in range(count)]
 
+    def passes(self, index: int) -> list[tuple[list[str], list[str]]]:
+        """The ``(defenses, attacks)`` of each run of group ``index`` into its store: one full product, or (a later
+        ``cover`` column) every defense with the first table attack, then the original model with every attack."""
+        defenses, attacks = list(self.grid.axes["defense"]), list(self.grid.axes["attack"])
+        if not self.cover or index == 0 or not attacks or ORIGINAL not in defenses or defenses == [ORIGINAL]:
+            return [(defenses, attacks)]
+        first = next((a for a in attacks if self.grid.attack_info[a].in_tables), attacks[0])
+        return [(defenses, [first]), ([ORIGINAL], attacks)]
+
+    def cells(self, index: int) -> list[tuple[str, str]]:
+        """The ``(defense, attack)`` pairs group ``index`` evaluates on each of its models (:meth:`passes`)."""
+        return list(dict.fromkeys((d, a) for defenses, attacks in self.passes(index)
+                                  for d in defenses for a in attacks))
+
     def steps(self) -> int:
-        """Progress steps of the end-to-end part (:func:`defense.runner.count_steps` per model column)."""
-        per_column = count_steps(self.grid) // max(len(list(self.grid.models())), 1)
-        return per_column * sum(len(g["dataset"]) * len(g["frontend"]) * len(g["victim"]) * len(g["seeds"])
-                                for g in self.groups())
+        """Progress steps of the end-to-end part (:func:`defense.runner.count_steps` of each pass's narrowed grid:
+        one per model and attack evaluation, a reused model ticking again)."""
+        total = 0
+        for index, group in enumerate(self.groups()):
+            columns = len(group["dataset"]) * len(group["frontend"]) * len(group["victim"]) * len(group["seeds"])
+            for defenses, attacks in self.passes(index):
+                total += columns * sum(1 + sum(len(self._modes(d, a)) for a in attacks) for d in defenses)
+        return total
 
     def run(self, data: dict[str, DryData], folder: Path, progress: Progress) -> None:
         """Every group end to end, each in its own store (see the module docstring)."""
         self.done = []
         for index, group in enumerate(self.groups()):
             dataset, frontend = group["dataset"][0], group["frontend"][0]
-            spec = self.spec(group, data[key_of(self._cell(dataset, frontend)["dataset"])], first=index == 0)
-            path = folder / "experiments" / f"{index:02d}-{dataset}-{frontend}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(spec, sort_keys=False))
-            grid = load_grid(path)
-            outputs = folder / "outputs" / path.stem
-            if grid.axes["attack"]:
-                run_grid(grid, tracking_uri=store_uri(outputs), outputs=outputs, executor=self.executor,
-                         ray_address=self.ray_address, progress=_pruning(progress, outputs))
-            else:
-                _train_only(grid, outputs, _pruning(progress, outputs))
+            outputs = folder / "outputs" / f"{index:02d}-{dataset}-{frontend}"
+            for part, (defenses, attacks) in enumerate(self.passes(index)):
+                spec = self.spec(group, data[key_of(self._cell(dataset, frontend)["dataset"])], first=index == 0,
+                                 defenses=defenses, attacks=attacks)
+                path = folder / "experiments" / f"{outputs.name}{f'-{part}' if part else ''}.yaml"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(yaml.safe_dump(spec, sort_keys=False))
+                grid = load_grid(path)
+                if grid.axes["attack"]:
+                    run_grid(grid, tracking_uri=store_uri(outputs), outputs=outputs, executor=self.executor,
+                             ray_address=self.ray_address, progress=_pruning(progress, outputs))
+                else:
+                    _train_only(grid, outputs, _pruning(progress, outputs))
             for weights in outputs.glob("mlartifacts/**/model/*.victim.pt"):  # read only by this group's transfer
                 weights.unlink()
             self.done.append((outputs, group))
 
-    def spec(self, group: dict[str, list[Any]], data: DryData, first: bool) -> dict[str, Any]:
-        """The dry experiment file of one group."""
+    def spec(self, group: dict[str, list[Any]], data: DryData, first: bool, defenses: list[str],
+             attacks: list[str]) -> dict[str, Any]:
+        """The dry experiment file of one group's pass (its ``defenses`` and ``attacks``)."""
         grid = self.grid
         cell = self._cell(group["dataset"][0], group["frontend"][0])
         seconds = float(data.short["clip_seconds"])
@@ -128,9 +154,10 @@ class GridDry:
         if not first:
             evaluation.update({k: min(evaluation[k], v) for k, v in FIRST_GROUP_ONLY.items()})
         return {"name": grid.name, "train": grid.train, "seeds": group["seeds"],
-                "grid": {**grid.axes, **{k: v for k, v in group.items() if k != "seeds"}},
-                "table_attacks": [a for a, info in grid.attack_info.items() if info.in_tables],
-                "attack_overrides": {a: lowered(c, ATTACK_CAPS) for a, c in grid.attacks.items()},
+                "grid": {**grid.axes, **{k: v for k, v in group.items() if k != "seeds"}, "defense": defenses,
+                         "attack": attacks},
+                "table_attacks": [a for a, info in grid.attack_info.items() if info.in_tables and a in attacks],
+                "attack_overrides": {a: lowered(c, ATTACK_CAPS) for a, c in grid.attacks.items() if a in attacks},
                 "evaluation": evaluation, "adaptive": lowered(asdict(grid.adaptive), ATTACK_CAPS),
                 "overrides": overrides}
 
@@ -138,20 +165,21 @@ class GridDry:
         """What each group's store shows ran; raises :class:`MissingCells` naming the first cell that did not run
         (or attacked no clip), or a group without its transfer runs or UI view."""
         models = attacks = transfers = 0
-        for outputs, group in self.done:
+        for index, (outputs, group) in enumerate(self.done):
             found = _finished(store_uri(outputs), self.name)
             got_models = {run_coords(r) for r in found.get("train", []) + found.get("defend", [])}
             got_attacks = {(*run_coords(r), r.data.tags.get("advaudio.attack"), r.data.tags.get("advaudio.mode", "")): r
                            for r in found.get("attack", [])}
             for dataset, frontend, victim, seed in itertools.product(group["dataset"], group["frontend"],
                                                                      group["victim"], group["seeds"]):
-                for defense in self.grid.axes["defense"]:
+                pairs = self.cells(index)
+                for defense in dict.fromkeys(d for d, _ in pairs):
                     cell = (dataset, frontend, victim, defense, str(seed if seed is not None else 0))
                     if cell not in got_models:
                         raise MissingCells(f"{' / '.join(cell[:4])} (seed {cell[4]}): no finished model run")
                     models += 1
-                    for option, cfg in self.grid.attacks.items():
-                        for mode in attack_modes(self.grid, option, cfg, self.grid.defense_config(defense)):
+                    for option in (a for d, a in pairs if d == defense):
+                        for mode in self._modes(defense, option):
                             where = f"{' / '.join(cell[:4])} / {option}{f' ({mode})' if mode else ''} (seed {cell[4]})"
                             run = got_attacks.get((*cell, option, mode))
                             if run is None:
@@ -184,6 +212,10 @@ class GridDry:
             files += len(write_tables(data, outputs / "reports" / self.name))
             format_tables(data)
         return f"{files} table files over {len(self.done)} stores"
+
+    def _modes(self, defense: str, attack: str) -> dict[str, dict[str, Any]]:
+        """The modes (naive, adaptive) ``attack`` runs in against ``defense``."""
+        return attack_modes(self.grid, attack, self.grid.attacks[attack], self.grid.defense_config(defense))
 
     def _cell(self, dataset: str, frontend: str) -> dict[str, Any]:
         return self.grid.cell_config(dataset, frontend, self.grid.axes["victim"][0], ORIGINAL)
