@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "epoch, attacks at <= 2 steps, 2 clips (defense/dryrun*.py)")
     p.add_argument("--cover", action="store_true",
                    help="with --dry-run: run cells end to end only in the model columns that cover every data set, "
-                        "front-end, backbone and seed (each with every defense and attack); every model is still "
+                        "front-end, backbone and seed (the first with every defense and attack, the others pairwise: "
+                        "every defense with one attack, the original model with every attack); every model is still "
                         "checked at its real input size")
     p.add_argument("--keep", action="store_true", help="keep the dry run's folder (under --outputs if given)")
     p.add_argument("--plan", action="store_true",
