@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from attacks import create_attack
-from defense.channel import load_channel
+from defense.channel import channel_identity, load_channel
 from defense.grid import Grid, ModelColumn
 from defense.grid_transfer import log_crafted
 from defense.inference import attacked_labels
@@ -50,7 +50,7 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
     ev_cfg = grid.evaluation
     info = grid.attack_info[option]
     settings = cell_settings(ev_cfg)
-    key = stable_key([tv.key, option, attack_cfg, settings])
+    key = stable_key(channel_identity([tv.key, option, attack_cfg, settings]))
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     run_tags = {**column.tags(defense), **tags(kind="attack", attack=option, domain=info.domain, norm=info.norm,
                                                family=info.family, targeted=info.targeted, in_tables=info.in_tables),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -323,6 +323,23 @@ def build_channel(cfg: ChannelConfig, sample_rate: int) -> RoomChannel:
         rooms = draw_rooms(cfg)
         raw = simulated_responses(rooms, int(sample_rate), cfg.max_order)
     return RoomChannel(prepare(raw, cfg, sample_rate), sample_rate, cfg.snr_db, rooms)
+
+
+CHANNEL_KEYS = ("channel", "over_the_air")
+"""Config keys whose value names a ``configs/channel`` option (a room objective's or transform's ``channel``, the
+evaluation's ``over_the_air``)."""
+
+
+def channel_identity(value: Any) -> Any:
+    """``value`` (a config or a list of them) with each channel option name under :data:`CHANNEL_KEYS` replaced by
+    the option's resolved content, for run keys: a model trained or attacked through ``room`` is found again only
+    while ``configs/channel/room.yaml`` says the same (its name alone would reuse runs made with other rooms)."""
+    if isinstance(value, Mapping):
+        return {k: {"option": v, **asdict(channel_config(v))} if k in CHANNEL_KEYS and isinstance(v, str)
+                else channel_identity(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [channel_identity(v) for v in value]
+    return value
 
 
 def load_channel(spec: str | Mapping[str, Any], sample_rate: int) -> RoomChannel:

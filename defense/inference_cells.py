@@ -15,6 +15,7 @@ from torch import Tensor
 
 from attacks.base import GRADIENT_FREE
 from defense.grid import Grid, ModelColumn
+from defense.channel import channel_identity
 from defense.grid_transfer import crafted_examples
 from defense.inference import (accuracy, adaptive_options, certify, certify_metrics, certify_settings, deployed,
                                transform_config, violation_check)
@@ -57,7 +58,7 @@ def wrap_model(grid: Grid, column: ModelColumn, defense: str, defense_cfg: dict[
                test: ClipSet, parent_run_id: str | None) -> TrainedVictim:
     """An input-transform defense's model run (``advaudio.kind = defend``): the ``base`` model wrapped in the
     transform, with the deployed model's test accuracy (its clean-accuracy cost) and Wilson interval."""
-    key = stable_key([base.key, defense_cfg])
+    key = stable_key([base.key, channel_identity(defense_cfg)])
     exp_id = mlflow.get_experiment_by_name(grid.name).experiment_id
     metrics = accuracy_metrics(grid, deployed(base.result.victim, defense_cfg), test, "test_accuracy")
     run_tags = {**column.tags(defense), **tags(kind="defend", base_run=base.run_id, grid_run=parent_run_id)}

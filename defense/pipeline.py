@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 import torch
 
+from defense.channel import channel_identity
 from defense.objectives import OBJECTIVES
 from defense.defended_victim import check_trainable
 from evaluation.stats import wilson_interval
@@ -48,7 +49,7 @@ class TrainedVictim:
 
 def run_key(cfg: dict[str, Any]) -> str:
     """Stable 12-hex-digit hash of the config groups that determine a trained victim."""
-    return stable_key({k: cfg.get(k) for k in TRAIN_KEYS})
+    return stable_key(channel_identity({k: cfg.get(k) for k in TRAIN_KEYS}))
 
 
 def build_objective(cfg: dict[str, Any]) -> Any:
