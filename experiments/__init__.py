@@ -8,10 +8,11 @@ how the command line finds them:
 
 - ``prinz_flexer``: Prinz & Flexer (2021), end-to-end waveform attacks on an instrument classifier;
 - ``subramanian``: Subramanian et al. (2019), attacks on sound event classifiers and their transfer;
-- ``koerich``: Koerich et al. (2020), cross-representation transfer from spectrograms to waveforms.
+- ``koerich``: Koerich et al. (2020), cross-representation transfer from spectrograms to waveforms;
+- ``leaderboard``: the audio leaderboard's defenses × backbones under standard threat models (issue 21).
 """
 from __future__ import annotations
 
-from experiments import koerich, prinz_flexer, subramanian
+from experiments import koerich, leaderboard, prinz_flexer, subramanian
 
-__all__ = ["koerich", "prinz_flexer", "subramanian"]
+__all__ = ["koerich", "leaderboard", "prinz_flexer", "subramanian"]

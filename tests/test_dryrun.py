@@ -89,6 +89,9 @@ def _expected_study_runs(raw: dict) -> dict[str, tuple[int, str | None]]:
         models, attacks = len(raw["models"]), len(raw["attacks"])
         return {"train": (models, None), "attack": (models * attacks, "base_size"),
                 "transfer": (len(raw["transfer"]), None)}
+    if raw["study"] == "leaderboard":
+        models = len(raw["backbones"]) * len(raw["defenses"])
+        return {"train": (models, None), "entry": (models * len(raw["threat_models"]), "n_clips")}
     folds = len(raw.get("test_folds") or [None])
     inputs = 1 + len(raw["spectrogram_models"])
     return {"train": (folds * inputs, None), "seed003_eval": (folds * inputs, None)}
