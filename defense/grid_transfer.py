@@ -27,14 +27,13 @@ from torch import Tensor
 from defense.grid import Grid
 from evaluation.harness import AttackEvaluation
 from evaluation.selection import select_examples
-from evaluation.tracking import ORIGINAL, iter_runs, resumable_run, tag
+from evaluation.tracking import ORIGINAL, TRANSFER_ARTIFACT, iter_runs, resumable_run, tag
 from evaluation.transfer import replay
 from training.checkpoints import load_victim
 from training.data import load_splits
 
 log = logging.getLogger(__name__)
 CRAFTED = "adversarial.pt"
-TRANSFER = "transfer.json"
 
 
 def log_crafted(ev: AttackEvaluation) -> None:
@@ -141,4 +140,4 @@ def _log(client: MlflowClient, exp_id: str, parent_id: str, record: dict[str, An
     with resumable_run(exp_id, "transfer_key", key, run_name=name, tags={**coords, tag("kind"): "transfer",
                                                                          "mlflow.parentRunId": parent_id},
                        what=name) as run:
-        client.log_dict(run.run_id, record, TRANSFER)
+        client.log_dict(run.run_id, record, TRANSFER_ARTIFACT)

@@ -25,8 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from evaluation.ensemble import broke_share, is_ensemble
 from evaluation.harness import AttackEvaluation, from_record
-from evaluation.tracking import (ORIGINAL, TAG_PREFIX, check_server, default_tracking_uri, is_finished, iter_runs,
-                                 load_record)
+from evaluation.tracking import (ORIGINAL, TAG_PREFIX, TRANSFER_ARTIFACT, check_server, default_tracking_uri,
+                                 is_finished, iter_runs, load_record)
 from evaluation.transfer import TransferRecord
 from victims.registry import ConfigError
 
@@ -271,6 +271,6 @@ def _transfers(client: MlflowClient, experiment_id: str) -> list[tuple[dict[str,
     out = []
     for run in iter_runs(experiment_id, "tags.`advaudio.kind` = 'transfer'", client):
         coords = {c: run.data.tags.get(TAG_PREFIX + c, "") for c in ("dataset", "frontend", "seed", "attack")}
-        path = Path(client.download_artifacts(run.info.run_id, "transfer.json"))
+        path = Path(client.download_artifacts(run.info.run_id, TRANSFER_ARTIFACT))
         out.append((coords, TransferRecord.from_dict(json.loads(path.read_text()))))
     return sorted(out, key=lambda item: tuple(item[0].values()))

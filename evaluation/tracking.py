@@ -296,6 +296,9 @@ def _same(old: float | None, new: float) -> bool:
 RECORD_ARTIFACT = "evaluation.json"
 """Per-clip record of an attack run (:func:`evaluation.harness.to_record`): intervals, curves, pairwise
 sanity checks and reports are rebuilt from it."""
+TRANSFER_ARTIFACT = "transfer.json"
+"""Artifact of a transfer run (``advaudio.kind = transfer``): a grid group's transfer matrix
+(:mod:`defense.grid_transfer`), or Subramanian et al.'s transfer record (:mod:`experiments.subramanian.run`)."""
 
 
 def load_record(run_id: str, client: MlflowClient | None = None) -> dict[str, Any] | None:

@@ -30,8 +30,6 @@ from evaluation import stats
 RECORD = "seed001_record.json"
 """An attack run's per-attempt record (:func:`attempt_record` with the run's coordinates); the name is kept from
 the study's first layout so that stores logged before read back."""
-TRANSFER = "transfer.json"
-"""A transfer run's replay record (:class:`evaluation.transfer.TransferRecord`)."""
 ADVERSARIAL = "adversarial.pt"
 """A replayed attack's successful attempts (indices and adversarial waveforms), read back on a rerun."""
 

@@ -33,9 +33,9 @@ from evaluation.stats import wilson_interval
 from evaluation.report import to_markdown
 from evaluation.stats import Interval, ratio_of_sums_interval
 from evaluation.stored import open_experiment
-from evaluation.tracking import default_tracking_uri, iter_runs
+from evaluation.tracking import TRANSFER_ARTIFACT, default_tracking_uri, iter_runs
 from evaluation.transfer import TransferRecord, transfer_rates
-from experiments.subramanian.metrics import (MEASURES, RECORD, TRANSFER, clip_sums, difference, grouped_ratio,
+from experiments.subramanian.metrics import (MEASURES, RECORD, clip_sums, difference, grouped_ratio,
                                              record_frame)
 from victims.registry import ConfigError
 
@@ -103,7 +103,7 @@ def collect(experiment: str, tracking_uri: str | None = None) -> StudyData:
         attacks[label], class_names = bool(record["targeted"]), list(record["class_names"])
         kinds[label] = str(run.data.params.get("attack.name", "")).strip('"')
     attempts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "attack"])
-    transfers = [TransferRecord.from_dict(_json_artifact(client, run.info.run_id, TRANSFER))
+    transfers = [TransferRecord.from_dict(_json_artifact(client, run.info.run_id, TRANSFER_ARTIFACT))
                  for run in by_kind["transfer"].values()]
     labels = [a for a in (source.get("attacks") or {}) if a in attacks]
     return StudyData(experiment, models, attempts, {a: attacks[a] for a in labels}, kinds, class_names, transfers,

@@ -34,12 +34,12 @@ from defense.pipeline import TrainedVictim, train_from_config
 from evaluation.audio_out import write_adversarial_wavs
 from evaluation.harness import victim_device
 from evaluation.selection import select_examples
-from evaluation.tracking import log_once, resumable_run, stable_key
+from evaluation.tracking import TRANSFER_ARTIFACT, log_once, resumable_run, stable_key
 from evaluation.transfer import replay
 from experiments.shared import (Progress, audio_artifacts, batched_logits, finish_parent, parent_run,
                                 study_experiment)
 from experiments.subramanian.config import STUDY, Study, load_study
-from experiments.subramanian.metrics import (ADVERSARIAL, RECORD, TRANSFER, attempt_record, record_frame, snr_budgets,
+from experiments.subramanian.metrics import (ADVERSARIAL, RECORD, attempt_record, record_frame, snr_budgets,
                                              summary_metrics)
 from training.data import load_splits
 from training.data.base import ClipSet
@@ -260,5 +260,5 @@ def _transfer(study: Study, exp_id: str, parent: str, label: str, attack_keys: l
         if not run.finished:
             record = replay(label, victims, attempts.waves, attempts.labels, crafted,
                             batch_size=study.evaluation.batch_size)
-            mlflow.log_dict(record.to_dict(), TRANSFER)
+            mlflow.log_dict(record.to_dict(), TRANSFER_ARTIFACT)
 
