@@ -16,6 +16,7 @@ from experiments.leaderboard.config import load_study
 from experiments.leaderboard.plan import plan
 from experiments.leaderboard.report import report
 from experiments.leaderboard.run import entries_folder, run
+from leaderboard.page import md_escape
 from victims.registry import ConfigError
 
 TM = {"name": "tiny_lb", "version": 1,
@@ -70,7 +71,7 @@ def test_study_trains_benchmarks_resumes_and_reports(tmp_path: Path, fsdd_root: 
     assert (original["card"]["objective"], smoothed["card"]["objective"]) == ("clean", "gaussian_augment")
     assert smoothed["card"]["smoothing_sigma"] == 0.01 and smoothed["card"]["data"]["train_size"] < 300
     page = (folder / "leaderboard.md").read_text()
-    assert "original_m5" in page and "smoothing_m5" in page and (folder / "index.html").is_file()
+    assert md_escape("original_m5") in page and md_escape("smoothing_m5") in page and (folder / "index.html").is_file()
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
     assert len(runs_of(client, "lb_tiny", "train")) == 2
     entry_runs = runs_of(client, "lb_tiny", "entry")
@@ -88,7 +89,7 @@ def test_study_trains_benchmarks_resumes_and_reports(tmp_path: Path, fsdd_root: 
     text = report("lb_tiny", None, outputs)  # from MLflow alone: the same page
     rebuilt = outputs / "reports" / "lb_tiny" / "tiny_lb"
     assert (rebuilt / "leaderboard.md").read_text() == page
-    assert "| Rank |" in text and "Model cards" not in text and "smoothing_m5" in text
+    assert "| Rank |" in text and "Model cards" not in text and md_escape("smoothing_m5") in text
 
 
 @pytest.mark.timeout(120)
@@ -145,4 +146,4 @@ def test_shipped_config_orders_references_first_and_trains_at_stated_budgets() -
         assert (ref is None) == (model.defense == "original")
         assert ref is None or (ref.backbone, ref.defense) == (model.backbone, "original")
     assert set(found.threat_models) == {"fsdd_wave_linf", "fsdd_wave_l2"}
-    assert found.models["pgd_at_m5"].config["dataset"]["split"]["train_fraction"] == 0.3
+    assert found.models["pgd_at_m5"].config["dataset"]["split"]["train_fraction"] == 0.2

@@ -1,13 +1,14 @@
 """The leaderboard study (issue 21 item 5): every defense × backbone trained on a data set and benchmarked under
 each of its threat models, the audio counterpart of RobustBench's model zoo (Croce et al. 2021).
 
-``advaudio experiment leaderboard_fsdd`` trains each model with :func:`defense.pipeline.train_from_config` (keyed by
-its config: a rerun reuses a finished training and resumes an interrupted one), then, per threat model, benchmarks
-every model with :func:`leaderboard.benchmark.benchmark` (the per-clip worst case over the threat model's attacks,
-adaptive behind a smoothed model's noise, certified when smoothed), the reference defense's model of each backbone
-first: its entry is the ε_r reference of the other models of that backbone. Entries are written to
-``<outputs>/leaderboard/<experiment>/<threat model>/<defense>_<backbone>.json`` and each threat model's page
-(:func:`leaderboard.page.write_pages`: ``index.html``, ``leaderboard.md``, ``scatter.svg``) beside them.
+``advaudio experiment leaderboard_fsdd`` goes model by model, the reference defense's model of each backbone first
+(its entry is the ε_r reference of the other models of that backbone): it trains the model with
+:func:`defense.pipeline.train_from_config` (keyed by its config: a rerun reuses a finished training and resumes an
+interrupted one) and benchmarks it under every threat model with :func:`leaderboard.benchmark.benchmark` (the
+per-clip worst case over the threat model's attacks, adaptive behind a smoothed model's noise, certified when
+smoothed). Entries are written to ``<outputs>/leaderboard/<experiment>/<threat model>/<defense>_<backbone>.json`` and
+each threat model's page (:func:`leaderboard.page.write_pages`: ``index.html``, ``leaderboard.md``, ``scatter.svg``)
+beside them, rendered again after every entry, so an interrupted study leaves pages of the models done so far.
 
 MLflow layout (experiment tagged ``advaudio.study=leaderboard``): one parent run (``advaudio.kind=study``, keyed by
 the resolved config, with ``study.yaml``), the training runs nested under it, and one ``entry`` run per model and
@@ -61,22 +62,24 @@ def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, 
     splits = load_splits(next(iter(study.models.values())).config["dataset"])
     parent_id = parent_run(exp_id, study.key, study.name, STUDY, study.source, "study.yaml")
     trained: dict[str, TrainedVictim] = {}
-    for name, model in study.models.items():
+    folders = {tm: writable_folder(entries_folder(outputs, study.name, tm), "entries folder")
+               for tm in study.threat_models}
+    entries: dict[str, dict[str, dict[str, Any]]] = {tm: {} for tm in study.threat_models}
+    for name, model in study.models.items():  # model by model: an interrupted study has whole rows on every page
         trained[name] = train_from_config(model.config, experiment=study.name, tracking_uri=uri, outputs=outputs,
                                           splits=splits, parent_run_id=parent_id,
                                           extra_tags={STUDY_TAG: STUDY, tag("model"): name})
         progress(f"trained {name}")
-    for tm_name, tm in study.threat_models.items():
-        folder = writable_folder(entries_folder(outputs, study.name, tm_name), "entries folder")
-        entries: dict[str, dict[str, Any]] = {}
-        for name, model in study.models.items():
-            entries[name] = _entry(exp_id, parent_id, study, tm, model, trained, folder, uri, outputs, progress)
+        for tm_name, tm in study.threat_models.items():
+            folder = folders[tm_name]
+            entry = _entry(exp_id, parent_id, study, tm, model, trained, folder, uri, outputs, progress)
             if not (folder / f"{name}.json").is_file():  # read back from MLflow: the folder holds every entry
-                write_entry(entries[name], folder / f"{name}.json")
+                write_entry(entry, folder / f"{name}.json")
+            entries[tm_name][name] = entry
+            write_pages(board_of(entries[tm_name], tm), folder)
             progress(f"benchmarked {name} under {tm_name}")
-        pages = write_pages(board_of(entries, tm), folder)
-        log_pages(parent_id, tm_name, pages)
-        progress(f"rendered the {tm_name} page")
+    for tm_name, tm in study.threat_models.items():
+        log_pages(parent_id, tm_name, write_pages(board_of(entries[tm_name], tm), folders[tm_name]))
     finish_parent(parent_id)
     return study.name
 
