@@ -14,6 +14,8 @@ References:
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -90,23 +92,36 @@ class GradientAttack(Attack):
         delta = self.ball.random_start(x, per_example(eps, x)) if start else torch.zeros_like(x)
         delta = bounds.clip(x + delta) - x
         state = self.init_state(x)
-        iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        idx = torch.arange(len(x), device=x.device)
-        for step in range(self.steps):
-            x_adv = (x[idx] + delta[idx]).requires_grad_(True)
-            logits = model(x_adv)
-            tgt = targets[idx] if targets is not None else None
-            grad, = torch.autograd.grad(attack_loss(logits, labels[idx], tgt), x_adv)
-            if self.early_stop:
-                keep = ~reached(logits.detach(), labels[idx], tgt, self.confidence)
-                idx, grad = idx[keep], grad[keep]
-                if len(idx) == 0:
-                    break
+
+        def move(step: int, idx: Tensor, grad: Tensor) -> Tensor:
             e = per_example(eps, x, idx)
             moved = self.ball.project(delta[idx] + self.update(grad, state, idx, step, e), e)
-            delta[idx] = bounds.clip(x[idx] + moved) - x[idx]
-            iterations[idx] += 1
-        return RunOutput(adversarial=(x + delta).detach(), iterations=iterations)
+            return bounds.clip(x[idx] + moved) - x[idx]
+
+        return ascend(model, x, labels, targets, delta, self.steps, move,
+                      self.confidence if self.early_stop else False)
+
+
+def ascend(model: ModelFn, x: Tensor, labels: Tensor, targets: Tensor | None, delta: Tensor, steps: int,
+           move: Callable[[int, Tensor, Tensor], Tensor], stop: float | None | bool) -> RunOutput:
+    """The loop of every gradient-ascent attack: at each step the loss gradient at ``x + delta`` of the examples
+    still running (``idx``), ``delta[idx] = move(step, idx, grad)``; with ``stop`` not ``False``, an example leaves
+    at its first success (``stop``: the confidence :func:`reached` asks for, ``None`` for any)."""
+    iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    idx = torch.arange(len(x), device=x.device)
+    for step in range(steps):
+        x_adv = (x[idx] + delta[idx]).requires_grad_(True)
+        logits = model(x_adv)
+        tgt = targets[idx] if targets is not None else None
+        grad, = torch.autograd.grad(attack_loss(logits, labels[idx], tgt), x_adv)
+        if stop is not False:
+            keep = ~reached(logits.detach(), labels[idx], tgt, stop)
+            idx, grad = idx[keep], grad[keep]
+            if len(idx) == 0:
+                break
+        delta[idx] = move(step, idx, grad)
+        iterations[idx] += 1
+    return RunOutput(adversarial=(x + delta).detach(), iterations=iterations)
 
 
 @ATTACKS.register("fgsm")

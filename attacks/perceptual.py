@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, ModelFn, RunOutput
-from attacks.gradient import reached
-from attacks.losses import attack_loss
+from attacks.gradient import ascend
 from attacks.psychoacoustic import Masking, PsychoacousticModel
 from attacks.threat import norms as l2_norms
 from attacks.threat import perturbation_norm
@@ -151,24 +150,14 @@ class PerceptualPGD(PerceptualAttack):
         budget = eps.to(x) if isinstance(eps, Tensor) else torch.full((len(x),), float(eps), dtype=x.dtype,
                                                                         device=x.device)
         delta = torch.zeros_like(x)
-        iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        idx = torch.arange(len(x), device=x.device)
-        for _ in range(self.steps):
-            x_adv = (x[idx] + delta[idx]).requires_grad_(True)
-            logits = model(x_adv)
-            tgt = targets[idx] if targets is not None else None
-            grad, = torch.autograd.grad(attack_loss(logits, labels[idx], tgt), x_adv)
-            if self.early_stop:
-                keep = ~reached(logits.detach(), labels[idx], tgt, None)
-                idx, grad = idx[keep], grad[keep]
-                if len(idx) == 0:
-                    break
+
+        def move(_: int, idx: Tensor, grad: Tensor) -> Tensor:
             direction = grad * ball.support
             direction = direction / l2_norms(direction).clamp_min(_TINY)
             step = self.rel_stepsize * budget[idx] / ball.size(direction, idx).clamp_min(_TINY)
             moved = bounds.clip(x[idx] + delta[idx] + step.view(-1, 1, 1) * direction) - x[idx]
             moved = moved * ball.support
             scale = (budget[idx] / ball.size(moved, idx).clamp_min(_TINY)).clamp(max=1.0)
-            delta[idx] = moved * scale.view(-1, 1, 1)
-            iterations[idx] += 1
-        return RunOutput(adversarial=(x + delta).detach(), iterations=iterations)
+            return moved * scale.view(-1, 1, 1)
+
+        return ascend(model, x, labels, targets, delta, self.steps, move, None if self.early_stop else False)
