@@ -78,6 +78,20 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+Perturb = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor, Bounds], Tensor]
+"""An objective's inner attack: ``(model, x, labels, bounds) -> x_adv`` (detached)."""
+
+
+def perturbed_logits(perturb: Perturb, victim: Victim, wave: Tensor, labels: Tensor, domain: str) -> Tensor:
+    """Logits (detached, eval mode) of the adversarial inputs ``perturb`` makes for ``wave`` in ``domain``: the
+    examples an adversarial-training objective trains on (its ``robust_logits``)."""
+    with eval_mode(victim):
+        x, model, bounds = domain_inputs(victim, wave, domain)
+        x_adv = perturb(model, x, labels, bounds)
+        with torch.no_grad():
+            return model(x_adv)
+
+
 def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, labels: Tensor, eps: float, norm: str,
          bounds: Bounds) -> tuple[Tensor, Tensor]:
     """One-shot FGSM ``clip(x + ε·dir(∇ₓJ))`` (Goodfellow et al. 2015) and the clean logits, both
@@ -200,11 +214,7 @@ class PGDTraining:
     def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
         """Logits (detached, eval mode) of the examples this objective trains on (PGD; FGSM-RS for
         :class:`FastFGSM`)."""
-        with eval_mode(victim):
-            x, model, bounds = domain_inputs(victim, wave, self.domain)
-            x_adv = self.perturb(model, x, labels, bounds)
-            with torch.no_grad():
-                return model(x_adv)
+        return perturbed_logits(self.perturb, victim, wave, labels, self.domain)
 
 
 @OBJECTIVES.register("fast_fgsm")

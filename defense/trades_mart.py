@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.threat import ball, batch_view
-from defense.objectives import OBJECTIVES, _check, domain_inputs, eval_mode
+from defense.objectives import OBJECTIVES, _check, domain_inputs, eval_mode, perturbed_logits
 from training.step import Backward, StepOutput
 from victims.bounds import Bounds
 from victims.registry import ConfigError
@@ -113,11 +113,7 @@ class KLRegularised(ABC):
 
     def robust_logits(self, victim: Victim, wave: Tensor, labels: Tensor) -> Tensor:
         """Logits (detached, eval mode) of the examples this objective trains on."""
-        with eval_mode(victim):
-            x, model, bounds = domain_inputs(victim, wave, self.domain)
-            x_adv = self.perturb(model, x, labels, bounds)
-            with torch.no_grad():
-                return model(x_adv)
+        return perturbed_logits(self.perturb, victim, wave, labels, self.domain)
 
 
 @OBJECTIVES.register("trades")
