@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -32,7 +32,7 @@ from defense.studies import STUDY_TAG
 from evaluation.tracking import default_tracking_uri, find_run, flatten, is_finished, resumable_run, stable_key, tag
 from experiments.leaderboard.config import STUDY, ModelSpec, Study, load_study
 from experiments.leaderboard.report import ENTRY_ARTIFACT, ENTRY_KIND, board_of, log_pages
-from experiments.shared import Progress, finish_parent, parent_run, study_experiment
+from experiments.shared import finish_parent, parent_run, study_experiment
 from leaderboard.benchmark import benchmark
 from leaderboard.card import sha256
 from leaderboard.entry import EntryError, load_entry, write_entry
@@ -49,9 +49,10 @@ def entries_folder(outputs: Path, experiment: str, threat_model: str) -> Path:
     return Path(outputs) / "leaderboard" / experiment / threat_model
 
 
-def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, progress: Progress) -> str:
+def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, progress: Callable[..., None]) -> str:
     """Train every model, benchmark it under every threat model (skipping finished entries), render the pages and
-    log everything to MLflow; return the experiment.
+    log everything to MLflow; return the experiment. ``progress`` is called once per model trained and per entry,
+    and with ``advance=False`` for each step inside a benchmark (the command line's bar shows it).
 
     Raises:
         ConfigError: for a bad configuration (see :func:`experiments.leaderboard.config.load_study`).
@@ -86,7 +87,7 @@ def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, 
 
 def _entry(exp_id: str, parent_id: str, study: Study, tm: ThreatModel, model: ModelSpec,
            trained: dict[str, TrainedVictim], folder: Path, uri: str, outputs: Path,
-           progress: Progress) -> dict[str, Any]:
+           progress: Callable[..., None]) -> dict[str, Any]:
     """The entry of ``model`` under ``tm``: read back from its finished entry run, or benchmarked (or taken from a
     valid entry file) and logged as one."""
     tv = trained[model.name]
