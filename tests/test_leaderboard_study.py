@@ -86,6 +86,12 @@ def test_study_trains_benchmarks_resumes_and_reports(tmp_path: Path, fsdd_root: 
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
     assert not [s for s in steps if "attacking" in s]
 
+    for entry_run in runs_of(client, "lb_tiny", "entry"):  # killed after the benchmark, before its entry run
+        client.delete_run(entry_run.info.run_id)
+    run(raw, {}, tracking_uri=None, outputs=outputs, progress=lambda m, advance=True: None)
+    assert len(runs_of(client, "leaderboard", "benchmark")) == 2  # the entry files were valid: not benchmarked again
+    assert len(runs_of(client, "lb_tiny", "entry")) == 2
+
     text = report("lb_tiny", None, outputs)  # from MLflow alone: the same page
     rebuilt = outputs / "reports" / "lb_tiny" / "tiny_lb"
     assert (rebuilt / "leaderboard.md").read_text() == page
