@@ -152,4 +152,4 @@ def test_shipped_config_orders_references_first_and_trains_at_stated_budgets() -
         assert (ref is None) == (model.defense == "original")
         assert ref is None or (ref.backbone, ref.defense) == (model.backbone, "original")
     assert set(found.threat_models) == {"fsdd_wave_linf", "fsdd_wave_l2"}
-    assert found.models["pgd_at_m5"].config["dataset"]["split"]["train_fraction"] == 0.2
+    assert found.models["pgd_at_m5"].config["dataset"]["split"]["train_fraction"] == 0.5
