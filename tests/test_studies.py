@@ -35,12 +35,12 @@ def _module(path: Path) -> str:
 
 @pytest.mark.timeout(60)
 def test_the_studies_are_registered_under_their_papers_with_their_earlier_names() -> None:
-    assert STUDIES.names() == ["koerich", "prinz_flexer", "subramanian"]
+    assert STUDIES.names() == ["koerich", "leaderboard", "prinz_flexer", "subramanian"]
     for old, new in (("seed000", "prinz_flexer"), ("seed001", "subramanian"), ("seed003", "koerich")):
         assert STUDIES.get(old) is STUDIES.get(new)
         assert STUDIES.experiment_option(old) == new and STUDIES.experiment_option(f"{old}_full") == f"{new}_full"
     assert STUDIES.experiment_option("demo") == "demo"
-    with pytest.raises(ConfigError, match=r"unknown study 'seed002'; known: koerich, prinz_flexer, subramanian"):
+    with pytest.raises(ConfigError, match=r"unknown study 'seed002'; known: koerich, leaderboard, prinz_flexer, subramanian"):
         STUDIES.get("seed002")
 
 
