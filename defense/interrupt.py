@@ -105,10 +105,18 @@ def interruptible(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[Non
         signal.signal(sig, handle)
     try:
         yield
-    except KeyboardInterrupt as err:
-        # Ray's blocking calls answer the handler's exception with a KeyboardInterrupt of their own: the signal
-        # that came is the one recorded; a KeyboardInterrupt raised without a signal is taken for Ctrl-C.
+    except BaseException as err:
+        # Once a signal came, whatever leaves the block is its doing: Ray's blocking calls answer the handler's
+        # exception with a KeyboardInterrupt of their own, and a C++ callback turns it into another error (torch's
+        # checkpoint writer raises a RuntimeError whose context is the interruption). Without a signal, only a
+        # KeyboardInterrupt is an interruption (taken for Ctrl-C); any other error is the block's own.
+        if not fired and not isinstance(err, KeyboardInterrupt):
+            raise
         interrupted = fired[0] if fired else Interrupted(signal.SIGINT, [])
+        if interrupted.run_ids:
+            from evaluation.tracking import release_interrupted_writes
+
+            release_interrupted_writes(err, interrupted)
         interrupted.unmarked = mark_killed(interrupted.run_ids)
         if interrupted is err:
             raise

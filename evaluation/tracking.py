@@ -12,11 +12,13 @@ then reuses (or resumes what a killed holder left).
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import math
 import os
+import traceback
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -248,11 +250,28 @@ def resumable_run(experiment_id: str, key_tag: str, key: str, *, run_name: str, 
                               run_name=None if run_id else run_name, tags={**tags, tag(key_tag): key}) as run:
             try:
                 yield KeyedRun(run.info.run_id, finished=False, resumed=run_id is not None)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as err:
+                release_interrupted_writes(err)
                 _end_killed()
                 raise
             if finish:
                 mark_finished()
+
+
+def release_interrupted_writes(*errors: BaseException) -> None:
+    """Let go of what an interruption left half-written, so the store takes the next write: a signal that lands
+    inside one of MLflow's SQLite writes leaves that connection, still in its transaction, referenced only by the
+    finished frames of the interruption's traceback, and every later write of this process then waits out SQLite's busy
+    timeout (20 s) and fails, leaving the run RUNNING. Clearing the locals of those frames (of ``errors`` and the
+    exceptions they were raised in; each keeps its traceback for printing) and collecting closes the connection,
+    which rolls the transaction back."""
+    seen: set[int] = set()
+    for chained in errors:
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            traceback.clear_frames(chained.__traceback__)  # frames still executing are skipped
+            chained = chained.__context__
+    gc.collect()
 
 
 def _end_killed() -> None:

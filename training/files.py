@@ -78,7 +78,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str 
     Raises:
         OutputError: if the folder or the file cannot be written (full disk, no permission, ...);
             ``path`` is then unchanged and no temporary file remains. Other errors of ``write``
-            propagate, also without leaving a file behind.
+            propagate, also without leaving a file behind; a ``KeyboardInterrupt`` (Ctrl-C, a signal's
+            :class:`defense.interrupt.Interrupted`) during torch's write propagates as itself, not as the
+            ``RuntimeError`` torch wraps it in.
     """
     path = Path(path)
     make_folder(path.parent, "folder")
@@ -95,6 +97,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str 
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err.__context__, KeyboardInterrupt) and not isinstance(err, KeyboardInterrupt):
+            raise err.__context__ from None  # Ctrl-C or a signal during torch's write: an interruption, not an error
         reason = os_reason(err)
         if reason is None or isinstance(err, OutputError):
             raise
