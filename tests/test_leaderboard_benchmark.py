@@ -235,3 +235,87 @@ def test_bad_input_is_one_line_and_writes_nothing(fsdd_root: Path, tmp_path: Pat
     assert "\n" not in str(info.value)
     assert not entries.exists() or not any(entries.rglob("*.json"))
     assert torch.load(other, weights_only=True)["spec"]["class_names"] != [str(i) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def smoothed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny victim trained with Gaussian noise on the waveform (``smooth_wave``, σ 0.01): a smoothed model."""
+    from tests.conftest import FSDD_ROOT
+    from defense.config import compose
+    from defense.pipeline import train_from_config
+
+    outputs = tmp_path_factory.mktemp("bench_smoothed")
+    cfg = compose("train", {"dataset": "fsdd", "frontend": "stft_db_128", "victim": "averagepool_cnn", "train": "demo",
+                            "defense": "smooth_wave", "dataset.root": str(FSDD_ROOT), "dataset.clip_seconds": 0.5,
+                            "dataset.split.train_fraction": 0.2, "train.epochs": 2, "train.device": "cpu"})
+    return train_from_config(cfg, outputs=outputs).checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_smoothed_model_is_certified_at_the_budget_and_l_inf_through_its_l2_ball(
+        smoothed: Path, fsdd_root: Path, tmp_path: Path) -> None:
+    """Certified accuracy at the budget (Cohen et al. 2019's CERTIFY, seeded). Oracles: no clip certifies beyond
+    σ·Φ⁻¹(α^(1/n)) (all n draws of the top class: Clopper-Pearson's lower bound is α^(1/n)), so a budget above it
+    certifies exactly 0 with Wilson's upper bound z²/(n + z²); an L∞ budget ε is certified through the L2 ball of
+    radius ε·√d (d samples), so it certifies what an L2 budget of ε·√d does on the same clips and seed."""
+    from scipy.stats import norm
+
+    outputs, entries, d = smoothed.parent.parent, tmp_path / "entries", 4000  # 0.5 s at 8 kHz
+    sigma, n, alpha = 0.01, 1000, 0.001  # smooth_wave's σ; the protocol's CERTIFY settings
+    protocol = {**TINY["protocol"], "certify_n0": 100, "certify_n": n, "certify_alpha": alpha}
+    largest = float(sigma * norm.ppf(alpha ** (1 / n)))
+    linf_attacks = [{"option": "apgd_ce_linf", "overrides": {"domain": "waveform", "steps": 5}}]
+    eps = 0.2 * largest / math.sqrt(d)
+    cases = {"beyond": dict(budget=1.5 * largest, protocol=protocol), "l2": dict(budget=eps * math.sqrt(d),
+                                                                               protocol=protocol),
+             "linf": dict(budget=eps, norm="linf", search_eps_max=0.05, protocol={**protocol, "attacks": linf_attacks})}
+    got = {}
+    for case, changes in cases.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        assert bench(smoothed, tiny_threat_model(folder, fsdd_root, **changes), outputs, "--name", case,
+                     "--entries", str(entries / case)) == 0
+        got[case] = read_entry(entries / case / f"{case}.json")["metrics"]["certified_accuracy"]
+    z = norm.ppf(0.975)
+    assert got["beyond"]["value"] == 0.0 and got["beyond"]["low"] == pytest.approx(0.0, abs=1e-12)
+    assert got["beyond"]["high"] == pytest.approx(z ** 2 / (12 + z ** 2), rel=1e-9)
+    assert got["linf"] == got["l2"]
+    assert got["l2"]["low"] <= got["l2"]["value"] <= got["l2"]["high"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_model_behind_a_transform_is_judged_through_it(trained: Path, fsdd_root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``--transform median_3`` deploys the model behind a 3×3 median filter of its spectrogram: the card names
+    it, and which clips the entry counts correct is what scipy's median filter (``mode="nearest"``) in front of the
+    model predicts. A training defense as a transform is one line, and nothing is written."""
+    import scipy.ndimage
+
+    from evaluation.selection import select_examples
+    from training.checkpoints import load_victim
+    from training.data import load_splits
+
+    tm_path = tiny_threat_model(tmp_path, fsdd_root)
+    entries = tmp_path / "entries"
+    assert bench(trained, tm_path, trained.parent.parent, "--name", "median", "--entries", str(entries),
+                 "--transform", "median_3") == 0
+    entry = read_entry(entries / "median.json")
+    assert entry["card"]["objective_settings"]["input_transform"]["option"] == "median_3"
+    tm = load_threat_model(str(tm_path))
+    waves, labels = select_examples(load_splits(tm.dataset).test, tm.protocol.n_clips, tm.protocol.seed)
+    victim = load_victim(trained).eval()
+    with torch.no_grad():
+        rep = victim.to_domain(waves, "representation")
+        filtered = torch.stack([torch.from_numpy(scipy.ndimage.median_filter(r[0].numpy(), size=3, mode="nearest"))
+                                for r in rep]).unsqueeze(1)
+        correct = (victim.logits_fn("representation")(filtered).argmax(1) == labels).tolist()
+    assert entry["evaluation"]["eps_star_per_clip"]["labels"] == labels.tolist()
+    assert [s is not None for s in entry["evaluation"]["eps_star_per_clip"]["eps_star"]] == correct
+
+    capsys.readouterr()
+    assert bench(trained, tm_path, trained.parent.parent, "--name", "pgd", "--entries", str(entries),
+                 "--transform", "pgd_at") == 2
+    assert "is a training defense" in one_error(capsys)
+    assert not (entries / "pgd.json").exists()
