@@ -72,20 +72,26 @@ def tiny_threat_model(folder: Path, root: Path, **changes: object) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny FSDD victim trained through the pipeline (checkpoint and MLflow training run under ``outputs``)."""
+def _tiny_victim(tmp_path_factory: pytest.TempPathFactory, folder: str, **overrides: str) -> Path:
+    """A tiny FSDD victim (AveragePoolCNN on a 128-point STFT, 2 epochs on a fifth of the training split) trained
+    through the pipeline with ``overrides`` (checkpoint and MLflow training run under a new ``folder``)."""
     from tests.conftest import FSDD_ROOT
     from defense.config import compose
     from defense.pipeline import train_from_config
 
     if not (FSDD_ROOT / "recordings").is_dir():
         pytest.skip(f"FSDD not found at {FSDD_ROOT}")
-    outputs = tmp_path_factory.mktemp("bench")
     cfg = compose("train", {"dataset": "fsdd", "frontend": "stft_db_128", "victim": "averagepool_cnn", "train": "demo",
                             "dataset.root": str(FSDD_ROOT), "dataset.clip_seconds": 0.5,
-                            "dataset.split.train_fraction": 0.2, "train.epochs": 2, "train.device": "cpu"})
-    return train_from_config(cfg, outputs=outputs).checkpoint
+                            "dataset.split.train_fraction": 0.2, "train.epochs": 2, "train.device": "cpu",
+                            **overrides})
+    return train_from_config(cfg, outputs=tmp_path_factory.mktemp(folder)).checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny victim, trained clean."""
+    return _tiny_victim(tmp_path_factory, "bench")
 
 
 def bench(checkpoint: Path, tm: Path, outputs: Path, *extra: str) -> int:
@@ -240,15 +246,7 @@ def test_bad_input_is_one_line_and_writes_nothing(fsdd_root: Path, tmp_path: Pat
 @pytest.fixture(scope="module")
 def smoothed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny victim trained with Gaussian noise on the waveform (``smooth_wave``, σ 0.01): a smoothed model."""
-    from tests.conftest import FSDD_ROOT
-    from defense.config import compose
-    from defense.pipeline import train_from_config
-
-    outputs = tmp_path_factory.mktemp("bench_smoothed")
-    cfg = compose("train", {"dataset": "fsdd", "frontend": "stft_db_128", "victim": "averagepool_cnn", "train": "demo",
-                            "defense": "smooth_wave", "dataset.root": str(FSDD_ROOT), "dataset.clip_seconds": 0.5,
-                            "dataset.split.train_fraction": 0.2, "train.epochs": 2, "train.device": "cpu"})
-    return train_from_config(cfg, outputs=outputs).checkpoint
+    return _tiny_victim(tmp_path_factory, "bench_smoothed", defense="smooth_wave")
 
 
 @pytest.mark.slow
