@@ -151,25 +151,29 @@ class CarliniWagnerL2(Attack):
             found = torch.zeros_like(active)
             prev = torch.full_like(const, float("inf"))
             for it in range(self.max_iterations):
-                w.requires_grad_(True)
-                adv = mid + half * torch.tanh(w)
+                idx = active.nonzero().squeeze(1)  # only the examples still optimising go through the model
+                w_i = w[idx].requires_grad_(True)
+                adv = mid + half * torch.tanh(w_i)
                 logits = model(adv)
-                l2 = (adv - x).flatten(1).pow(2).sum(dim=1)
-                score = sign * class_margin(logits, cls)
-                loss = l2 + const * score.clamp_min(-self.confidence)
-                grad, = torch.autograd.grad(loss.sum(), w)
+                l2 = (adv - x[idx]).flatten(1).pow(2).sum(dim=1)
+                score = sign * class_margin(logits, cls[idx])
+                loss = l2 + const[idx] * score.clamp_min(-self.confidence)
+                grad_i, = torch.autograd.grad(loss.sum(), w_i)
                 with torch.no_grad():
-                    hit = active & (score < -self.confidence)
-                    found |= hit
-                    better = hit & (l2 < best_l2)
-                    best_l2 = torch.where(better, l2, best_l2)
-                    best_adv = torch.where(batch_view(better, x), adv, best_adv)
-                    iterations += active.to(torch.int64)
+                    hit = score < -self.confidence
+                    found[idx] |= hit
+                    better = hit & (l2 < best_l2[idx])
+                    best_l2[idx[better]] = l2[better]
+                    best_adv[idx[better]] = adv[better]
+                    iterations[idx] += 1
                     if self.abort_early and it % check_every == 0:
-                        active &= ~(loss > prev * 0.9999)
-                        prev = torch.where(active, loss, prev)
+                        going = ~(loss > prev[idx] * 0.9999)
+                        active[idx[~going]] = False
+                        prev[idx[going]] = loss[going]
                     if not active.any():
                         break
+                    grad = torch.zeros_like(w)
+                    grad[idx] = grad_i
                     w = adam.step(w.detach(), grad, active)
             const, lower, upper = update_consts(const, lower, upper, found)
         return RunOutput(best_adv.detach(), iterations)

@@ -107,6 +107,29 @@ def test_cw_l2_succeeds_at_least_as_often_as_art_with_smaller_norms() -> None:
     assert ours.norms[0][both].median() <= art_norms[both].median()
 
 
+def test_cw_l2_sends_only_the_examples_still_optimising_and_each_gets_what_it_gets_alone() -> None:
+    """Examples that stopped (abort early) leave the batch: the model sees exactly the iterations the attack
+    reports, and each example's result is the one it gets in a batch of its own (Adam is per example)."""
+    victim = trained_victim()
+    wave, labels = tones(4, seed=7)
+    rep = victim.represent(wave).detach()
+    bounds = victim.bounds("representation")
+    attack = create_attack("cw_l2", binary_search_steps=3, max_iterations=50)
+    rows: list[int] = []
+
+    def counted(x: Tensor) -> Tensor:
+        rows.append(x.shape[0])
+        return victim.classify(x)
+
+    together = attack.run(counted, rep, labels, None, bounds, None)
+    assert sum(rows) == int(together.iterations.sum())
+    assert min(rows) < len(labels)  # some example stopped early and left the batch
+    for i in range(len(labels)):
+        alone = attack.run(victim.classify, rep[i:i + 1], labels[i:i + 1], None, bounds, None)
+        assert int(alone.iterations[0]) == int(together.iterations[i])
+        torch.testing.assert_close(alone.adversarial[0], together.adversarial[i], rtol=1e-4, atol=1e-4)
+
+
 def test_update_consts_follows_carlini_wagner_binary_search() -> None:
     const = torch.tensor([1.0, 1.0, 4.0, 4.0])
     lower = torch.tensor([0.0, 0.0, 2.0, 2.0])
