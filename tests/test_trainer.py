@@ -136,6 +136,33 @@ def test_a_finished_run_keeps_only_what_reuse_needs_and_is_not_trained_again(tmp
         assert torch.equal(a, b), k
 
 
+@pytest.mark.parametrize("kw, stop_after, resumable", [
+    ({}, None, [1, 2, 3]),  # 4 epochs: the last one's resumable state would be overwritten by the finished one
+    ({}, 2, [1, 2]),  # a kill after epoch 2 keeps epoch 2's state to resume from
+    ({"epochs": 30, "patience": 2, "lr": 0.05}, None, None),  # early stopping: the stopping epoch is not written
+])
+def test_the_epoch_the_finished_state_replaces_at_once_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      kw: dict, stop_after: int | None,
+                                                                      resumable: list[int] | None) -> None:
+    """A resumable checkpoint holds four weight copies (weights, Adam's moments, best weights): the last epoch's
+    would be replaced by the slim finished state straight away, so it is never written."""
+    import training.trainer as trainer
+
+    written: list[object] = []
+
+    def recording(obj: dict, path: Path) -> Path:
+        written.append("finished" if obj.get("finished") else obj["epoch"])
+        return save_atomic(obj, path)
+
+    monkeypatch.setattr(trainer, "save_atomic", recording)
+    data = _clips(12, 1), _clips(4, 2), _clips(6, 3)
+    res = train(make_victim(), *data, _cfg(**kw), checkpoint_path=tmp_path / "run.pt", stop_after=stop_after)
+    if resumable is None:  # early stopping after len(history) epochs
+        assert res.stopped_early
+        resumable = list(range(1, len(res.history)))
+    assert written == resumable + ([] if stop_after else ["finished"])
+
+
 def test_a_model_that_explodes_with_its_input_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     from defense.pipeline import warn_if_large
 

@@ -194,9 +194,9 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         test_set: held-out clips, evaluated once with the best weights.
         cfg: hyper-parameters.
         objective: how a batch becomes gradients (``defense.objectives.OBJECTIVES`` names them).
-        checkpoint_path: written atomically after every epoch (weights, optimizer, RNG, best weights) and
-            slimmed to the best weights and history once training ends; an existing file is resumed, a
-            finished one reused without training.
+        checkpoint_path: written atomically after every epoch (weights, optimizer, RNG, best weights) but the
+            last, whose slim finished state (best weights and history) is written at once instead (a kill in
+            between loses that one epoch); an existing file is resumed, a finished one reused without training.
         on_epoch: called with the epoch's metrics and the epoch number.
         stop_after: end the call after this many epochs in total (simulates a kill; for tests).
 
@@ -271,7 +271,7 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if on_epoch is not None:
             on_epoch(metrics, epoch)
-        if ckpt_path is not None:
+        if ckpt_path is not None and not _ends_here(cfg, state, stop_after):
             save_atomic(_training_state(victim, opt, sched, state), ckpt_path)
 
     if state["best_model"] is not None:
@@ -292,6 +292,16 @@ def backward_outside_autocast(device_type: str) -> Callable[[Tensor], None]:
             loss.backward()
 
     return backward
+
+
+def _ends_here(cfg: TrainConfig, state: dict[str, Any], stop_after: int | None) -> bool:
+    """Whether the loop ends after the epoch just run with the finished state saved (the last epoch, or early
+    stopping's patience used up and no simulated kill first): its resumable checkpoint would be overwritten at once
+    (for a large backbone that checkpoint is four copies of the weights: weights, Adam's two moments, best weights)."""
+    if state["epoch"] >= cfg.epochs:
+        return True
+    patience_spent = cfg.patience is not None and state["since_best"] >= cfg.patience
+    return patience_spent and (stop_after is None or state["epoch"] < stop_after)
 
 
 def _training_state(victim: Victim, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> dict[str, Any]:
