@@ -255,6 +255,51 @@ def test_fsdd_bad_file_name(tmp_path: Path) -> None:
         load_clips(cfg("fsdd", tmp_path / "fsdd", tmp_path))
 
 
+@pytest.fixture
+def speech_root(tmp_path: Path) -> Path:
+    """Three words by four speakers (two utterances each), the release's two lists naming speakers 0 (test) and 1
+    (validation), and its background-noise folder."""
+    root = tmp_path / "speech_commands_v0.02"
+    lists: dict[str, list[str]] = {"testing_list.txt": [], "validation_list.txt": []}
+    for label, word in enumerate(("yes", "no", "up")):
+        for speaker in range(4):
+            for n in range(2):
+                rel = f"{word}/{speaker:08x}_nohash_{n}.wav"
+                write_wav(root / rel, tone(label))
+                if speaker < 2:
+                    lists[("testing_list.txt", "validation_list.txt")[speaker]].append(rel)
+    write_wav(root / "_background_noise_" / "white_noise.wav", tone(4))
+    for name, rows in lists.items():
+        (root / name).write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_speech_commands_reads_the_release_split_by_speaker(speech_root: Path, tmp_path: Path) -> None:
+    clips = load_clips(cfg("speech_commands", speech_root, tmp_path))
+    assert clips.class_names == ["no", "up", "yes"] and len(clips) == 24  # sorted words, no background noise
+    assert_tones_match(clips, {"yes": 0, "no": 1, "up": 2})
+    speaker = [int(n.split("/")[1].split("_")[0], 16) for n in clips.names]
+    assert clips.folds.tolist() == [{0: 0, 1: 1}.get(s, 2) for s in speaker]  # test list, validation list, the rest
+    assert len(set(clips.groups.tolist())) == 4  # one group per speaker, across words
+    assert all((g == h) == (s == t) for g, s in zip(clips.groups.tolist(), speaker)
+               for h, t in zip(clips.groups.tolist(), speaker))
+    chosen = load_clips(cfg("speech_commands", speech_root, tmp_path, words=["yes", "up"]))
+    assert chosen.class_names == ["yes", "up"] and len(chosen) == 16
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda root: (root / "testing_list.txt").unlink(), "testing_list.txt not found in"),
+    (lambda root: (root / "yes" / "00000000_nohash_0.wav").unlink(), "1 listed file.s. not found under .*yes/00000000"),
+    (lambda root: write_wav(root / "no" / "hello.wav", tone(1)), "no/hello.wav does not name its speaker"),
+])
+def test_speech_commands_bad_layouts(speech_root: Path, tmp_path: Path, change: Any, message: str) -> None:
+    change(speech_root)
+    with pytest.raises(DataError, match=message):
+        load_clips(cfg("speech_commands", speech_root, tmp_path))
+    with pytest.raises(DataError, match="no folder for word.s. left"):
+        load_clips(cfg("speech_commands", speech_root, tmp_path, words=["yes", "left"]))
+
+
 def test_folder_per_class(tmp_path: Path) -> None:
     root = tmp_path / "mine"
     write_wav(root / "cat" / "a.wav", tone(1))
@@ -287,4 +332,5 @@ def test_missing_root_and_listed_file(esc50_root: Path, tmp_path: Path) -> None:
 
 
 def test_every_loader_is_registered() -> None:
-    assert {"esc50", "urbansound8k", "gtzan", "fsdkaggle2019", "fsdd", "folder", "gm_instruments"} <= set(DATASETS.names())
+    assert {"esc50", "urbansound8k", "gtzan", "fsdkaggle2019", "fsdd", "folder", "gm_instruments",
+            "speech_commands"} <= set(DATASETS.names())

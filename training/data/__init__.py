@@ -22,7 +22,8 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 
-from training.data import esc50, folder, fsdd, fsdkaggle2019, gm_instruments, gtzan, urbansound8k  # noqa: F401 (registration)
+from training.data import (esc50, folder, fsdd, fsdkaggle2019, gm_instruments, gtzan, speech_commands,  # noqa: F401
+                           urbansound8k)  # registration
 from training.data.audio import Align, fix_length, is_silent, segment
 from training.data.augment import AugmentOptions, augment_pitch
 from training.data.base import DATASETS, ClipSet, Splits

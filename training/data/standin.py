@@ -5,7 +5,8 @@ it exists they are a few of its real recordings (decoded, possibly cut short, an
 Each layout is the release's: ESC-50 ``meta/esc50.csv`` (its seven columns) + ``audio/``; UrbanSound8K
 ``metadata/UrbanSound8K.csv`` + ``audio/fold<N>/``; GTZAN ``genres/<genre>/<genre>.000NN.wav``; FSDKaggle2019
 ``train_curated.csv`` + ``FSDKaggle2019.audio_train_curated/``; FSDD ``recordings/<digit>_<speaker>_<index>.wav``;
-one folder per class. The classes are the data set's own (names, label ids, official folds), so whatever a config
+Speech Commands ``<word>/<speaker>_nohash_<n>.wav`` + ``testing_list.txt`` + ``validation_list.txt``; one folder per
+class. The classes are the data set's own (names, label ids, official folds), so whatever a config
 names (a targeted class, ``dataset.classes``, a test fold) exists. Files are written at the data set's own rate
 (ESC-50 44.1 kHz, GTZAN 22,050 Hz, ...), so the loader resamples them as it does the real ones.
 
@@ -29,6 +30,7 @@ from training.data.audio import read_audio
 from training.data.fsdkaggle2019 import AUDIO_DIR, INSTRUMENTS
 from training.data.gtzan import GENRES
 from training.data.source import FileTable
+from training.data.speech_commands import LISTS, SPEAKER_MARK, WORDS_V2
 from training.data.splits import SplitOptions
 from training.data.urbansound8k import CLASSES as URBAN_CLASSES
 from victims.registry import ConfigError, to_dataclass
@@ -131,6 +133,17 @@ def _fsdd(root: Path, names: list[str], clips: list[Clip], wave: Callable[[Clip]
         _write(root / "recordings" / f"{names[clip.label]}_standin_{index}.wav", wave(clip), rate)
 
 
+def _speech_commands(root: Path, names: list[str], clips: list[Clip], wave: Callable[[Clip], np.ndarray], rate: int,
+                     cfg: Mapping[str, Any]) -> None:
+    listed: dict[int, list[str]] = {fold: [] for fold in LISTS.values()}
+    for clip in clips:  # fold 0: testing_list.txt, 1: validation_list.txt, 2: training (listed nowhere)
+        rel = f"{names[clip.label]}/{clip.group:08x}{SPEAKER_MARK}0.wav"
+        listed.get(clip.fold, []).append(rel)
+        _write(root / rel, wave(clip), rate)
+    for name, fold in LISTS.items():
+        _text(root / name, listed[fold])
+
+
 def _folder(root: Path, names: list[str], clips: list[Clip], wave: Callable[[Clip], np.ndarray], rate: int,
             cfg: Mapping[str, Any]) -> None:
     for clip in clips:
@@ -145,6 +158,8 @@ LAYOUTS: dict[str, tuple[Writer, str, Callable[[Mapping[str, Any]], list[str]], 
     "fsdkaggle2019": (_fsdkaggle2019, f"train_curated.csv + {AUDIO_DIR}/",
                       lambda cfg: list(cfg.get("labels") or INSTRUMENTS), ()),
     "fsdd": (_fsdd, "recordings/<digit>_<speaker>_<index>.wav", lambda cfg: [str(d) for d in range(10)], (0, 1)),
+    "speech_commands": (_speech_commands, f"<word>/<speaker>{SPEAKER_MARK}<n>.wav + testing_list.txt + validation_list.txt",
+                        lambda cfg: list(cfg.get("words") or WORDS_V2), (0, 1, 2)),
     "folder": (_folder, "<class>/*.wav", lambda cfg: list(cfg.get("classes") or FOLDER_CLASSES), ()),
 }
 """Per data set with a ``root``: its writer, layout, class list from its config, and official folds (empty:
