@@ -25,7 +25,7 @@ from torch import Tensor
 
 from attacks.base import BPDA_MODES
 from attacks.threat import perturbation_norm
-from defense.objectives import eval_mode
+from defense.objective_base import eval_mode
 from defense.defended_victim import INPUT_TRANSFORM, defend, is_transform
 from defense.transforms import TRANSFORMS
 from evaluation.certify import (ABSTAIN, SmoothedClassifier, certified_accuracy, certified_curve_area,

@@ -1,4 +1,5 @@
-"""Training objectives a ``defense`` config names, registered in :data:`OBJECTIVES`.
+"""Training objectives a ``defense`` config names, registered in :data:`OBJECTIVES`
+(:mod:`defense.objective_base`, with what every objective file shares).
 
 - ``clean``: standard training (:class:`training.step.CleanObjective`, the trainer's default).
 
@@ -27,70 +28,19 @@ are the attack suite's threat models (:mod:`attacks.threat`), so training and ev
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from attacks.threat import ball
 from defense.channel import RoomChannel, build_channel, channel_config
-from training.step import Backward, CleanObjective, StepOutput
+from defense.objective_base import OBJECTIVES, check_settings, domain_inputs, eval_mode, perturbed_logits
+from training.step import Backward, StepOutput
 from victims.bounds import Bounds
-from victims.registry import ConfigError, Registry
+from victims.registry import ConfigError
 from victims.victim import DOMAINS, Victim
-
-NORMS = ("linf", "l2")
-OBJECTIVES: Registry = Registry("defense")
-OBJECTIVES.register("clean")(CleanObjective)
-
-
-def _check(eps: float, norm: str, domain: str) -> None:
-    if not eps > 0:
-        raise ConfigError(f"defense eps must be > 0, got {eps}")
-    if norm not in NORMS:
-        raise ConfigError(f"unknown defense norm '{norm}'; known: {', '.join(NORMS)}")
-    if domain not in DOMAINS:
-        raise ConfigError(f"unknown defense domain '{domain}'; known: {', '.join(DOMAINS)}")
-
-
-def domain_inputs(victim: Victim, wave: Tensor, domain: str) -> tuple[Tensor, Callable[[Tensor], Tensor], Bounds]:
-    """Clean input in ``domain`` (detached), the map from it to logits, and its bounds.
-
-    In the representation domain the front-end and normaliser run once, without gradient.
-    """
-    if domain == "representation":
-        with torch.no_grad():
-            x = victim.represent(wave)
-        return x.detach(), victim.classify, victim.bounds("representation")
-    return wave.detach(), victim.forward, victim.bounds("waveform")
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode for the block, then restore its mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-Perturb = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor, Bounds], Tensor]
-"""An objective's inner attack: ``(model, x, labels, bounds) -> x_adv`` (detached)."""
-
-
-def perturbed_logits(perturb: Perturb, victim: Victim, wave: Tensor, labels: Tensor, domain: str) -> Tensor:
-    """Logits (detached, eval mode) of the adversarial inputs ``perturb`` makes for ``wave`` in ``domain``: the
-    examples an adversarial-training objective trains on (its ``robust_logits``)."""
-    with eval_mode(victim):
-        x, model, bounds = domain_inputs(victim, wave, domain)
-        x_adv = perturb(model, x, labels, bounds)
-        with torch.no_grad():
-            return model(x_adv)
-
 
 def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, labels: Tensor, eps: float, norm: str,
          bounds: Bounds) -> tuple[Tensor, Tensor]:
@@ -123,7 +73,7 @@ class FGSMMix:
     def __init__(self, alpha: float = 0.5, eps: float = 1.5, norm: str = "l2", domain: str = "representation") -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"fgsm_mix alpha must lie in [0, 1], got {alpha}")
-        _check(eps, norm, domain)
+        check_settings(eps, norm, domain)
         self.alpha, self.eps, self.norm, self.domain = float(alpha), float(eps), norm, domain
 
     def inputs(self, victim: Victim, wave: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor], Bounds]:
@@ -179,7 +129,7 @@ class PGDTraining:
 
     def __init__(self, eps: float = 1.5, steps: int = 7, step_size: float | None = None, norm: str = "l2",
                  random_start: bool = True, domain: str = "representation") -> None:
-        _check(eps, norm, domain)
+        check_settings(eps, norm, domain)
         if steps < 1:
             raise ConfigError(f"pgd_at steps must be >= 1, got {steps}")
         if step_size is not None and not step_size > 0:
@@ -348,4 +298,6 @@ class RoomFGSMMix(FGSMMix):
         return x, lambda w: model(channel(w, draw)), bounds
 
 
-from defense import trades_mart  # noqa: E402,F401  (registers "trades" and "mart"; imports OBJECTIVES from here)
+from defense import trades_mart  # noqa: E402,F401  (registers "trades" and "mart")
+
+__all__ = ["OBJECTIVES", "FGSMMix", "FastFGSM", "GaussianAugment", "PGDTraining", "RoomAugment", "RoomFGSMMix"]

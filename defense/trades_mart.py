@@ -14,7 +14,7 @@ through f(x) inside the KL and, for MART, through the weight 1 − p_y(x). Unlik
 clean forward runs once (TRADES' code runs it twice, for the CE and for the KL target), the logarithms are
 computed from log-softmax instead of ``log(p + 1e-12)`` and ``log(1.0001 − p)``, and a zero input gradient
 (the KL's at x' = x, or one underflowing in half precision) is replaced by a Gaussian direction, as TRADES'
-L2 attack does. Inputs, bounds, norms and domains are those of :mod:`defense.objectives`.
+L2 attack does. Inputs, bounds, norms and domains are those of :mod:`defense.objective_base`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.threat import ball, batch_view
-from defense.objectives import OBJECTIVES, _check, domain_inputs, eval_mode, perturbed_logits
+from defense.objective_base import OBJECTIVES, check_settings, domain_inputs, eval_mode, perturbed_logits
 from training.step import Backward, StepOutput
 from victims.bounds import Bounds
 from victims.registry import ConfigError
@@ -71,7 +71,7 @@ class KLRegularised(ABC):
     name = ""
 
     def __init__(self, eps: float, steps: int, step_size: float | None, norm: str, domain: str) -> None:
-        _check(eps, norm, domain)
+        check_settings(eps, norm, domain)
         if steps < 1:
             raise ConfigError(f"{self.name} steps must be >= 1, got {steps}")
         if step_size is not None and not step_size > 0:

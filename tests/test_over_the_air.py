@@ -20,6 +20,7 @@ from defense.defended_victim import defend
 from defense.over_the_air import over_the_air, over_the_air_of
 from evaluation.harness import evaluate_attack
 from tiny import SAMPLE_RATE, tones, trained_victim
+from training.step import CleanObjective
 from victims.registry import ConfigError
 from victims.victim import Victim
 
@@ -156,7 +157,7 @@ def _step(objective: object, victim: Victim, waves: torch.Tensor, labels: torch.
 def test_room_objectives_reduce_to_clean_and_fgsm_mix_on_the_identity_channel(identity: dict[str, str]) -> None:
     victim = trained_victim(steps=5).train()
     waves, labels = tones(3, seed=5)
-    pairs = ((O.RoomAugment(identity), O.CleanObjective()),
+    pairs = ((O.RoomAugment(identity), CleanObjective()),
              (O.RoomFGSMMix(identity, alpha=0.5, eps=0.5), O.FGSMMix(alpha=0.5, eps=0.5, domain="waveform")))
     for room, plain in pairs:
         for got, want in zip(_step(room, victim, waves, labels), _step(plain, victim, waves, labels)):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from training.files import atomic_write
-from victims.backbones import state_mismatch
+from victims.backbone_base import state_mismatch
 from victims.victim import Victim, victim_from_spec
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The seed papers' own classifiers, registered in :data:`victims.backbones.BACKBONES`.
+"""The seed papers' own classifiers, registered in :data:`victims.backbone_base.BACKBONES`.
 
 - ``averagepool_cnn``: Prinz & Flexer's AveragePoolCNN for instrument classification (seed 000,
   Fig. 1), on mel spectrograms.
@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from victims.backbones import BACKBONES, check_representation, load_weights, upsample_to, waveform_input
+from victims.backbone_base import BACKBONES, check_representation, load_weights, upsample_to, waveform_input
 
 
 def erb_space(low_hz: float, high_hz: float, n: int) -> Tensor:

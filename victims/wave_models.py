@@ -1,4 +1,4 @@
-"""Raw-waveform classifiers beyond the seed papers' own, registered in :data:`victims.backbones.BACKBONES`.
+"""Raw-waveform classifiers beyond the seed papers' own, registered in :data:`victims.backbone_base.BACKBONES`.
 
 - ``m5``: the M5 network of Dai et al. 2017 ("Very deep convolutional neural networks for raw
   waveforms", ICASSP, Table 1), a small raw-audio CNN. Seed 001 attacks a raw-waveform model
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from victims.backbones import BACKBONES, load_weights, waveform_input
+from victims.backbone_base import BACKBONES, load_weights, waveform_input
 
 
 class M5(nn.Module):

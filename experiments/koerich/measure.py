@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from attacks import Attack
 from evaluation.metrics import snr_db
-from experiments.koerich import metrics as A
+import experiments.koerich.metrics as A
 from experiments.shared import batched_logits
 from victims.frontends import FrontEnd
 from victims.frontends.spectral import MelDb, StftDb

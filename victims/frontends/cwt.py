@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from victims.frontends import FRONTENDS, FrontEnd, check_waveform
+from victims.frontends.base import FRONTENDS, FrontEnd, check_waveform
 from victims.frontends.common import db_bound, full_precision, full_precision_forward, to_db
 from victims.registry import ConfigError
 

@@ -12,7 +12,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from victims.frontends import FRONTENDS, FrontEnd, check_waveform
+from victims.frontends.base import FRONTENDS, FrontEnd, check_waveform
 from victims.frontends.common import db_bound, full_precision_forward, stft_power, to_db
 from victims.registry import ConfigError
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from victims.frontends import FRONTENDS, FrontEnd, check_waveform
+from victims.frontends.base import FRONTENDS, FrontEnd, check_waveform
 from victims.frontends.common import full_precision_forward, stft_power
 from victims.frontends.cwt import Cwt
 from victims.frontends.spectral import StftDb

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from victims.frontends import FRONTENDS, FrontEnd, check_waveform
+from victims.frontends.base import FRONTENDS, FrontEnd, check_waveform
 
 
 @FRONTENDS.register("waveform")
