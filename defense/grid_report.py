@@ -14,7 +14,7 @@ from evaluation.report_data import collect
 from evaluation.report_tables import table_3_matrices
 from evaluation.examples import write_example_figures
 from evaluation.harness import AttackEvaluation
-from evaluation.tracking import ORIGINAL, mark_finished
+from evaluation.tracking import ORIGINAL, mark_finished, reopened_run
 from evaluation.ui_view import save_runs_view
 
 
@@ -27,7 +27,7 @@ def log_curves(grid: Grid, evals: dict[str, dict[str, AttackEvaluation]], run_id
         groups: dict[tuple[str, str], list[str]] = {}
         for name, ev in evals[defense].items():
             groups.setdefault((ev.domain, ev.norm), []).append(name)
-        with mlflow.start_run(run_id=run_id):
+        with reopened_run(run_id):
             for (domain, norm), names in sorted(groups.items()):
                 eps_max = evals[defense][names[0]].eps_max
                 fig = plots.fooling_rate_curves({k: evals[ORIGINAL][k].eps_star for k in names}, eps_max,
@@ -42,7 +42,7 @@ def log_grid_report(grid: Grid, parent_id: str, uri: str) -> None:
     parent run."""
     data = collect(grid.name, uri, n_boot=grid.evaluation.n_boot, level=grid.evaluation.confidence)
     save_runs_view(mlflow.get_run(parent_id).info.experiment_id)
-    with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
+    with reopened_run(parent_id), tempfile.TemporaryDirectory() as tmp:
         report.write_tables(data, Path(tmp))
         mlflow.log_artifacts(tmp, "tables")
         if grid.evaluation.fig1 and write_example_figures(data, Path(tmp) / "fig1", uri):

@@ -22,7 +22,7 @@ from defense.inference import (accuracy, adaptive_options, certify, certify_metr
 from defense.pipeline import TrainedVictim
 from evaluation import plots, sanity, stats
 from evaluation.harness import AttackEvaluation
-from evaluation.tracking import flatten, log_once, resumable_run, stable_key, tags
+from evaluation.tracking import flatten, log_once, reopened_run, resumable_run, stable_key, tags
 from training.data.base import ClipSet
 from victims.victim import Victim
 
@@ -91,7 +91,7 @@ def certify_smoothed(grid: Grid, tv: TrainedVictim, defense_cfg: dict[str, Any],
     record = _logged_certificate(tv.run_id, certify_settings(defense_cfg, labels, ev_cfg))
     if record is None:
         record = certify(tv.result.victim, defense_cfg, waves, labels, ev_cfg)
-        with mlflow.start_run(run_id=tv.run_id):
+        with reopened_run(tv.run_id):
             log_once(tv.run_id, certify_metrics(record, ev_cfg.confidence, ev_cfg.n_boot, ev_cfg.seed))
             mlflow.log_dict(record, CERTIFY_RECORD)
             units = "normalised" if record["domain"] == "representation" else "waveform"

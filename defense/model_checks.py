@@ -12,7 +12,7 @@ from attacks import create_attack
 from defense.grid import Grid
 from evaluation import sanity
 from evaluation.harness import AttackEvaluation
-from evaluation.tracking import log_once
+from evaluation.tracking import log_once, reopened_run
 from torch import Tensor
 from victims.victim import Victim
 
@@ -35,7 +35,7 @@ def sanity_for_model(grid: Grid, victim: Victim, waves: Tensor, labels: Tensor,
                                           batch_size=ev_cfg.batch_size))
     records.extend(pairwise_checks(grid, evals))
     records.extend(extra or [])
-    with mlflow.start_run(run_id=run_id):
+    with reopened_run(run_id):
         log_sanity(records)
 
 

@@ -301,7 +301,7 @@ def log_outcome(run_id: str, est: Estimate, wall_s: float, measured: Passes | No
     on the same grid, adds its own)."""
     import mlflow
 
-    from evaluation.tracking import log_next
+    from evaluation.tracking import log_next, reopened_run
 
     record = plan_record(est)
     metrics = {**{f"plan.{k}": record[k] for k in ("wall_s", "wall_max_s", "train_s", "eval_s", "eval_max_s")},
@@ -312,7 +312,7 @@ def log_outcome(run_id: str, est: Estimate, wall_s: float, measured: Passes | No
         metrics.update({f"measured.passes.{k}": float(v) for k, v in measured.as_dict().items()})
         record["measured_passes"] = measured.as_dict()
     record["measured_wall_s"] = wall_s
-    with mlflow.start_run(run_id=run_id):
+    with reopened_run(run_id):
         log_next(run_id, metrics, "measured.wall_s")
         mlflow.log_dict(record, "plan.json")
 

@@ -258,6 +258,21 @@ def resumable_run(experiment_id: str, key_tag: str, key: str, *, run_name: str, 
                 mark_finished()
 
 
+@contextmanager
+def reopened_run(run_id: str) -> Iterator[Run]:
+    """Log more to an existing run (a model's run gaining its sanity checks, a parent gaining its report), as
+    ``mlflow.start_run(run_id=...)`` does, but an interruption ends it ``KILLED`` at once, as :func:`resumable_run`
+    does: MLflow's ``with`` block would write ``FAILED`` first, a write that, after a signal inside a store write,
+    waits out SQLite's busy timeout before failing."""
+    with mlflow.start_run(run_id=run_id) as run:
+        try:
+            yield run
+        except KeyboardInterrupt as err:
+            release_interrupted_writes(err)
+            _end_killed()
+            raise
+
+
 def release_interrupted_writes(*errors: BaseException) -> None:
     """Let go of what an interruption left half-written, so the store takes the next write: a signal that lands
     inside one of MLflow's SQLite writes leaves that connection, still in its transaction, referenced only by the

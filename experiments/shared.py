@@ -14,7 +14,7 @@ from torch import Tensor
 
 from defense.studies import STUDY_TAG
 from evaluation.harness import victim_device
-from evaluation.tracking import mark_finished, resumable_run, setup_tracking, tag
+from evaluation.tracking import mark_finished, reopened_run, resumable_run, setup_tracking, tag
 from victims.victim import Victim
 
 Progress = Callable[[str], None]
@@ -42,7 +42,7 @@ def parent_run(exp_id: str, key: str, experiment: str, study: str, source: Mappi
 
 def finish_parent(run_id: str) -> None:
     """Mark the study's parent run finished."""
-    with mlflow.start_run(run_id=run_id):
+    with reopened_run(run_id):
         mark_finished()
 
 

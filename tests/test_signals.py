@@ -210,6 +210,26 @@ def test_an_interrupt_without_a_signal_ends_a_keyed_run_killed(tmp_path: Path) -
     assert client.get_run(ended["broken"]).info.status == "FAILED"
 
 
+@pytest.mark.timeout(120)
+def test_an_interrupt_while_logging_more_to_a_run_ends_it_killed(tmp_path: Path) -> None:
+    """A run reopened to log more (a model's sanity checks, a parent's report) ends KILLED when interrupted, not
+    FAILED (MLflow's own ``with mlflow.start_run(run_id=...)``), and an error stays FAILED."""
+    from evaluation.tracking import reopened_run, setup_tracking
+
+    experiment_id = setup_tracking("reopened", None, tmp_path)
+    client = MlflowClient()
+    for error, status in ((KeyboardInterrupt, "KILLED"), (ValueError, "FAILED")):
+        run_id = client.create_run(experiment_id).info.run_id
+        client.set_terminated(run_id, "FINISHED")
+        with pytest.raises(error):
+            with reopened_run(run_id):
+                mlflow.log_metric("more", 1.0)
+                raise error()
+        assert mlflow.active_run() is None
+        assert client.get_run(run_id).info.status == status, error
+        assert client.get_run(run_id).data.metrics["more"] == 1.0
+
+
 class _SignalOnWrite:
     """A file object that sends ``sig`` to this process on its second ``write``: the signal's handler then runs
     inside torch's C++ checkpoint writer, which turns any exception of ``write`` into a ``RuntimeError``."""

@@ -27,7 +27,7 @@ import numpy as np
 from attacks import create_attack
 from defense.pipeline import train_from_config
 from evaluation.audio_out import write_adversarial_wavs, write_wav
-from evaluation.tracking import log_once, resumable_run, stable_key
+from evaluation.tracking import log_once, reopened_run, resumable_run, stable_key
 from experiments.koerich.config import STUDY, EvalOptions, Study, load_study
 from experiments.koerich.measure import EVAL_KIND, RECORD, choose_recordings, record, run_input, waveform_probs
 from experiments.koerich.report import combine, report
@@ -53,7 +53,7 @@ def run(raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str | N
     for fold in study.folds():
         _run_fold(study, fold, parent_id, study_key, uri, outputs, progress)
     text = report(study.name, uri, outputs)
-    with mlflow.start_run(run_id=parent_id), tempfile.TemporaryDirectory() as tmp:
+    with reopened_run(parent_id), tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tables.md").write_text(text + "\n")
         mlflow.log_artifacts(tmp, "tables")
     finish_parent(parent_id)

@@ -32,7 +32,7 @@ from evaluation.report import to_markdown
 from experiments.prinz_flexer.metrics import (bootstrap_interval, cluster_draws, mean_or_nan, median_or_nan,
                                         pair_matrix)
 from evaluation.stored import open_experiment
-from evaluation.tracking import iter_runs, load_record
+from evaluation.tracking import iter_runs, load_record, reopened_run
 from experiments.prinz_flexer.config import EvalOptions
 from victims.registry import ConfigError
 
@@ -320,7 +320,7 @@ def log_tables(parent_id: str) -> None:
     """The tables and figures as artifacts of the study's parent run (``tables/``)."""
     with tempfile.TemporaryDirectory() as tmp:
         build(parent_id, MlflowClient(), Path(tmp))
-        with mlflow.start_run(run_id=parent_id):
+        with reopened_run(parent_id):
             mlflow.log_artifacts(tmp, "tables")
 
 

@@ -39,7 +39,7 @@ from evaluation.audio_out import write_adversarial_wavs, write_wav
 from evaluation.harness import victim_device
 from evaluation.metrics import confusion_matrix, snr_db
 from evaluation.selection import select_examples
-from evaluation.tracking import RECORD_ARTIFACT, flatten, log_once, resumable_run, stable_key
+from evaluation.tracking import RECORD_ARTIFACT, flatten, log_once, reopened_run, resumable_run, stable_key
 from experiments.prinz_flexer.config import STUDY, AttackSpec, EvalOptions, Study, check_classes, load_study
 from experiments.prinz_flexer.metrics import matched_noise, noise_at_snr, random_target_attempts, target_pairs
 from experiments.prinz_flexer.report import final_predictions, log_tables, pair_matrix_figure, summarize
@@ -71,7 +71,7 @@ def run(raw: dict, overrides: dict, *, tracking_uri: str | None, outputs: Path, 
     rows = {"clean": _clean_run(exp_id, study, tv, labels, clean_logits)}
     for spec in study.attacks.values():
         rows[spec.name] = _attack_run(exp_id, study, tv, spec, waves, labels, clean_logits.argmax(1))
-        with mlflow.start_run(run_id=parent_id):  # after every row, so an interrupted study still reports
+        with reopened_run(parent_id):  # after every row, so an interrupted study still reports
             mlflow.log_dict({"model_run": tv.run_id, "evaluation": asdict(study.evaluation), "rows": rows},
                             "study.json")
         progress(f"attacked with {spec.name}")
