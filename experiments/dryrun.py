@@ -25,25 +25,23 @@ from evaluation.ui_view import save_runs_view
 
 
 class StudyDry:
-    """The dry run of a ``study:`` experiment; subclasses name its models, attacks and expected runs."""
+    """The dry run of a ``study:`` experiment; subclasses name its models, attacks and expected runs, and the study's
+    own functions as class keywords: ``class KoerichDry(StudyDry, load=load_study, run=run, report=report)``
+    (``load(raw, overrides)`` resolves the study, ``run`` and ``report`` are those the study registers)."""
+
+    load_study: Callable[[dict[str, Any], dict[str, Any]], Any]
+    run_study: Callable[..., str]
+    report_study: Callable[[str, str, Path], str]
+
+    def __init_subclass__(cls, *, load: Callable[[dict[str, Any], dict[str, Any]], Any], run: Callable[..., str],
+                          report: Callable[[str, str, Path], str], **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.load_study, cls.run_study, cls.report_study = staticmethod(load), staticmethod(run), staticmethod(report)
 
     def __init__(self, raw: dict[str, Any], overrides: dict[str, Any]) -> None:
         self.raw = raw
         self.overrides = overrides
-        self.study = self.load(raw, overrides)
-
-    def load(self, raw: dict[str, Any], overrides: dict[str, Any]) -> Any:
-        """The resolved study (its config module's ``load_study``)."""
-        raise NotImplementedError
-
-    def run_study(self, raw: dict[str, Any], overrides: dict[str, Any], *, tracking_uri: str, outputs: Path,
-                  progress: Callable[..., None]) -> str:
-        """The study's own ``run``."""
-        raise NotImplementedError
-
-    def report_study(self, experiment: str, tracking_uri: str, outputs: Path) -> str:
-        """The study's own ``report``."""
-        raise NotImplementedError
+        self.study = self.load_study(raw, overrides)
 
     @property
     def name(self) -> str:

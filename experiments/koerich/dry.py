@@ -12,10 +12,8 @@ from experiments.koerich.report import report
 from experiments.koerich.run import run
 
 
-class KoerichDry(StudyDry):
-    load = staticmethod(load_study)  # type: ignore[assignment]
-    run_study = staticmethod(run)  # type: ignore[assignment]
-    report_study = staticmethod(report)  # type: ignore[assignment]
+class KoerichDry(StudyDry, load=load_study, run=run, report=report):
+    """The dry run of Koerich et al.'s study."""
 
     def models(self) -> list[Model]:
         dataset = self.study.dataset

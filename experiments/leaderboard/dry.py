@@ -27,10 +27,8 @@ DRY_CLIPS = 10
 """Clips of a dry threat model: a model trained for one epoch is right on some of them, so the attacks run."""
 
 
-class LeaderboardDry(StudyDry):
-    load = staticmethod(load_study)  # type: ignore[assignment]
-    run_study = staticmethod(run)  # type: ignore[assignment]
-    report_study = staticmethod(report)  # type: ignore[assignment]
+class LeaderboardDry(StudyDry, load=load_study, run=run, report=report):
+    """The dry run of the leaderboard study."""
 
     def models(self) -> list[Model]:
         seen: dict[str, Model] = {}

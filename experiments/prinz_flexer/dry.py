@@ -11,10 +11,8 @@ from experiments.prinz_flexer.report import report
 from experiments.prinz_flexer.run import run
 
 
-class PrinzFlexerDry(StudyDry):
-    load = staticmethod(load_study)  # type: ignore[assignment]
-    run_study = staticmethod(run)  # type: ignore[assignment]
-    report_study = staticmethod(report)  # type: ignore[assignment]
+class PrinzFlexerDry(StudyDry, load=load_study, run=run, report=report):
+    """The dry run of Prinz & Flexer's study."""
 
     def models(self) -> list[Model]:
         cfg = self.study.train_cfg

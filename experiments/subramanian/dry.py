@@ -11,10 +11,8 @@ from experiments.subramanian.report import report
 from experiments.subramanian.run import run
 
 
-class SubramanianDry(StudyDry):
-    load = staticmethod(load_study)  # type: ignore[assignment]
-    run_study = staticmethod(run)  # type: ignore[assignment]
-    report_study = staticmethod(report)  # type: ignore[assignment]
+class SubramanianDry(StudyDry, load=load_study, run=run, report=report):
+    """The dry run of Subramanian et al.'s study."""
 
     def models(self) -> list[Model]:
         return [(f"{cfg['dataset']['name']} / {cfg['frontend']['name']} / {cfg['victim']['backbone']} ({name})",
