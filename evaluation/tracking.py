@@ -248,12 +248,8 @@ def resumable_run(experiment_id: str, key_tag: str, key: str, *, run_name: str, 
         run_id = found.info.run_id if found is not None else None
         with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
                               run_name=None if run_id else run_name, tags={**tags, tag(key_tag): key}) as run:
-            try:
+            with _killed_if_interrupted():
                 yield KeyedRun(run.info.run_id, finished=False, resumed=run_id is not None)
-            except KeyboardInterrupt as err:
-                release_interrupted_writes(err)
-                _end_killed()
-                raise
             if finish:
                 mark_finished()
 
@@ -264,13 +260,20 @@ def reopened_run(run_id: str) -> Iterator[Run]:
     ``mlflow.start_run(run_id=...)`` does, but an interruption ends it ``KILLED`` at once, as :func:`resumable_run`
     does: MLflow's ``with`` block would write ``FAILED`` first, a write that, after a signal inside a store write,
     waits out SQLite's busy timeout before failing."""
-    with mlflow.start_run(run_id=run_id) as run:
-        try:
-            yield run
-        except KeyboardInterrupt as err:
-            release_interrupted_writes(err)
-            _end_killed()
-            raise
+    with mlflow.start_run(run_id=run_id) as run, _killed_if_interrupted():
+        yield run
+
+
+@contextmanager
+def _killed_if_interrupted() -> Iterator[None]:
+    """Inside an active run: an interruption (``KeyboardInterrupt``, a signal's or Ray's cancellation) lets go of
+    what it left half-written and ends the run ``KILLED`` before MLflow's ``with`` block can end it ``FAILED``."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        release_interrupted_writes(err)
+        _end_killed()
+        raise
 
 
 def release_interrupted_writes(*errors: BaseException) -> None:

@@ -234,7 +234,7 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
         if stop_after is not None and state["epoch"] >= stop_after:
             interrupted = True
             break
-        if cfg.patience is not None and state["since_best"] >= cfg.patience:
+        if _patience_spent(cfg, state):
             stopped_early = True
             break
         epoch = state["epoch"] + 1
@@ -300,8 +300,12 @@ def _ends_here(cfg: TrainConfig, state: dict[str, Any], stop_after: int | None) 
     (for a large backbone that checkpoint is four copies of the weights: weights, Adam's two moments, best weights)."""
     if state["epoch"] >= cfg.epochs:
         return True
-    patience_spent = cfg.patience is not None and state["since_best"] >= cfg.patience
-    return patience_spent and (stop_after is None or state["epoch"] < stop_after)
+    return _patience_spent(cfg, state) and (stop_after is None or state["epoch"] < stop_after)
+
+
+def _patience_spent(cfg: TrainConfig, state: dict[str, Any]) -> bool:
+    """Early stopping: ``cfg.patience`` epochs have passed without a better validation score."""
+    return cfg.patience is not None and state["since_best"] >= cfg.patience
 
 
 def _training_state(victim: Victim, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> dict[str, Any]:
