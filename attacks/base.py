@@ -230,8 +230,8 @@ class Attack(ABC):
                 logits = torch.stack([deployed(a) for a in adv])
             success = torch.stack([is_adversarial(lg, labels, targets) for lg in logits])
             norms = self.measure(adv, x)
-            iters = torch.stack([o.iterations.to(torch.int64) for o in outs])
-            queries = torch.stack([(o.queries if o.queries is not None else o.iterations).to(torch.int64)
+            iters = torch.stack([o.iterations.to(x.device, torch.int64) for o in outs])  # any device a run counted on
+            queries = torch.stack([(o.queries if o.queries is not None else o.iterations).to(x.device, torch.int64)
                                    for o in outs])
             eps_t = None if epsilons is None else torch.stack(
                 [torch.as_tensor(e, dtype=norms.dtype, device=norms.device) for e in eps_list])

@@ -79,8 +79,14 @@ def run_art(name: str, params: dict, norm: str, model: nn.Module, x: Tensor, lab
     return timed(lambda: attack.run(model, x, labels, None, BOUNDS, eps), x.device)[0]
 
 
-def run_ta(attack: torchattacks.attack.Attack, x: Tensor, labels: Tensor) -> float:
-    return timed(lambda: attack(x, labels), x.device)[0]
+def run_ta(attack: torchattacks.attack.Attack, x: Tensor, labels: Tensor) -> float | None:
+    """Seconds of a torchattacks run; None where it fails on this device (3.3's C&W indexes a CPU ``torch.eye``
+    with CUDA labels)."""
+    try:
+        return timed(lambda: attack(x, labels), x.device)[0]
+    except RuntimeError as err:
+        print(f"torchattacks {type(attack).__name__} failed on {x.device}: {str(err).splitlines()[0]}")
+        return None
 
 
 def main() -> None:
