@@ -89,7 +89,7 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = REPEATS) 
 def _pass_times(victim: Victim, wave: torch.Tensor, device: torch.device, amp: bool) -> dict[str, float]:
     """Seconds of the timed passes on the batch ``wave``: the front-end's forward (``fe_forward``) and forward with
     backward (``fe_both``), the backbone's forward (``forward``) and training step (``train``)."""
-    opt = torch.optim.Adam(victim.parameters(), lr=1e-9)
+    opt = torch.optim.Adam(victim.parameters(), lr=1e-9, fused=True)  # as training.trainer builds it
     labels = torch.zeros(wave.shape[0], dtype=torch.long, device=device)
     with torch.no_grad():
         rep = victim.represent(wave)

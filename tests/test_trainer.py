@@ -1,6 +1,7 @@
 """Trainer: learns, early-stops, checkpoints atomically, and resumes to identical results on CPU."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,29 @@ def test_a_model_that_explodes_with_its_input_is_warned_about(caplog: pytest.Log
     with caplog.at_level("WARNING"):
         assert warn_if_large(n, "tiny on tiny", limit=n - 1)
     assert f"tiny on tiny has {n / 1e6:.1f} M parameters" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_the_fused_optimizer_takes_the_default_step(name: str) -> None:
+    """The trainer's fused Adam/AdamW/SGD on a channels-last network (as every 2D backbone is built; autograd's
+    gradients share the weights' layout) move the weights as PyTorch's default loop does, to float32 rounding."""
+    from training.trainer import _optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    nets = [net.to(memory_format=torch.channels_last), copy.deepcopy(net)]
+    assert not nets[0][2].weight.is_contiguous(), "the layout case is not exercised"
+    fused = _optimizer(_cfg(optimizer=name, lr=0.05, weight_decay=1e-3), nets[0].parameters())
+    default = _optimizer(_cfg(optimizer=name, lr=0.05, weight_decay=1e-3), nets[1].parameters())
+    for group in default.param_groups:
+        group["fused"] = False  # the default loop (read at each step)
+    assert fused.defaults["fused"]
+    x, y = torch.randn(6, 1, 9, 9), torch.tensor([0, 1, 2, 0, 1, 2])
+    for _ in range(3):
+        for model, opt in zip(nets, (fused, default)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for mine, theirs in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
