@@ -65,17 +65,30 @@ def _no_duplicates(outputs: Path) -> None:
     assert len(keys) == len(set(keys)), keys
 
 
-@pytest.mark.timeout(1200)  # three grid runs through a local Ray start: 277 s with two workers, past 600 s with four
+GRID = TINY.replace("train.epochs: 2", "train.epochs: 4")
+
+
+@pytest.fixture(scope="module")
+def clean_tables(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tables of an uninterrupted run with the local executor, one per test process: both executors compute the
+    same tables (a Ray task gets one thread, as the tests' processes have; ``tests/test_ray_cluster.py``)."""
+    folder = tmp_path_factory.mktemp("clean")
+    grid_file = folder / "tiny.yaml"
+    grid_file.write_text(GRID)
+    subprocess.run(_command(grid_file, folder / "outputs", "local"), env=_env(folder), check=True, capture_output=True,
+                   timeout=RUN_S)
+    return _tables(folder / "outputs")
+
+
+@pytest.mark.timeout(1200)  # a clean run, a killed one and its resume via a local Ray start: past 600 s at 4 workers
 @pytest.mark.parametrize(("moment", "executor"), [("training", "ray"), ("attack", "local")])
-def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tmp_path: Path) -> None:
+def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tmp_path: Path,
+                                                  clean_tables: str) -> None:
     """Each moment on one executor (a training checkpoint through Ray, the attack runs locally): the resume code
     is the executors' common path (``defense.runner.run_column``), and the four pairs cost CI ten minutes."""
     grid_file = tmp_path / "tiny.yaml"
-    grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 4"))
+    grid_file.write_text(GRID)
     env = _env(tmp_path)
-    clean = tmp_path / "clean"
-    subprocess.run(_command(grid_file, clean, executor), env=env, check=True, capture_output=True, timeout=RUN_S)
-
     killed = tmp_path / "killed"
     ckpts = killed / "checkpoints"
     if moment == "training":  # after the first model's first epoch, before it finishes
@@ -90,4 +103,4 @@ def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tm
                           timeout=RUN_S)
     assert done.returncode == 0, done.stderr[-3000:]
     _no_duplicates(killed)
-    assert _tables(killed) == _tables(clean)
+    assert _tables(killed) == clean_tables

@@ -1,7 +1,7 @@
 """A real Ray cluster (issue 10 item 2): a head and a second worker node started with ``ray start`` on this
 machine, a grid sent to it with ``ray_address``, and the worker process running a model column killed
 (SIGKILL) mid-task: the task is retried, the grid completes, no run is duplicated, and the tables equal an
-uninterrupted run on the same cluster and a run of the local executor with the workers' thread count (a Ray task
+uninterrupted run of the local executor with the workers' thread count (a Ray task
 with ``num_cpus=1`` gets ``OMP_NUM_THREADS=1``; a different thread count changes float reductions' order, and with
 it the last bits of the weights)."""
 from __future__ import annotations
@@ -123,11 +123,10 @@ def _experiment(grid_file: Path, outputs: Path, address: str | None) -> None:
 
 
 def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path) -> None:
+    """The reference is the local executor's run: equal tables show at once that the retry lost and doubled nothing
+    and that the cluster computes what the local executor does (an uninterrupted cluster run adds no check)."""
     grid_file = tmp_path / "tiny.yaml"
     grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 3"))
-    clean = tmp_path / "clean"
-    _experiment(grid_file, clean, cluster)
-
     crashed = tmp_path / "crashed"
     killed: list[int] = []
     stop = threading.Event()
@@ -145,7 +144,6 @@ def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path
     keys = [(r.data.tags.get("advaudio.kind"), r.data.tags.get("advaudio.defense"), r.data.tags.get("advaudio.attack"))
             for r in iter_runs(exp_id)]
     assert len(keys) == len(set(keys)) == 1 + 2 + 4 + 1  # grid, two trained models, four attack runs, transfer
-    assert _tables(crashed) == _tables(clean)
     local = tmp_path / "local"
     _experiment(grid_file, local, None)
-    assert _tables(local) == _tables(clean)
+    assert _tables(crashed) == _tables(local)
