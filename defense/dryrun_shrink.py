@@ -9,9 +9,9 @@ Every value here is only ever lowered (a config that asks for fewer keeps its ow
   full-size check (:mod:`defense.dryrun_models`) runs every front-end at its real settings instead;
 - clips: :data:`CLIP_SAMPLES` samples (more where an attack or front-end window needs them, never more than the
   real clip), a training epoch, two seeds;
-- evaluation: two clips, two budgets, ε* to 50 %, 20 bootstrap resamples, CERTIFY with 8 + 16 draws, every clip
-  attacked (``base_set: all``: a model trained for one epoch classifies few clips correctly, and an attack with an
-  empty base set would never run).
+- evaluation: two clips, two budgets, ε* to 50 %, 20 bootstrap resamples, CERTIFY with 8 + 16 draws, two
+  over-the-air channel draws, every clip attacked (``base_set: all``: a model trained for one epoch classifies few
+  clips correctly, and an attack with an empty base set would never run).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ ATTACK_CAPS = {"steps": 2, "max_iterations": 2, "max_iter": 2, "binary_search_st
                "n_samples": 2, "max_queries": 8, "eot_samples": 2}
 FRONTEND_CAPS = {"n_fft": 64, "hop": 32, "n_mels": 16, "n_scales": 8}
 EVAL_CAPS = {"n_examples": 2, "n_budgets": 2, "wavs": 1, "unbounded_steps": 2, "monotone_sample": 2, "n_boot": 20,
-             "certify_n0": 8, "certify_n": 16, "griffin_lim_iters": 2, "targeted_per_class": 1, "max_recordings": 2}
+             "certify_n0": 8, "certify_n": 16, "griffin_lim_iters": 2, "targeted_per_class": 1, "max_recordings": 2,
+             "over_the_air_draws": 2}
 EVAL_FLOORS = {"eps_rtol": 0.5}
 CLIP_SAMPLES = 1024
 """Samples of an end-to-end clip (at least twice the widest window of a front-end or attack)."""

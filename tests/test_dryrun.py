@@ -212,9 +212,10 @@ def test_dry_settings_only_lower_counts() -> None:
     assert capped(attack, {"max_iterations": 2, "max_iter": 2}, "attacks.cw.") == {"attacks.cw.max_iterations": 2}
     assert capped({"stft": {"n_fft": 2048}, "tonnetz": {"n_fft": 32}}, {"n_fft": 64}, "frontend.") == {
         "frontend.stft.n_fft": 64}
-    ev = dry_evaluation({"n_examples": 500, "eps_rtol": 0.05, "snr_trim": 2048, "base_set": "correct", "seed": 3},
-                        1024)
-    assert ev == {"n_examples": 2, "eps_rtol": 0.5, "snr_trim": 128, "base_set": "all", "seed": 3}
+    ev = dry_evaluation({"n_examples": 500, "eps_rtol": 0.05, "snr_trim": 2048, "base_set": "correct", "seed": 3,
+                         "over_the_air_draws": 32}, 1024)
+    assert ev == {"n_examples": 2, "eps_rtol": 0.5, "snr_trim": 128, "base_set": "all", "seed": 3,
+                  "over_the_air_draws": 2}
     assert widest_window({"n_fft": 128}, [{"fft_sizes": [2048, 64]}, {"steps": 5000}]) == 2048
     assert clip_seconds({"sample_rate": 16000, "clip_seconds": 5.0}, 2048) == 4096 / 16000
     assert clip_seconds({"sample_rate": 8000, "clip_seconds": 0.1}, 0) == 0.1  # never longer than the real clip
