@@ -146,9 +146,10 @@ def build_backbone(backbone: dict[str, Any], num_classes: int, input_shape: tupl
 
 def uses_2d_convolutions(net: nn.Module) -> bool:
     """Whether ``net`` holds a 2D convolution: such a backbone is built with channels-last (NHWC) weights, which
-    oneDNN convolved 1.2-1.9x faster than NCHW ones on a 2-core CPU (AlexNet's input gradient the one loss; GPU not
-    measured: ``benchmarks/memory_format.py``); inputs may stay NCHW (the first convolution converts them), and
-    values, state dicts and checkpoints are the same."""
+    oneDNN convolved 1.2-1.9x faster than NCHW ones on a 2-core CPU (AlexNet's input gradient the one loss). On an
+    H200 (bf16) every training step was faster (1.03-3.9x) but the input gradient slower for 5 of 8 backbones
+    (0.84-0.94x; ``benchmarks/memory_format.py``, ``benchmarks/RESULTS.md``). Inputs may stay NCHW (the first
+    convolution converts them), and values, state dicts and checkpoints are the same."""
     return any(isinstance(m, nn.Conv2d) for m in net.modules())
 
 
