@@ -3,6 +3,8 @@
 #
 #   bash benchmarks/gpu_all.sh OUT_DIR [BUDGET_SECONDS]
 #
+# From the repository root, with the project's environment first on PATH (`PATH=$PWD/.venv/bin:$PATH`: `python3` is
+# the interpreter that runs everything). perceptual and channel read FSDD from ../shared/data/fsdd.
 # Each step runs under `timeout` with at most its own cap and never past the budget's end, so one slow or broken
 # step costs only its cap. Everything goes to OUT_DIR/gpu_all.log (one file: output written before a kill survives);
 # each step's exit status is in the log's last lines (124: killed at its cap). Benchmarks that need a finished grid
