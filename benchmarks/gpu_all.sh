@@ -38,6 +38,7 @@ step() {  # step NAME CAP_SECONDS COMMAND...
 
 step attack_speed 110 python3 -m benchmarks.attack_speed --device cuda
 step training_step 60 python3 -m benchmarks.training_step --device cuda
+step optimizer_step 40 python3 -m benchmarks.optimizer_step --device cuda
 step nes 75 python3 -m benchmarks.nes --device cuda
 step harness 30 python3 -m benchmarks.harness --device cuda
 step frontends 40 python3 -m benchmarks.frontends --device cuda
