@@ -166,7 +166,7 @@ def _score(metrics: dict[str, float], criterion: Criterion) -> tuple[float, ...]
 
 def _optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     """The configured optimizer; Adam, AdamW and SGD with PyTorch's fused kernels (CPU and CUDA): the same update up
-    to float32 rounding, and on one CPU thread 1.1-3x faster per step than the default loop for ResNet-18, 4-12x for
+    to float32 rounding, and on one CPU thread 1.0-3x faster per step than the default loop for ResNet-18, 4-12x for
     VGG-16 and AlexNet, whose dense layers hold most of their 57-134 M weights (``benchmarks/optimizer_step.py``). The
     kernels rely on autograd giving each gradient its weight's layout (channels-last weights included)."""
     if cfg.optimizer == "adam":
