@@ -1,9 +1,11 @@
 """The MLflow UI server that ``advaudio ui`` starts, owned as one process group.
 
-``mlflow ui`` starts uvicorn, its worker processes and MLflow's job runner (with its huey workers). Started in a
-session of its own (``start_new_session``), they form one process group that :class:`UiServer` stops whole:
-SIGTERM to the group, then SIGKILL to whatever is left after ``STOP_GRACE_S`` — when ``advaudio ui`` is stopped
-(SIGINT, SIGTERM: :mod:`defense.interrupt`), fails, or the server dies. A terminal's Ctrl-C no longer reaches
+``mlflow ui`` starts uvicorn and its worker processes; MLflow's job runner (GenAI scorer jobs, which this tool never
+submits: eight more processes, about 16 s of CPU at each start) is left off unless the environment sets
+``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` (:data:`SERVER_ENV`). Started in a session of its own
+(``start_new_session``), they form one process group that :class:`UiServer` stops whole: SIGTERM to the group, then
+SIGKILL to whatever is left after ``STOP_GRACE_S`` — when ``advaudio ui`` is stopped (SIGINT, SIGTERM:
+:mod:`defense.interrupt`), fails, or the server dies. A terminal's Ctrl-C no longer reaches
 the server's processes directly (their tracebacks), only ``advaudio ui``, which stops them. The group's leader is
 :func:`supervise`, which stops the group when ``advaudio ui`` dies without a chance to (``kill -9``).
 
@@ -34,6 +36,9 @@ busy cores)."""
 STOP_GRACE_S = 15.0
 """How long the server's processes get to exit on SIGTERM before SIGKILL."""
 POLL_S = 0.25
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""Settings the server gets unless the environment has its own: no job runner (its huey consumers cost 2.5× the
+server's own start-up CPU, measured 2026-12-04, MLflow 3.17)."""
 PR_SET_PDEATHSIG = 1
 """Linux ``prctl`` option: the signal a process gets when its parent dies."""
 
@@ -116,7 +121,7 @@ class UiServer:
                "--backend-store-uri", self.store_uri, "--host", self.host, "--port", str(self.port), "--workers", "1"]
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, env={**SERVER_ENV, **os.environ})
         self.pgid = self.proc.pid  # the session leader (:func:`supervise`): its pid is its group's id
         deadline = time.monotonic() + self.start_timeout
         while not self._answers():

@@ -1,12 +1,16 @@
 """A real ``mlflow server`` on 127.0.0.1 for tests: SQLite backend, proxied artifacts, a free port."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from defense.ui_server import SERVER_ENV
 
 
 def free_port() -> int:
@@ -32,7 +36,8 @@ class MlflowServer:
                (self.root / "artifacts").resolve().as_uri(), "--serve-artifacts", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", "1"]
         log = open(self.root / "server.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**SERVER_ENV, **os.environ})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -47,9 +52,6 @@ class MlflowServer:
 
     def kill(self) -> None:
         """SIGKILL the server and its workers (a crash, not a shutdown)."""
-        import os
-        import signal
-
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=60)  # a killed process is reaped at once; never hang on it

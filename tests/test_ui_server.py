@@ -1,8 +1,8 @@
 """``advaudio ui`` owns its processes (issue 17 item 5), with real processes and no browser: stopped by SIGINT or
-SIGTERM to its own process, it leaves no process of its server's group (uvicorn, its workers, MLflow's job
-runner) and frees the port, and killed (SIGKILL) its server's group stops by itself; a server that dies is a one-line error and nothing is left; a port that is not a
-TCP port or not free, and a tracking server that does not answer, are one-line errors before any address is
-printed; a UI that does not answer in time is stopped whole."""
+SIGTERM to its own process, it leaves no process of its server's group (uvicorn and its workers; MLflow's job
+runner is not started) and frees the port, and killed (SIGKILL) its server's group stops by itself; a server that dies
+is a one-line error and nothing is left; a port that is not a TCP port or not free, and a tracking server that does
+not answer, are one-line errors before any address is printed; a UI that does not answer in time is stopped whole."""
 from __future__ import annotations
 
 import os
@@ -45,6 +45,19 @@ def _children(pid: int) -> dict[int, int]:
         if int(ppid) == pid:
             children[int(entry.name)] = int(pgrp)
     return children
+
+
+def _group_commands(pgid: int) -> list[str]:
+    """The command lines of the processes in process group ``pgid`` (read from /proc)."""
+    commands = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            if entry.name.isdigit() and int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+                commands.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError):
+            continue
+    return commands
 
 
 def _gone(pgid: int) -> bool:
@@ -107,6 +120,9 @@ def test_stopping_ui_stops_its_server_group_and_frees_the_port(sig: signal.Signa
     proc, children = _start_ui(tmp_path, port)
     groups = {proc.pid, *children.values()}  # advaudio's own group and its server's
     try:
+        server = [cmd for pgid in set(children.values()) for cmd in _group_commands(pgid)]
+        assert any("uvicorn" in cmd for cmd in server), server
+        assert not [cmd for cmd in server if "mlflow.server.jobs" in cmd], "MLflow's job runner was started"
         os.kill(proc.pid, sig)  # to the process alone, as `kill` or a supervisor sends it
         out, err = proc.communicate(timeout=WAIT_S)
         deadline = time.monotonic() + (WAIT_S if sig == signal.SIGKILL else 0.0)
