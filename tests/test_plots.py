@@ -195,3 +195,36 @@ def test_epsilon_ratio_heatmap_keeps_long_row_labels_inside_the_figure() -> None
     for label in fig.axes[0].get_yticklabels():
         box = label.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width, label.get_text()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("figure", ["confusion_esc50", "confusion_2", "triplet", "quality"])
+def test_fixed_layout_figures_draw_every_text_inside_and_no_panel_over_another(figure: str) -> None:
+    """The per-attack-run figures place their panels by hand (no constrained layout, for speed): with ESC-50's 50
+    class names, two short ones, a triplet and all four quality scores, nothing drawn leaves the figure and no
+    panel's labels run into the next panel or colour bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from training.data.standin import ESC50_CLASSES
+
+    rng = np.random.default_rng(0)
+    if figure.startswith("confusion"):
+        names = list(ESC50_CLASSES) if figure == "confusion_esc50" else ["flute", "hi_hat"]
+        mat = np.diag(rng.integers(1, 30, len(names))).astype(float)
+        fig = P.confusion_matrices(mat, mat[::-1], names, title="esc50 / stft_db_128 / resnet18 / none / bim_a")
+    elif figure == "triplet":
+        fig = P.perturbation_triplet(rng.normal(0, 40, (129, 16)), rng.normal(0, 40, (129, 16)), title="t",
+                                     labels=("seven", "one"), units="normalised")
+    else:
+        stars = np.r_[rng.random(10), math.inf]
+        scores = {k: rng.normal(0, 20, 11) for k in ("snr_db", "perceptual_db", "pesq", "stoi")}
+        fig = P.quality_against_eps(stars, scores, eps_max=0.5, title="t", units="l2")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    drawn = fig.get_tightbbox(renderer)  # inches, every drawn artist (ticks outside the view are not drawn)
+    width, height = fig.get_size_inches()
+    assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= width and drawn.y1 <= height, (drawn, width, height)
+    row = sorted(fig.axes, key=lambda ax: ax.get_position().x0)  # the panels and colour bars, left to right
+    boxes = [ax.get_tightbbox(renderer) for ax in row]
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 <= right.x0, (figure, left, right)
