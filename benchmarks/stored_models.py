@@ -15,7 +15,7 @@ from torch import Tensor
 from defense.grid import Grid, load_grid
 from evaluation.selection import select_examples
 from evaluation.report_data import collect
-from evaluation.tracking import ORIGINAL, default_tracking_uri, setup_tracking
+from evaluation.tracking import ORIGINAL, default_tracking_uri, downloaded, setup_tracking
 from training.checkpoints import load_victim
 from training.data import load_splits
 from victims.victim import Victim
@@ -64,7 +64,8 @@ def stored_models(outputs: Path, experiment: str, clips: int, device: str) -> tu
     def models() -> Iterator[StoredModel]:
         for _, model_run in trained.iterrows():
             key = client.get_run(model_run["run_id"]).data.tags["advaudio.run_key"]
-            victim = load_victim(client.download_artifacts(model_run["run_id"], f"model/{key}.victim.pt")).to(device)
+            with downloaded(model_run["run_id"], f"model/{key}.victim.pt", client) as path:
+                victim = load_victim(path).to(device)
             victim.eval()
             attacks = runs[(runs["kind"] == "attack") & (runs["defense"] == model_run["defense"])
                            & (runs["domain"] == "representation") & (runs["norm"] == "l2")]

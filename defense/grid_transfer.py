@@ -27,7 +27,7 @@ from torch import Tensor
 from defense.grid import Grid
 from evaluation.harness import AttackEvaluation
 from evaluation.selection import select_examples
-from evaluation.tracking import ORIGINAL, TRANSFER_ARTIFACT, iter_runs, resumable_run, tag
+from evaluation.tracking import ORIGINAL, TRANSFER_ARTIFACT, downloaded, iter_runs, resumable_run, tag
 from evaluation.transfer import replay
 from training.checkpoints import load_victim
 from training.data import load_splits
@@ -63,7 +63,8 @@ def load_crafted(client: MlflowClient, run_id: str) -> tuple[Tensor, Tensor] | N
     """``(index, adversarial)`` kept by :func:`log_crafted` on an attack run, or ``None`` if it kept none."""
     if CRAFTED not in {a.path for a in client.list_artifacts(run_id)}:
         return None
-    data = torch.load(client.download_artifacts(run_id, CRAFTED), weights_only=True)
+    with downloaded(run_id, CRAFTED, client) as path:
+        data = torch.load(path, weights_only=True)
     return data["index"], data["adversarial"]
 
 
@@ -129,7 +130,8 @@ def _victim(client: MlflowClient, run: Any) -> Any:
     if run is None:
         return None
     key = run.data.tags["advaudio.run_key"]
-    return load_victim(client.download_artifacts(run.info.run_id, f"model/{key}.victim.pt"))
+    with downloaded(run.info.run_id, f"model/{key}.victim.pt", client) as path:
+        return load_victim(path)
 
 
 def _log(client: MlflowClient, exp_id: str, parent_id: str, record: dict[str, Any], coords: dict[str, str]) -> None:

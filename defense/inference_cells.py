@@ -4,9 +4,7 @@ randomized smoothing's certificates with the check of every attack against them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -22,7 +20,7 @@ from defense.inference import (accuracy, adaptive_options, certify, certify_metr
 from defense.pipeline import TrainedVictim
 from evaluation import plots, sanity, stats
 from evaluation.harness import AttackEvaluation
-from evaluation.tracking import flatten, log_once, reopened_run, resumable_run, stable_key, tags
+from evaluation.tracking import artifact_json, flatten, log_once, reopened_run, resumable_run, stable_key, tags
 from training.data.base import ClipSet
 from victims.victim import Victim
 
@@ -78,7 +76,7 @@ def _logged_certificate(run_id: str, settings: dict[str, Any]) -> dict[str, Any]
     client = MlflowClient()
     if CERTIFY_RECORD not in {a.path for a in client.list_artifacts(run_id)}:
         return None
-    record = json.loads(Path(client.download_artifacts(run_id, CERTIFY_RECORD)).read_text())
+    record = artifact_json(run_id, CERTIFY_RECORD, client)
     return record if all(record.get(k) == v for k, v in settings.items()) else None
 
 

@@ -34,6 +34,7 @@ from attacks.perceptual import perturbation_size
 from evaluation import plots
 from evaluation.harness import AttackEvaluation, victim_device
 from evaluation.report_data import ReportData
+from evaluation.tracking import downloaded
 from training.files import atomic_write
 from victims.victim import Victim
 
@@ -150,7 +151,7 @@ def load_examples(client: MlflowClient, run_id: str) -> list[Example]:
     """The examples an attack run kept (none for a run logged before ``example.npz``)."""
     if EXAMPLE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
         return []
-    with np.load(client.download_artifacts(run_id, EXAMPLE_ARTIFACT), allow_pickle=False) as data:
+    with downloaded(run_id, EXAMPLE_ARTIFACT, client) as path, np.load(path, allow_pickle=False) as data:
         fields = {k: data[k] for k in data.files}
     if fields["index"].ndim == 0:  # one clip, unstacked (the first format, before the candidates)
         fields = {k: v[None] for k, v in fields.items()}

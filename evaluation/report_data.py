@@ -10,12 +10,10 @@ their intervals on the defended model's runs. Both carry the coordinate tags ``a
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import mlflow
@@ -25,8 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from evaluation.ensemble import broke_share, is_ensemble
 from evaluation.harness import AttackEvaluation, from_record
-from evaluation.tracking import (ORIGINAL, TAG_PREFIX, TRANSFER_ARTIFACT, check_server, default_tracking_uri,
-                                 is_finished, iter_runs, load_record)
+from evaluation.tracking import (ORIGINAL, TAG_PREFIX, TRANSFER_ARTIFACT, artifact_json, check_server,
+                                 default_tracking_uri, is_finished, iter_runs, load_record)
 from evaluation.transfer import TransferRecord
 from victims.registry import ConfigError
 
@@ -271,6 +269,5 @@ def _transfers(client: MlflowClient, experiment_id: str) -> list[tuple[dict[str,
     out = []
     for run in iter_runs(experiment_id, "tags.`advaudio.kind` = 'transfer'", client):
         coords = {c: run.data.tags.get(TAG_PREFIX + c, "") for c in ("dataset", "frontend", "seed", "attack")}
-        path = Path(client.download_artifacts(run.info.run_id, TRANSFER_ARTIFACT))
-        out.append((coords, TransferRecord.from_dict(json.loads(path.read_text()))))
+        out.append((coords, TransferRecord.from_dict(artifact_json(run.info.run_id, TRANSFER_ARTIFACT, client))))
     return sorted(out, key=lambda item: tuple(item[0].values()))

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import traceback
 import urllib.error
 import urllib.request
@@ -338,12 +339,36 @@ TRANSFER_ARTIFACT = "transfer.json"
 (:mod:`defense.grid_transfer`), or Subramanian et al.'s transfer record (:mod:`experiments.subramanian.run`)."""
 
 
+@contextmanager
+def downloaded(run_id: str, path: str, client: MlflowClient | None = None) -> Iterator[Path]:
+    """Artifact ``path`` of run ``run_id`` as a local file for the duration of the block, in a temporary folder
+    removed afterwards: the one way this package reads an artifact back.
+
+    MLflow's ``download_artifacts`` without a destination copies the artifact into a new temporary folder that it
+    never removes (for a ``runs:/`` URI, even from a local store): one copy of every record, example and model a
+    grid re-read, which filled 70 GB of ``/tmp`` in one run of the test suite.
+    """
+    with tempfile.TemporaryDirectory(prefix="advaudio-artifact-") as folder:
+        yield Path((client or MlflowClient()).download_artifacts(run_id, path, folder))
+
+
+def artifact_text(run_id: str, path: str, client: MlflowClient | None = None) -> str:
+    """The text of artifact ``path`` of run ``run_id`` (:func:`downloaded`)."""
+    with downloaded(run_id, path, client) as local:
+        return local.read_text()
+
+
+def artifact_json(run_id: str, path: str, client: MlflowClient | None = None) -> Any:
+    """Artifact ``path`` of run ``run_id`` parsed as JSON (:func:`downloaded`)."""
+    return json.loads(artifact_text(run_id, path, client))
+
+
 def load_record(run_id: str, client: MlflowClient | None = None) -> dict[str, Any] | None:
     """The per-clip record of an attack run as a dict, or ``None`` if the run logged none."""
     client = client or MlflowClient()
     if RECORD_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
         return None
-    return json.loads(Path(client.download_artifacts(run_id, RECORD_ARTIFACT)).read_text())
+    return artifact_json(run_id, RECORD_ARTIFACT, client)
 
 
 def iter_runs(experiment_id: str, filter_string: str = "", client: MlflowClient | None = None) -> Iterator[Run]:

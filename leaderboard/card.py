@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from mlflow.tracking import MlflowClient
 
-from evaluation.tracking import tag
+from evaluation.tracking import artifact_text, tag
 from victims.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def training_run(key: str, tracking_uri: str) -> tuple[Any, dict[str, Any]] | No
     if not runs:
         return None
     run = runs[0]
-    config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text())
+    config = yaml.safe_load(artifact_text(run.info.run_id, "config.yaml", client))
     return run, config
 
 

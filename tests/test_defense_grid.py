@@ -3,12 +3,10 @@ trains with noise and is certified, both are attacked naively and adaptively, an
 shows every defense side by side; a rerun resumes without duplicating a run."""
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -21,7 +19,7 @@ from evaluation.harness import from_record
 from evaluation.report import format_tables
 from evaluation.report_data import collect
 from evaluation.report_listening import listening_table
-from evaluation.tracking import iter_runs, load_record, setup_tracking
+from evaluation.tracking import artifact_json, downloaded, iter_runs, load_record, setup_tracking
 from tiny_configs import TINY
 from training.checkpoints import load_victim
 from training.data import load_splits
@@ -85,7 +83,7 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
         assert metrics["perceptual_db_ci_low"] <= metrics["perceptual_db"] <= metrics["perceptual_db_ci_high"]
     assert "plots/quality.png" in {a.path for a in MlflowClient().list_artifacts(plain.info.run_id, "plots")}
     # and their share of room draws still fooling the model, beside the clean accuracy through the same rooms
-    ota = json.loads(Path(MlflowClient().download_artifacts(plain.info.run_id, "over_the_air.json")).read_text())
+    ota = artifact_json(plain.info.run_id, "over_the_air.json")
     assert ota["draws"] == 4 and len(ota["fooled"]) == len(ota["correct"]) == len(plain_record["labels"])
     broken_clips = [f for f in ota["fooled"] if f == f]
     assert len(broken_clips) == metrics["ota_broken"] == len(scored)
@@ -116,12 +114,11 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
         assert name in smooth and math.isfinite(smooth[name]), name
         if not name.startswith("sanity.") and not name.endswith("_ci_high"):
             assert smooth[f"{name}_ci_low"] <= smooth[name] <= smooth[f"{name}_ci_high"], name
-    record = json.loads(Path(MlflowClient().download_artifacts(models["smooth_wave"].info.run_id,
-                                                               "certify.json")).read_text())
+    record = artifact_json(models["smooth_wave"].info.run_id, "certify.json")
     assert len(record["pred"]) == len(record["radius"]) == naive.labels.numel() and record["n"] == 100
 
     # a transform's run holds the deployed model's test accuracy: the original wrapped in the transform
-    original = load_victim(_checkpoint(models["none"]))
+    original = _model(models["none"])
     test = load_splits(grid.cell_config("gm_instruments", "stft_db_small", "averagepool_cnn", "none")["dataset"]).test
     expected = accuracy(deployed(original, grid.defense_config("lowpass_3k")), test.waves, test.labels, 8, 0)
     assert models["lowpass_3k"].data.metrics["test_accuracy"] == pytest.approx(expected, abs=1e-12)
@@ -150,6 +147,6 @@ def test_transforms_and_smoothing_are_attacked_naively_and_adaptively(tmp_path: 
     assert format_tables(collect("tinydef", n_boot=200)) == first
 
 
-def _checkpoint(run) -> Path:  # type: ignore[no-untyped-def]
-    key = run.data.tags["advaudio.run_key"]
-    return Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=f"model/{key}.victim.pt"))
+def _model(run):  # type: ignore[no-untyped-def]
+    with downloaded(run.info.run_id, f"model/{run.data.tags['advaudio.run_key']}.victim.pt") as path:
+        return load_victim(path)

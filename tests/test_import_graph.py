@@ -102,3 +102,18 @@ def test_packages_import_only_the_layers_below_them() -> None:
                                                                           module.split(".")[0])
               and LAYERS[target.split(".")[0]] >= LAYERS[module.split(".")[0]]]
     assert upward == []
+
+
+ARTIFACT_READER = "evaluation.tracking"
+"""The one module that calls MLflow's ``download_artifacts`` (:func:`evaluation.tracking.downloaded`)."""
+
+
+@pytest.mark.timeout(60)
+def test_artifacts_are_read_back_only_through_the_tracking_module() -> None:
+    """MLflow's ``download_artifacts`` without a destination copies into a temporary folder nobody removes (the
+    suite once left 70 GB in /tmp): the package, its tests and benchmarks read artifacts through ``downloaded``."""
+    scripts = {f"{d}/{p.name}": p for d in ("tests", "benchmarks") for p in (REPO / d).glob("*.py")}
+    callers = [f"{path.relative_to(REPO)}:{node.lineno}" for name, path in {**_modules(), **scripts}.items()
+               if name != ARTIFACT_READER for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Attribute) and node.attr == "download_artifacts"]
+    assert callers == []

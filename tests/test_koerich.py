@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from evaluation.tracking import iter_runs, setup_tracking
+from evaluation.tracking import artifact_json, iter_runs, setup_tracking
 from experiments.koerich import report, run
 from experiments.koerich.config import load_study
 from experiments.koerich.measure import RECORD, choose_recordings, db_view, reconstruct, record
@@ -219,8 +218,7 @@ def test_tiny_study_end_to_end_and_report_from_mlflow(tmp_path: Path, monkeypatc
     expected = [(i, a) for i in ("mel", "stft") for a in ("fgsm", "bim", "random_0.3")]  # random: the control
     assert [(r["Input"], r["Attack"]) for r in rows] == expected
     client = mlflow.MlflowClient(uri)
-    data = {r.data.tags["advaudio.input"]: json.loads(Path(client.download_artifacts(
-        r.info.run_id, RECORD)).read_text())["data"] for r in evals}
+    data = {r.data.tags["advaudio.input"]: artifact_json(r.info.run_id, RECORD, client)["data"] for r in evals}
     for row in rows:  # the 2D CNN's attacked accuracy by hand: correct segments / segments, votes / recordings
         d = data[row["Input"]]
         counts, n_rec = d["counts"][f"2d/{row['Attack']}"], len(d["recordings"]["ids"])

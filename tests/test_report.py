@@ -15,6 +15,7 @@ from evaluation import report as R
 from evaluation import report_data as D
 from evaluation import report_tables as T
 from evaluation.examples import Example, choose_clip, pick
+from evaluation.tracking import downloaded
 from victims.registry import ConfigError
 
 STFT, CWT = "stft_db_small", "cwt_tonnetz_small"
@@ -343,7 +344,7 @@ def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkey
     for r, (frontend, name) in enumerate(rows):
         ev, clean_ax, adv_ax, delta_ax = evs[name], *panels[3 * r:3 * r + 3]
         clip = int(clean_ax.get_title().split("clip ")[1].split()[0])
-        with np.load(client.download_artifacts(run_ids[frontend, name], EXAMPLE_ARTIFACT)) as stored:
+        with downloaded(run_ids[frontend, name], EXAMPLE_ARTIFACT, client) as path, np.load(path) as stored:
             assert int(stored["index"][0]) == int(ev.base_index[0])  # every run keeps its base set's first clip
             assert len(stored["index"]) == 1 + (not ev.success[0] and bool(ev.success.any()))  # and its first broken
             (j,) = np.flatnonzero(stored["index"] == clip)

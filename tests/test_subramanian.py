@@ -1,7 +1,6 @@
 """Subramanian et al. study: configuration errors, the full-size config, and a tiny run + report from MLflow."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from defense.studies import STUDY_TAG
 from experiments.subramanian.config import load_study
 from defense.config import load_option
+from evaluation.tracking import artifact_json
 from victims.registry import ConfigError
 
 CPU = load_option("experiment", "subramanian")
@@ -124,7 +124,7 @@ def test_tiny_study_runs_logs_resumes_and_reports_from_mlflow(tmp_path: Path, mo
     client = mlflow.MlflowClient(store)
 
     def record(run_id: str) -> dict:
-        return json.loads(Path(client.download_artifacts(run_id, RECORD)).read_text())
+        return artifact_json(run_id, RECORD, client)
 
     for _, row in table_2.iterrows():  # attempts and success rate recomputed from both models' per-attempt records
         success = [hit for r in runs if r.data.tags.get("advaudio.kind") == "attack"

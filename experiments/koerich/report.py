@@ -9,7 +9,6 @@ Accuracies are in %, SNRs in dB.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from evaluation.stats import seed_interval
 from evaluation.stored import open_experiment
-from evaluation.tracking import iter_runs
+from evaluation.tracking import artifact_json, artifact_text, iter_runs
 from experiments.koerich.config import EvalOptions
 from experiments.koerich.measure import EVAL_KIND, RECORD
 from experiments.koerich.metrics import cluster_interval, ratio_of_sums
@@ -215,12 +214,11 @@ def report(experiment: str, tracking_uri: str | None, outputs: Path) -> str:
     if not parents:
         raise ConfigError(f"experiment '{experiment}' holds no koerich study run; run `advaudio experiment koerich`")
     parent = parents[-1]
-    source = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "study.yaml")).read_text())
+    source = yaml.safe_load(artifact_text(parent.info.run_id, "study.yaml", client))
     ev = EvalOptions(**source["evaluation"])
     filt = (f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`advaudio.kind` = '{EVAL_KIND}' "
             "and tags.`advaudio.status` = 'finished'")
-    records = [json.loads(Path(client.download_artifacts(r.info.run_id, RECORD)).read_text())
-               for r in iter_runs(exp_id, filt, client)]
+    records = [artifact_json(r.info.run_id, RECORD, client) for r in iter_runs(exp_id, filt, client)]
     records.sort(key=lambda r: (str(r["fold"]), r["input"]))
     tables = build_tables(records, n_boot=ev.n_boot, seed=ev.seed, level=ev.confidence)
     folds = sorted({"the configured split" if r["fold"] is None else str(r["fold"]) for r in records})

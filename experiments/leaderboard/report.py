@@ -7,14 +7,13 @@ runner-up's) into ``<outputs>/reports/<experiment>/<threat model>/``, and return
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 from mlflow.tracking import MlflowClient
 
 from evaluation.stored import open_experiment
-from evaluation.tracking import iter_runs, tag
+from evaluation.tracking import artifact_json, iter_runs, tag
 from leaderboard.page import Board, render_markdown, write_pages
 from leaderboard.threat_model import ThreatModel
 from victims.registry import ConfigError
@@ -63,7 +62,7 @@ def collect(exp_id: str, client: MlflowClient) -> dict[str, dict[str, dict[str, 
     for run in iter_runs(exp_id, query, client):
         if run.data.tags.get(tag("status")) != "finished":
             continue
-        entry = json.loads(Path(client.download_artifacts(run.info.run_id, ENTRY_ARTIFACT)).read_text())
+        entry = artifact_json(run.info.run_id, ENTRY_ARTIFACT, client)
         found.setdefault(entry["threat_model"]["name"], {})[entry["model"]["name"]] = entry
     if not found:
         raise ConfigError(f"study run {parent} has no finished entry runs yet; run the experiment")

@@ -19,17 +19,16 @@ rather than benchmarked again. ``report`` rebuilds the pages from the entry runs
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import mlflow
-from mlflow.tracking import MlflowClient
 
 from defense.pipeline import TrainedVictim, train_from_config
 from defense.studies import STUDY_TAG
-from evaluation.tracking import default_tracking_uri, find_run, flatten, is_finished, resumable_run, stable_key, tag
+from evaluation.tracking import (artifact_json, default_tracking_uri, find_run, flatten, is_finished, resumable_run,
+                                 stable_key, tag)
 from experiments.leaderboard.config import STUDY, ModelSpec, Study, load_study
 from experiments.leaderboard.report import ENTRY_ARTIFACT, ENTRY_KIND, board_of, log_pages
 from experiments.shared import finish_parent, parent_run, study_experiment
@@ -138,7 +137,7 @@ def _valid_file(path: Path, tm: ThreatModel, checkpoint: Path, reference: str | 
 
 
 def _logged_entry(run_id: str) -> dict[str, Any]:
-    return json.loads(Path(MlflowClient().download_artifacts(run_id, ENTRY_ARTIFACT)).read_text())
+    return artifact_json(run_id, ENTRY_ARTIFACT)
 
 
 def _metrics(entry: dict[str, Any]) -> dict[str, float]:

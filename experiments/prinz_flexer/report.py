@@ -15,7 +15,6 @@ except a rate of 0 or 1 there, which no draw can move: it gets the Wilson interv
 """
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from evaluation.report import to_markdown
 from experiments.prinz_flexer.metrics import (bootstrap_interval, cluster_draws, mean_or_nan, median_or_nan,
                                         pair_matrix)
 from evaluation.stored import open_experiment
-from evaluation.tracking import iter_runs, load_record, reopened_run
+from evaluation.tracking import artifact_json, iter_runs, load_record, reopened_run
 from experiments.prinz_flexer.config import EvalOptions
 from victims.registry import ConfigError
 
@@ -274,7 +273,7 @@ def _latest_study(exp_id: str, client: MlflowClient) -> str:
 def collect(parent_id: str, client: MlflowClient
             ) -> tuple[EvalOptions, dict[str, tuple[dict[str, Any], dict[str, float]]]]:
     """Each row's record and its summary, in the study's order, from the parent run's ``study.json``."""
-    study = json.loads(Path(client.download_artifacts(parent_id, "study.json")).read_text())
+    study = artifact_json(parent_id, "study.json", client)
     ev = EvalOptions(**study["evaluation"])
     rows = {}
     for name, run_id in study["rows"].items():

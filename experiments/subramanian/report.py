@@ -18,7 +18,6 @@ no interval where fewer than two clips contribute. Tables (Subramanian et al. 20
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from evaluation.stats import wilson_interval
 from evaluation.report import to_markdown
 from evaluation.stats import Interval, ratio_of_sums_interval
 from evaluation.stored import open_experiment
-from evaluation.tracking import TRANSFER_ARTIFACT, default_tracking_uri, iter_runs
+from evaluation.tracking import TRANSFER_ARTIFACT, artifact_json, default_tracking_uri, iter_runs
 from evaluation.transfer import TransferRecord, transfer_rates
 from experiments.subramanian.metrics import (MEASURES, RECORD, clip_sums, difference, grouped_ratio,
                                              record_frame)
@@ -112,7 +111,7 @@ def collect(experiment: str, tracking_uri: str | None = None) -> StudyData:
 
 
 def _json_artifact(client: MlflowClient, run_id: str, name: str) -> dict[str, Any]:
-    return json.loads(Path(client.download_artifacts(run_id, name)).read_text())
+    return artifact_json(run_id, name, client)
 
 
 def _models(runs: dict[tuple[str, ...], Any], order: list[str]) -> pd.DataFrame:

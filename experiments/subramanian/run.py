@@ -26,7 +26,6 @@ from typing import Any
 
 import mlflow
 import torch
-from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from attacks import create_attack
@@ -34,7 +33,7 @@ from defense.pipeline import TrainedVictim, train_from_config
 from evaluation.audio_out import write_adversarial_wavs
 from evaluation.harness import victim_device
 from evaluation.selection import select_examples
-from evaluation.tracking import TRANSFER_ARTIFACT, log_once, resumable_run, stable_key
+from evaluation.tracking import TRANSFER_ARTIFACT, downloaded, log_once, resumable_run, stable_key
 from evaluation.transfer import replay
 from experiments.shared import (Progress, audio_artifacts, batched_logits, finish_parent, parent_run,
                                 study_experiment)
@@ -232,8 +231,8 @@ def _log_tensors(tensors: dict[str, Tensor], name: str) -> None:
 
 def _read_crafted(run_id: str) -> tuple[Tensor, Tensor]:
     """The successful attempts' indices and adversarial waveforms a finished attack run kept."""
-    path = MlflowClient().download_artifacts(run_id, ADVERSARIAL)
-    data = torch.load(path, weights_only=True)
+    with downloaded(run_id, ADVERSARIAL) as path:
+        data = torch.load(path, weights_only=True)
     return data["index"], data["adversarial"]
 
 
