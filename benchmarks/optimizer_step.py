@@ -1,5 +1,5 @@
 """Seconds per optimizer step: PyTorch's default implementation vs its fused kernels (``fused=True``), as
-:func:`training.trainer._optimizer` builds Adam, AdamW and SGD, and the ratio.
+:func:`training.trainer.build_optimizer` builds Adam, AdamW and SGD, and the ratio.
 
 An optimizer step is one pass over every parameter. The default loop on a CPU runs several small ops per tensor, while
 the fused kernel runs one. For a backbone with a large dense layer (VGG-16: 134 M parameters at 50 classes), that

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
+
 import defense.attack_cell as attack_cell
 import defense.column as column
 import defense.runner as runner
@@ -16,7 +18,7 @@ from defense.plan import attack_from, plan_grid
 from defense.plan_attacks import evaluation_cost, expected_search, run_cost, search_calls, worst_search
 from defense.plan_data import DOCUMENTED, data_sizes, documented_sizes
 from defense.plan_run import record_outcome
-from defense.plan_time import Speeds, estimate, per_clip
+from defense.plan_time import Speeds, estimate, per_clip, timing_optimizer
 from evaluation.config import EvalConfig
 from evaluation.harness import AttackEvaluation, budget_grid
 from evaluation.tracking import iter_runs, setup_tracking, tag
@@ -107,6 +109,17 @@ def test_per_clip_fit() -> None:
     """A fixed cost per call and a cost per clip through two timed batches: 1 s + 0.1 s per clip, read at 32."""
     assert per_clip(1.2, 1.8, 2, 8, 32) == pytest.approx((1.0 + 0.1 * 32) / 32)
     assert per_clip(1.0, 0.9, 2, 8, 32) == pytest.approx(1.0 / 32)  # noise: no negative cost per clip
+
+
+@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                        ("sgd", torch.optim.SGD), ("adadelta", torch.optim.Adadelta)])
+def test_the_timed_training_step_uses_the_runs_optimizer(name: str, kind: type) -> None:
+    """The plan times a training step with the optimizer the run will use (the trainer's ``build_optimizer``: fused
+    where PyTorch has a fused kernel), at a learning rate that leaves the weights as they are."""
+    net = torch.nn.Linear(3, 2)
+    opt = timing_optimizer({"optimizer": name, "lr": 0.1, "weight_decay": 1e-4}, net.parameters())
+    assert type(opt) is kind and opt.defaults["lr"] == 1e-9 and opt.defaults["weight_decay"] == 1e-4
+    assert bool(opt.defaults.get("fused")) == (name != "adadelta")
 
 
 @pytest.mark.timeout(300)

@@ -178,15 +178,15 @@ def test_a_model_that_explodes_with_its_input_is_warned_about(caplog: pytest.Log
 def test_the_fused_optimizer_takes_the_default_step(name: str) -> None:
     """The trainer's fused Adam/AdamW/SGD on a channels-last network (as every 2D backbone is built; autograd's
     gradients share the weights' layout) move the weights as PyTorch's default loop does, to float32 rounding."""
-    from training.trainer import _optimizer
+    from training.trainer import build_optimizer
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3))
     nets = [net.to(memory_format=torch.channels_last), copy.deepcopy(net)]
     assert not nets[0][2].weight.is_contiguous(), "the layout case is not exercised"
-    fused = _optimizer(_cfg(optimizer=name, lr=0.05, weight_decay=1e-3), nets[0].parameters())
-    default = _optimizer(_cfg(optimizer=name, lr=0.05, weight_decay=1e-3), nets[1].parameters())
+    fused = build_optimizer(_cfg(optimizer=name, lr=0.05, weight_decay=1e-3), nets[0].parameters())
+    default = build_optimizer(_cfg(optimizer=name, lr=0.05, weight_decay=1e-3), nets[1].parameters())
     for group in default.param_groups:
         group["fused"] = False  # the default loop (read at each step)
     assert fused.defaults["fused"]

@@ -164,11 +164,14 @@ def _score(metrics: dict[str, float], criterion: Criterion) -> tuple[float, ...]
     return (metrics["val_robust_accuracy"], *clean) if criterion == "robust" else clean
 
 
-def _optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """The configured optimizer; Adam, AdamW and SGD with PyTorch's fused kernels (CPU and CUDA): the same update up
-    to float32 rounding, and on one CPU thread 1.0-3x faster per step than the default loop for ResNet-18, 4-12x for
-    VGG-16 and AlexNet, whose dense layers hold most of their 57-134 M weights (``benchmarks/optimizer_step.py``). The
-    kernels rely on autograd giving each gradient its weight's layout (channels-last weights included)."""
+def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The configured optimizer, for training and for the cost plan's timed step (:mod:`defense.plan_time`).
+
+    Adam, AdamW and SGD use PyTorch's fused kernels (CPU and CUDA): the same update up to float32 rounding, and on one
+    CPU thread 1.0-3x faster per step than the default loop for ResNet-18, 4-12x for VGG-16 and AlexNet, whose dense
+    layers hold most of their 57-134 M weights (``benchmarks/optimizer_step.py``). The kernels rely on autograd
+    giving each gradient its weight's layout (channels-last weights included). Adadelta has no fused kernel.
+    """
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.optimizer == "adamw":
@@ -217,7 +220,7 @@ def train(victim: Victim, train_set: ClipSet, val_set: ClipSet, test_set: ClipSe
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     victim.to(device)
-    opt = _optimizer(cfg, [p for p in victim.parameters() if p.requires_grad])
+    opt = build_optimizer(cfg, [p for p in victim.parameters() if p.requires_grad])
     sched = _scheduler(cfg, opt)
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "history": [], "since_best": 0, "best_model": None,
                              "criterion": criterion, "finished": False, "stopped_early": False}
