@@ -31,8 +31,8 @@ def _runs(outputs: Path, kind: str) -> list:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_grid_runs_logs_and_resumes(grid_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """... and leaves nothing in the system's temporary folder (records, examples, crafted inputs and models read
-    back for transfer and the report: MLflow's downloads once stayed there for good)."""
+    """The tiny grid runs, logs, resumes after a kill, and leaves nothing in the system's temporary folder (records,
+    examples, crafted inputs and models read back for transfer and the report: MLflow's downloads once stayed)."""
     outputs = tmp_path / "out"
     scratch = tmp_path / "system-tmp"
     scratch.mkdir()
