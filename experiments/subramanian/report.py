@@ -91,27 +91,23 @@ def collect(experiment: str, tracking_uri: str | None = None) -> StudyData:
             by_kind[kind][(tags.get("advaudio.model", ""), tags.get("advaudio.attack", ""))] = run
     if not by_kind["study"]:
         raise ConfigError(f"experiment '{experiment}' holds no finished subramanian study")
-    source = _json_artifact(client, next(reversed(by_kind["study"].values())).info.run_id, "study.json")
+    source = artifact_json(next(reversed(by_kind["study"].values())).info.run_id, "study.json", client)
     order = list(source.get("models") or [])
     evaluation = source.get("evaluation") or {}
     models = _models(by_kind["train"], order)
     frames, attacks, kinds, class_names = [], {}, {}, []
     for (model, label), run in by_kind["attack"].items():
-        record = _json_artifact(client, run.info.run_id, RECORD)
+        record = artifact_json(run.info.run_id, RECORD, client)
         frames.append(record_frame(record))
         attacks[label], class_names = bool(record["targeted"]), list(record["class_names"])
         kinds[label] = str(run.data.params.get("attack.name", "")).strip('"')
     attempts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "attack"])
-    transfers = [TransferRecord.from_dict(_json_artifact(client, run.info.run_id, TRANSFER_ARTIFACT))
+    transfers = [TransferRecord.from_dict(artifact_json(run.info.run_id, TRANSFER_ARTIFACT, client))
                  for run in by_kind["transfer"].values()]
     labels = [a for a in (source.get("attacks") or {}) if a in attacks]
     return StudyData(experiment, models, attempts, {a: attacks[a] for a in labels}, kinds, class_names, transfers,
                      source.get("fixed_snr_db"), int(evaluation.get("n_boot", 1000)),
                      float(evaluation.get("confidence", 0.95)), int(evaluation.get("seed", 0)))
-
-
-def _json_artifact(client: MlflowClient, run_id: str, name: str) -> dict[str, Any]:
-    return artifact_json(run_id, name, client)
 
 
 def _models(runs: dict[tuple[str, ...], Any], order: list[str]) -> pd.DataFrame:
