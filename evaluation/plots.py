@@ -157,7 +157,7 @@ def confusion_matrices(clean: ArrayLike, adversarial: ArrayLike, class_names: Se
         ax.set_xticks(range(c), class_names, rotation=90, fontsize="small")
         ax.set_yticks(range(c), class_names, fontsize="small")
         ax.set(xlabel="predicted", ylabel="true", title=name)
-    width, height = fig.get_size_inches()
+    width = fig.get_figwidth()
     bottom, top = fig.subplotpars.bottom, fig.subplotpars.top
     bar = fig.add_axes((1 - 0.8 / width, bottom + 0.1 * (top - bottom), 0.15 / width, 0.8 * (top - bottom)))
     fig.colorbar(im, cax=bar, label="examples")
