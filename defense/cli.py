@@ -23,16 +23,18 @@ RESUMABLE = ("prepare", "train", "experiment")
 """Commands whose rerun after SIGINT/SIGTERM resumes (cache, checkpoints and finished runs are kept)."""
 
 
+USER_ERRORS = {"victims.registry": "ConfigError", "training.data.errors": "DataError",
+               "training.checkpoints": "CheckpointError", "training.files": "OutputError"}
+"""Module and class of each error that is the user's (see :func:`user_errors`)."""
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors in what the user gave (config, data set and audio, checkpoint) and output files that cannot be
     written (read-only folder, full disk): one line on stderr, exit 2. Anything else is a bug or an
     environment failure and shows its traceback (``-v`` shows it always).
-    Imported here, not at the top, so ``advaudio --help`` does not load torch."""
-    from training.checkpoints import CheckpointError
-    from training.data.errors import DataError
-    from training.files import OutputError
-
-    return ConfigError, DataError, CheckpointError, OutputError
+    Taken from the modules already loaded: an error whose module the command never imported cannot have been
+    raised, and importing them (torch, MLflow, scikit-learn) to find that out made a one-line error take 4 s."""
+    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules)
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> None:
@@ -45,10 +47,10 @@ def _add_config_args(p: argparse.ArgumentParser, default_experiment: str) -> Non
 
 
 def _tracking_gone(args: argparse.Namespace) -> str | None:
-    """After an error: why the command's tracking server stopped answering, if it did."""
-    from evaluation.tracking import server_gone
-
-    return server_gone(args.tracking_uri) if hasattr(args, "tracking_uri") else None
+    """After an error: why the command's tracking server stopped answering, if it did (never, for a command that did
+    not load the tracking module: it talked to no store)."""
+    tracking = sys.modules.get("evaluation.tracking")
+    return tracking.server_gone(args.tracking_uri) if tracking is not None and hasattr(args, "tracking_uri") else None
 
 
 def _compose(args: argparse.Namespace) -> dict:

@@ -1,6 +1,8 @@
 """The advaudio command line: --help everywhere, one-line errors, train → checkpoint → attack one file."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -125,6 +127,17 @@ def test_user_errors_are_one_line_and_other_errors_show_their_traceback(
 
     with pytest.raises(ConfigError, match="attack 'noise': WhiteNoise cannot be targeted"):
         ATTACKS.create("noise", targeted=True)  # a constructor's ValueError is a config error
+
+
+@pytest.mark.timeout(120)
+def test_a_one_line_error_before_any_work_loads_neither_torch_nor_mlflow() -> None:
+    """The error classes are read from the modules already loaded (``defense.cli.user_errors``): a bad port is told
+    at once instead of after importing torch, MLflow and scikit-learn to classify it."""
+    script = ("import sys; from defense.cli import main; code = main(['ui', '--port', '0']); "
+              "print(code, sorted(m for m in ('torch', 'mlflow', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
+    assert done.stderr == "advaudio ui: error: --port 0 is not a TCP port (1-65535)\n"
 
 
 def test_one_schema_a_single_model_experiment_is_a_one_cell_grid() -> None:

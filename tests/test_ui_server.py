@@ -179,7 +179,6 @@ def _one_line_error(done: subprocess.CompletedProcess[str], *expected: str) -> N
     assert all(part in lines[0] for part in expected), lines[0]
 
 
-@pytest.mark.slow  # a CLI process each (importing torch and MLflow): 9-13 s each on a loaded machine
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("port", ["99999", "0", "-1"])
 def test_a_port_out_of_range_is_one_line(port: str, tmp_path: Path) -> None:
@@ -187,7 +186,6 @@ def test_a_port_out_of_range_is_one_line(port: str, tmp_path: Path) -> None:
     _one_line_error(done, f"--port {port} is not a TCP port (1-65535)")
 
 
-@pytest.mark.slow  # a CLI process: 9 s on a loaded machine
 @pytest.mark.timeout(180)
 def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as holder:
