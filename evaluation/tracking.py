@@ -32,6 +32,8 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
+from mlflow.utils.uri import is_local_uri
 
 from evaluation.locks import exclusive
 from victims.registry import ConfigError
@@ -341,15 +343,23 @@ TRANSFER_ARTIFACT = "transfer.json"
 
 @contextmanager
 def downloaded(run_id: str, path: str, client: MlflowClient | None = None) -> Iterator[Path]:
-    """Artifact ``path`` of run ``run_id`` as a local file for the duration of the block, in a temporary folder
-    removed afterwards: the one way this package reads an artifact back.
+    """Artifact ``path`` of run ``run_id`` as a local file to read during the block: the one way this package reads
+    an artifact back.
 
-    MLflow's ``download_artifacts`` without a destination copies the artifact into a new temporary folder that it
-    never removes (for a ``runs:/`` URI, even from a local store): one copy of every record, example and model a
-    grid re-read, which filled 70 GB of ``/tmp`` in one run of the test suite.
+    From a store whose artifacts are local files (the default SQLite store's ``mlartifacts``) the file is read
+    where it is: no copy (a VGG-16's weights, re-read for every transfer group, are 513 MB). From any other store
+    it is downloaded into a temporary folder removed after the block: MLflow's ``download_artifacts`` without a
+    destination copies into a new temporary folder that it never removes (for a ``runs:/`` URI, even from a local
+    store), which filled 70 GB of ``/tmp`` in one run of the test suite.
     """
+    client = client or MlflowClient()
+    root = client.get_run(run_id).info.artifact_uri
+    local = Path(local_file_uri_to_path(root)) / path if is_local_uri(root) else None
+    if local is not None and local.is_file():
+        yield local
+        return
     with tempfile.TemporaryDirectory(prefix="advaudio-artifact-") as folder:
-        yield Path((client or MlflowClient()).download_artifacts(run_id, path, folder))
+        yield Path(client.download_artifacts(run_id, path, folder))
 
 
 def artifact_text(run_id: str, path: str, client: MlflowClient | None = None) -> str:

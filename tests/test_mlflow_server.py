@@ -113,3 +113,34 @@ def test_concurrent_ray_writers_lose_no_metric(server: MlflowServer) -> None:
     for w in range(4):
         history = client.get_metric_history(run_id, f"writer{w}")
         assert sorted(m.step for m in history) == list(range(40))
+
+
+def test_an_artifact_is_read_in_place_from_a_local_store_and_through_a_removed_copy_from_a_server(
+        server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``evaluation.tracking.downloaded``: the default store's file itself (no copy of a model's weights), and from
+    a server a copy in a temporary folder that is gone after the block."""
+    import tempfile
+
+    from evaluation.tracking import downloaded, setup_tracking
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    source = tmp_path / "weights.bin"
+    source.write_bytes(bytes(range(256)) * 64)
+    stores = {"local": setup_tracking("reads", None, tmp_path / "outputs"), "server": None}
+    mlflow.set_tracking_uri(server.uri)
+    stores["server"] = mlflow.create_experiment("reads")
+    for where, uri in (("local", f"sqlite:///{(tmp_path / 'outputs' / 'mlflow.db').resolve()}"),
+                       ("server", server.uri)):
+        client = MlflowClient(uri)
+        run_id = client.create_run(stores[where]).info.run_id
+        client.log_artifact(run_id, str(source), "model")
+        with downloaded(run_id, "model/weights.bin", client) as path:
+            assert path.read_bytes() == source.read_bytes()
+            if where == "local":
+                assert path.is_relative_to((tmp_path / "outputs" / "mlartifacts").resolve()), path
+            else:
+                assert path.is_relative_to(scratch), path
+        assert path.exists() == (where == "local")  # the server's copy is removed with its folder
+    assert not any(p for p in scratch.iterdir() if not p.name.startswith("db_init_lock")), list(scratch.iterdir())
