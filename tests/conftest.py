@@ -81,3 +81,25 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ADVAUDIO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def clean_tables(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> str:
+    """Tables I-III of one uninterrupted local run of ``tiny_configs.RESUMED`` (through the CLI, in its own process
+    and store), the reference of every kill -9 and Ray-crash test: computed once per session, by the first xdist
+    worker to ask (the others wait on its lock and read its file; pytest-xdist's documented pattern for a
+    session fixture run once)."""
+    from evaluation.locks import exclusive
+    from grid_runs import clean_run_tables
+    from tiny_configs import RESUMED
+
+    if worker_id == "master":  # one process: nothing to share
+        return clean_run_tables(RESUMED, tmp_path_factory.mktemp("clean"))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, common to its workers
+    done = shared / "clean_tables.txt"
+    with exclusive(shared, "clean_tables", "the clean tiny run", timeout=900, quiet=True):
+        if not done.exists():
+            tables = clean_run_tables(RESUMED, shared / "clean")
+            done.with_suffix(".part").write_text(tables)
+            done.with_suffix(".part").replace(done)
+    return done.read_text()

@@ -8,33 +8,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from evaluation.report import format_tables
-from evaluation.report_data import collect
 from evaluation.tracking import iter_runs, setup_tracking
-from tiny_configs import TINY
+from grid_runs import RUN_S, grid_command, grid_env, tables
+from tiny_configs import RESUMED
 
 pytestmark = pytest.mark.slow
-RUN_S = 600.0
-"""Bound of one grid command (a kill included): the tiny grid takes a minute or two on two busy cores."""
 KILLED_S = 60.0
 """Bound of the wait for a SIGKILLed process group to be reaped."""
-
-
-def _command(grid_file: Path, outputs: Path, executor: str) -> list[str]:
-    return [sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs", str(outputs),
-            "--executor", executor, "--no-progress"]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _kill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = RUN_S) -> bool:
@@ -55,40 +41,21 @@ def _kill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], t
     return False
 
 
-def _tables(outputs: Path) -> str:
-    return format_tables(collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200))
-
-
 def _no_duplicates(outputs: Path) -> None:
     exp_id = setup_tracking("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", outputs)
     keys = [tuple(r.data.tags.get(f"advaudio.{k}") for k in ("kind", "defense", "attack")) for r in iter_runs(exp_id)]
     assert len(keys) == len(set(keys)), keys
 
 
-GRID = TINY.replace("train.epochs: 2", "train.epochs: 4")
-
-
-@pytest.fixture(scope="module")
-def clean_tables(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tables of an uninterrupted run with the local executor, one per test process: both executors compute the
-    same tables (a Ray task gets one thread, as the tests' processes have; ``tests/test_ray_cluster.py``)."""
-    folder = tmp_path_factory.mktemp("clean")
-    grid_file = folder / "tiny.yaml"
-    grid_file.write_text(GRID)
-    subprocess.run(_command(grid_file, folder / "outputs", "local"), env=_env(folder), check=True, capture_output=True,
-                   timeout=RUN_S)
-    return _tables(folder / "outputs")
-
-
-@pytest.mark.timeout(1200)  # a clean run, a killed one and its resume via a local Ray start: past 600 s at 4 workers
+@pytest.mark.timeout(1200)  # a killed run and its resume via a local Ray start (and maybe the session's clean run)
 @pytest.mark.parametrize(("moment", "executor"), [("training", "ray"), ("attack", "local")])
 def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tmp_path: Path,
                                                   clean_tables: str) -> None:
     """Each moment on one executor (a training checkpoint through Ray, the attack runs locally): the resume code
     is the executors' common path (``defense.runner.run_column``), and the four pairs cost CI ten minutes."""
     grid_file = tmp_path / "tiny.yaml"
-    grid_file.write_text(GRID)
-    env = _env(tmp_path)
+    grid_file.write_text(RESUMED)
+    env = grid_env(tmp_path)
     killed = tmp_path / "killed"
     ckpts = killed / "checkpoints"
     if moment == "training":  # after the first model's first epoch, before it finishes
@@ -98,9 +65,9 @@ def test_a_killed_grid_resumes_to_the_same_tables(moment: str, executor: str, tm
         def ready() -> bool:
             return len(list(ckpts.glob("*.victim.pt"))) == 2 and (killed / "mlartifacts").is_dir() and any(
                 p.name == "evaluation.json" for p in (killed / "mlartifacts").rglob("evaluation.json"))
-    assert _kill_when(_command(grid_file, killed, executor), env, ready), f"the grid finished before the {moment} kill"
-    done = subprocess.run(_command(grid_file, killed, executor), env=env, capture_output=True, text=True,
-                          timeout=RUN_S)
+    command = grid_command(grid_file, killed, "--executor", executor)
+    assert _kill_when(command, env, ready), f"the grid finished before the {moment} kill"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_S)
     assert done.returncode == 0, done.stderr[-3000:]
     _no_duplicates(killed)
-    assert _tables(killed) == clean_tables
+    assert tables(killed) == clean_tables

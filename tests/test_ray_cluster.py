@@ -19,15 +19,16 @@ from typing import Iterator
 import pytest
 
 from defense import runner
-from evaluation.report import format_tables
-from evaluation.report_data import collect
+from grid_runs import RUN_S, grid_command, grid_env, tables
 from mlflow_server import free_port
-from tiny_configs import TINY
+from tiny_configs import RESUMED
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
-RUN_S = 600.0
-"""Bound of one grid command: the tiny grid takes a minute or two on two busy cores."""
+
+
+STOP_GRACE_S = 3.0
+"""How long a node may take to stop on SIGTERM before its group is killed."""
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -37,10 +38,12 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _stop(node: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM the node's process group, then SIGKILL it: a worker node stops in about a second, a head started
+    with ``--block`` not at all (Ray 2.60; measured: no exit within 15 s), so its grace is short."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(node.pid, sig)
-            node.wait(timeout=10)
+            node.wait(timeout=grace)
             return
         except (ProcessLookupError, subprocess.TimeoutExpired):
             continue
@@ -105,35 +108,27 @@ def _kill_after_first_epoch(outputs: Path, killed: list[int], stop: threading.Ev
         time.sleep(0.05)
 
 
-def _tables(outputs: Path) -> str:
-    return format_tables(collect("tiny", f"sqlite:///{(outputs / 'mlflow.db').resolve()}", n_boot=200))
-
-
-def _experiment(grid_file: Path, outputs: Path, address: str | None) -> None:
-    """The grid through the CLI in its own process (Ray keeps one connection and token per process); on the
-    cluster at ``address``, or with the local executor and one thread when ``address`` is ``None``."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store under outputs
-    executor = ["--executor", "ray", "--ray-address", address] if address else ["--executor", "local"]
-    if address is None:
-        env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run([sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs",
-                           str(outputs), *executor, "--no-progress"], capture_output=True, text=True, env=env,
-                          timeout=RUN_S)
+def _on_cluster(grid_file: Path, outputs: Path, address: str) -> None:
+    """The grid through the CLI in its own process (Ray keeps one connection and token per process), on the cluster
+    at ``address``."""
+    done = subprocess.run(grid_command(grid_file, outputs, "--executor", "ray", "--ray-address", address),
+                          capture_output=True, text=True, env=grid_env(outputs.parent), timeout=RUN_S)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path) -> None:
-    """The reference is the local executor's run: equal tables show at once that the retry lost and doubled nothing
-    and that the cluster computes what the local executor does (an uninterrupted cluster run adds no check)."""
+def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path, clean_tables: str) -> None:
+    """The reference is the local executor's run (``clean_tables``): equal tables show at once that the retry lost
+    and doubled nothing and that the cluster computes what the local executor does (an uninterrupted cluster run
+    adds no check)."""
     grid_file = tmp_path / "tiny.yaml"
-    grid_file.write_text(TINY.replace("train.epochs: 2", "train.epochs: 3"))
+    grid_file.write_text(RESUMED)
     crashed = tmp_path / "crashed"
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_after_first_epoch, args=(crashed, killed, stop), daemon=True)
     killer.start()
     try:
-        _experiment(grid_file, crashed, cluster)
+        _on_cluster(grid_file, crashed, cluster)
     finally:
         stop.set()
         killer.join(timeout=60)
@@ -144,6 +139,4 @@ def test_grid_on_a_cluster_survives_a_killed_worker(cluster: str, tmp_path: Path
     keys = [(r.data.tags.get("advaudio.kind"), r.data.tags.get("advaudio.defense"), r.data.tags.get("advaudio.attack"))
             for r in iter_runs(exp_id)]
     assert len(keys) == len(set(keys)) == 1 + 2 + 4 + 1  # grid, two trained models, four attack runs, transfer
-    local = tmp_path / "local"
-    _experiment(grid_file, local, None)
-    assert _tables(crashed) == _tables(local)
+    assert tables(crashed) == clean_tables

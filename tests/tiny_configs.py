@@ -34,6 +34,9 @@ overrides:
   train.epochs: 2
   train.batch_size: 8
 """
+RESUMED = TINY.replace("train.epochs: 2", "train.epochs: 4")
+"""The tiny grid the kill -9 and Ray-crash tests interrupt and resume (four epochs: a kill after the first epoch
+leaves three to go), compared with one uninterrupted local run (``tests/conftest.py`` ``clean_tables``)."""
 TINY_FGSM = TINY.replace("attack: [fgsm, deepfool_l2]", "attack: [fgsm]").replace("  deepfool_l2: {steps: 20}\n", "")
 """The tiny grid with FGSM only (fastest: for tests of what surrounds a grid)."""
 
