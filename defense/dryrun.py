@@ -106,11 +106,12 @@ def dry_run(experiment: str, overrides: dict[str, Any], folder: Path, *, executo
             seconds = clip_seconds(cfg, window)
             data[key_of(cfg)] = _step(f"data set {cfg['name']}", lambda: prepare(cfg, folder, seconds))
             yield f"data: {data[key_of(cfg)].note}"
-    checks = []
+    checks, frontends = [], {}
     for label, dataset, frontend, victim in target.models():
         dry = data[key_of(dataset)]
         splits = _step(f"data set {dataset['name']} (loading it at its real clip settings)", dry.splits)
-        checks.append(_step(f"the full-size check of {label}", lambda: check_model(label, frontend, victim, splits)))
+        checks.append(_step(f"the full-size check of {label}",
+                            lambda: check_model(label, frontend, victim, splits, frontends)))
     largest = max(checks, key=lambda c: c.input_shape[0] * c.input_shape[1])
     yield (f"models at full size: {len(checks)} (data set, front-end, backbone) forward and backward; largest input "
            f"{largest.describe()}")

@@ -11,6 +11,7 @@ differ, an input below an architecture's minimum) are what this finds; the cells
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -39,15 +40,42 @@ class ShapeError(ValueError):
     """A model's parts disagree on a shape at the real input size."""
 
 
-def check_model(label: str, frontend: Mapping[str, Any], victim: Mapping[str, Any], splits: Splits) -> ModelCheck:
+def check_model(label: str, frontend: Mapping[str, Any], victim: Mapping[str, Any], splits: Splits,
+                checked: dict[str, tuple[int, ...]] | None = None) -> ModelCheck:
     """Run the front-end on two real clips of ``splits`` and the backbone on its output's shape (module docstring).
+
+    ``checked`` keeps the output shape of each front-end already checked on ``splits`` (keyed by both), so a config
+    of several backbones runs each front-end's real-size forward and backward once, not once per backbone.
 
     Raises:
         ShapeError: when an output has another shape than the model promises; whatever a part raises.
     """
-    rate, length, classes = splits.train.sample_rate, splits.train.num_samples, len(splits.class_names)
-    fe = build_frontend(dict(frontend), rate)
-    expected = tuple(fe.output_shape(length))
+    key = f"{id(splits)}:{json.dumps(dict(frontend), sort_keys=True, default=str)}"
+    shape = checked.get(key) if checked is not None else None
+    if shape is None:
+        shape = _check_frontend(label, frontend, splits)
+        if checked is not None:
+            checked[key] = shape
+    batch, expected, classes = shape[0], shape[2:], len(splits.class_names)
+    with torch.device("meta"):
+        net = build_backbone(dict(victim), classes, expected, splits.train.sample_rate)
+    x = torch.empty(shape, device="meta", requires_grad=True)
+    net.train()
+    out = net(x)
+    _expect(out, (batch, classes), f"{label}: backbone output (training mode)")
+    out.sum().backward()
+    _expect(x.grad, tuple(x.shape), f"{label}: backbone input gradient")
+    net.eval()
+    with torch.no_grad():
+        _expect(net(x), (batch, classes), f"{label}: backbone output (evaluation mode)")
+    return ModelCheck(label, (int(expected[0]), int(expected[1])), sum(p.numel() for p in net.parameters()))
+
+
+def _check_frontend(label: str, frontend: Mapping[str, Any], splits: Splits) -> tuple[int, ...]:
+    """The front-end's forward and backward on two real clips, its output normalised per band; the output's shape
+    ``(clips, 1, F, frames)``."""
+    fe = build_frontend(dict(frontend), splits.train.sample_rate)
+    expected = tuple(fe.output_shape(splits.train.num_samples))
     waves = _clips(splits).requires_grad_(True)
     rep = fe(waves)
     _expect(rep, (len(waves), 1, *expected), f"{label}: front-end output")
@@ -55,18 +83,7 @@ def check_model(label: str, frontend: Mapping[str, Any], victim: Mapping[str, An
     _finite(rep, f"{label}: front-end output")
     _finite(waves.grad, f"{label}: gradient through the front-end")
     BandNorm(fe.n_bands)(rep.detach())
-    with torch.device("meta"):
-        net = build_backbone(dict(victim), classes, expected, rate)
-    x = torch.empty(rep.shape, device="meta", requires_grad=True)
-    net.train()
-    out = net(x)
-    _expect(out, (len(waves), classes), f"{label}: backbone output (training mode)")
-    out.sum().backward()
-    _expect(x.grad, tuple(x.shape), f"{label}: backbone input gradient")
-    net.eval()
-    with torch.no_grad():
-        _expect(net(x), (len(waves), classes), f"{label}: backbone output (evaluation mode)")
-    return ModelCheck(label, (int(expected[0]), int(expected[1])), sum(p.numel() for p in net.parameters()))
+    return tuple(rep.shape)
 
 
 def _clips(splits: Splits) -> Tensor:

@@ -246,6 +246,26 @@ def test_full_size_check_refuses_a_front_end_that_breaks_its_promise(tmp_path: P
         check_model("us8k / stft", load_option("frontend", "stft_db_256"), load_option("victim", "resnet18"), splits)
 
 
+def test_full_size_check_runs_each_front_end_once_for_every_backbone(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_option("dataset", "urbansound8k")
+    write_standin(cfg, tmp_path / "data", 1.0)
+    splits = load_splits({**cfg, "root": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")})
+    from victims.frontends.spectral import StftDb
+
+    calls = []
+    forward = StftDb.forward
+    monkeypatch.setattr(StftDb, "forward", lambda self, x: calls.append(x.shape) or forward(self, x))
+    frontend, checked = load_option("frontend", "stft_db_256"), {}
+    found = [check_model(f"us8k / stft / {name}", frontend, load_option("victim", name), splits, checked)
+             for name in ("resnet18", "averagepool_cnn", "resnet18")]
+    assert len(calls) == 1  # one real-size forward (and its backward) for three backbones
+    alone = [check_model("alone", frontend, load_option("victim", name), splits) for name in ("resnet18",
+                                                                                              "averagepool_cnn")]
+    assert len(calls) == 3  # without the shared record, once per call
+    assert [(c.input_shape, c.parameters) for c in found] == [(c.input_shape, c.parameters) for c in alone + alone[:1]]
+
+
 def test_every_shipped_config_is_covered() -> None:
     assert set(options("experiment")) == set(EXPERIMENTS)
     assert {"paper_004", "fsdd", "defenses_full", "prinz_flexer_full", "subramanian_full",
