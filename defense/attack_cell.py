@@ -18,7 +18,6 @@ from torch import Tensor
 from attacks import create_attack
 from defense.channel import channel_identity, load_channel
 from defense.grid import Grid, ModelColumn
-from defense.grid_transfer import log_crafted
 from defense.inference import attacked_labels
 from defense.model_checks import log_sanity
 from defense.over_the_air import over_the_air_of
@@ -26,6 +25,7 @@ from defense.pipeline import TrainedVictim
 from evaluation import plots, sanity, stats
 from evaluation.audio_out import to_waveforms, why_inaudible, write_adversarial_wavs
 from evaluation.config import EvalConfig
+from evaluation.crafted import log_crafted
 from evaluation.examples import log_example
 from evaluation.harness import METRIC_BUDGETS, AttackEvaluation, evaluate, from_record, quality_scores, to_record
 from evaluation.intervals import ratio_intervals, summary_intervals
@@ -79,7 +79,8 @@ def evaluate_cell(grid: Grid, column: ModelColumn, defense: str, tv: TrainedVict
         mlflow.log_dict({m: {"budget": b, "value": ev.summary[b]} for m, b in METRIC_BUDGETS.items()},
                         "metric_budgets.json")
         mlflow.log_dict(to_record(ev), RECORD_ARTIFACT)
-        log_crafted(ev)
+        if ev.adversarial is not None:  # replayed on the group's other models (defense.grid_transfer)
+            log_crafted(ev.base_index[ev.success], ev.adversarial[ev.success])
         log_sanity([_monotone(ev, victim, attack, waves, attacked, ev_cfg)])
         _log_quality(ev, f"{column.label}/{defense} {name.split('/')[1]}")
         _log_examples(ev, victim, waves[ev.base_index], ev_cfg, f"{defense}_{name.split('/')[1]}")

@@ -7,24 +7,22 @@ normalisers, they share the front-end). One transfer run per group and table att
 transfer``, nested under the grid's run, the group's coordinate tags) holds ``transfer.json``;
 :func:`evaluation.report.transfer_sections` renders it.
 
-Two hooks feed it: :func:`log_crafted` inside each attack run (:mod:`defense.attack_cell`; it keeps the
-successful adversarial inputs at ε* as ``adversarial.pt``), and :func:`log_grid_transfer` after every
-column has finished.
+Two hooks feed it: each attack run keeps its successful adversarial inputs at ε* (:mod:`defense.attack_cell`,
+:func:`evaluation.crafted.log_crafted`), and :func:`log_grid_transfer` replays them after every column has
+finished.
 """
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 from torch import Tensor
 
 from defense.grid import Grid
+from evaluation.crafted import load_crafted
 from evaluation.harness import AttackEvaluation
 from evaluation.selection import select_examples
 from evaluation.tracking import ORIGINAL, TRANSFER_ARTIFACT, downloaded, iter_runs, resumable_run, tag
@@ -33,22 +31,6 @@ from training.checkpoints import load_victim
 from training.data import load_splits
 
 log = logging.getLogger(__name__)
-CRAFTED = "adversarial.pt"
-
-
-def log_crafted(ev: AttackEvaluation) -> None:
-    """Keep the successful adversarial inputs of an evaluation (at each clip's ε*) on the active run.
-
-    ``index`` are positions among the evaluated clips (``ev.labels``), ``adversarial`` the inputs in the
-    attack's domain.
-    """
-    if ev.adversarial is None:
-        return
-    hit = ev.success
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / CRAFTED
-        torch.save({"index": ev.base_index[hit], "adversarial": ev.adversarial[hit].float()}, path)
-        mlflow.log_artifact(str(path))
 
 
 def crafted_examples(ev: AttackEvaluation, run_id: str) -> tuple[Tensor, Tensor | None]:
@@ -56,16 +38,7 @@ def crafted_examples(ev: AttackEvaluation, run_id: str) -> tuple[Tensor, Tensor 
     back from the attack run's ``adversarial.pt`` (none: an empty index and ``None``)."""
     if ev.adversarial is not None:
         return ev.base_index[ev.success], ev.adversarial[ev.success]
-    return load_crafted(MlflowClient(), run_id) or (torch.zeros(0, dtype=torch.long), None)
-
-
-def load_crafted(client: MlflowClient, run_id: str) -> tuple[Tensor, Tensor] | None:
-    """``(index, adversarial)`` kept by :func:`log_crafted` on an attack run, or ``None`` if it kept none."""
-    if CRAFTED not in {a.path for a in client.list_artifacts(run_id)}:
-        return None
-    with downloaded(run_id, CRAFTED, client) as path:
-        data = torch.load(path, weights_only=True)
-    return data["index"], data["adversarial"]
+    return load_crafted(run_id) or (torch.zeros(0, dtype=torch.long), None)
 
 
 def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
@@ -99,7 +72,7 @@ def log_grid_transfer(grid: Grid, parent_id: str, tracking_uri: str) -> int:
                 run = next((r for r in runs if r.data.tags.get("advaudio.kind") == "attack"
                             and run_coords(r) == (dataset, frontend, v, d, str(seed))
                             and r.data.tags.get("advaudio.attack") == attack), None)
-                found = load_crafted(client, run.info.run_id) if run is not None else None
+                found = load_crafted(run.info.run_id, client) if run is not None else None
                 if found is None:
                     log.info("transfer: %s/%s %s kept no adversarial inputs; left out", frontend, name, attack)
                     continue

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,15 @@ from torch import Tensor
 from attacks import create_attack
 from defense.pipeline import TrainedVictim, train_from_config
 from evaluation.audio_out import write_adversarial_wavs
+from evaluation.crafted import CRAFTED_ARTIFACT, load_crafted, log_crafted
 from evaluation.harness import victim_device
 from evaluation.selection import select_examples
-from evaluation.tracking import TRANSFER_ARTIFACT, downloaded, log_once, resumable_run, stable_key
+from evaluation.tracking import TRANSFER_ARTIFACT, log_once, resumable_run, stable_key
 from evaluation.transfer import replay
 from experiments.shared import (Progress, audio_artifacts, batched_logits, finish_parent, parent_run,
                                 study_experiment)
 from experiments.subramanian.config import STUDY, Study, load_study
-from experiments.subramanian.metrics import (ADVERSARIAL, RECORD, attempt_record, record_frame, snr_budgets,
+from experiments.subramanian.metrics import (RECORD, attempt_record, record_frame, snr_budgets,
                                              summary_metrics)
 from training.data import load_splits
 from training.data.base import ClipSet
@@ -186,7 +186,7 @@ def _attack_logged(study: Study, victim: Victim, attack: Any, label: str, model:
     mlflow.log_dict(record, RECORD)
     crafted = (base[success], adversarial[success])
     if label in study.transfer:
-        _log_tensors({"index": crafted[0], "adversarial": crafted[1]}, ADVERSARIAL)
+        log_crafted(*crafted)
     _log_wavs(victim, attempts, base, adversarial, success, ev.wavs, label)
     return crafted
 
@@ -222,18 +222,17 @@ def _nothing(attempts: Attempts) -> tuple[Tensor, Tensor]:
     return torch.zeros(0, dtype=torch.int64), attempts.waves[:0]
 
 
-def _log_tensors(tensors: dict[str, Tensor], name: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        torch.save(tensors, path)
-        mlflow.log_artifact(str(path))
-
-
 def _read_crafted(run_id: str) -> tuple[Tensor, Tensor]:
-    """The successful attempts' indices and adversarial waveforms a finished attack run kept."""
-    with downloaded(run_id, ADVERSARIAL) as path:
-        data = torch.load(path, weights_only=True)
-    return data["index"], data["adversarial"]
+    """The successful attempts' indices and adversarial waveforms a finished attack run kept.
+
+    Raises:
+        ConfigError: for a finished run without them (its store was edited or comes from an older advaudio).
+    """
+    found = load_crafted(run_id)
+    if found is None:
+        raise ConfigError(f"finished attack run {run_id} has no {CRAFTED_ARTIFACT} to replay: delete the run or use "
+                          "a new --outputs")
+    return found
 
 
 def _log_wavs(victim: Victim, attempts: Attempts, base: Tensor, adversarial: Tensor, success: Tensor, count: int,
