@@ -260,8 +260,8 @@ def test_full_size_check_runs_each_front_end_once_for_every_backbone(tmp_path: P
     found = [check_model(f"us8k / stft / {name}", frontend, load_option("victim", name), splits, checked)
              for name in ("resnet18", "averagepool_cnn", "resnet18")]
     assert len(calls) == 1  # one real-size forward (and its backward) for three backbones
-    alone = [check_model("alone", frontend, load_option("victim", name), splits) for name in ("resnet18",
-                                                                                              "averagepool_cnn")]
+    alone = [check_model("alone", frontend, load_option("victim", name), splits)
+             for name in ("resnet18", "averagepool_cnn")]
     assert len(calls) == 3  # without the shared record, once per call
     assert [(c.input_shape, c.parameters) for c in found] == [(c.input_shape, c.parameters) for c in alone + alone[:1]]
 

@@ -30,6 +30,8 @@ from evaluation import stats
 RECORD = "seed001_record.json"
 """An attack run's per-attempt record (:func:`attempt_record` with the run's coordinates); the name is kept from
 the study's first layout so that stores logged before read back."""
+
+
 def snr_budgets(waves: Tensor, snr_db: float, norm: str) -> Tensor:
     """``(N,)`` float64 budgets giving each clip of ``waves`` ``(N, 1, T)`` a perturbation at ``snr_db``.
 

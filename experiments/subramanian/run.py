@@ -259,4 +259,3 @@ def _transfer(study: Study, exp_id: str, parent: str, label: str, attack_keys: l
             record = replay(label, victims, attempts.waves, attempts.labels, crafted,
                             batch_size=study.evaluation.batch_size)
             mlflow.log_dict(record.to_dict(), TRANSFER_ARTIFACT)
-
