@@ -1,5 +1,5 @@
 """A tiny grid run through the CLI in its own process, and its tables read back from the default store: what the
-kill -9 and Ray-crash tests run, interrupt and compare (``tests/conftest.py`` ``clean_tables`` holds the one
+kill -9, signal and Ray-crash tests run, interrupt and compare (``tests/conftest.py`` ``clean_tables`` holds the one
 uninterrupted reference of a session)."""
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def grid_command(grid_file: Path, outputs: Path, *executor: str) -> list[str]:
 
 
 def grid_env(folder: Path) -> dict[str, str]:
-    """The environment of a grid command: its data cache in ``folder``, the default store under its outputs."""
+    """The environment of a grid command: its data cache in ``folder``, the default store under its outputs, and the
+    one torch thread ``tests/conftest.py`` gives every process a test starts (a Ray task with ``num_cpus=1`` gets
+    one too: the clean local run and a cluster's run compute the same tables)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return {**env, "ADVAUDIO_CACHE": str(folder / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
 

@@ -25,8 +25,6 @@ from tiny_configs import RESUMED
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
 STOP_GRACE_S = 3.0
 """How long a node may take to stop on SIGTERM before its group is killed."""
 

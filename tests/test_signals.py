@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from grid_runs import grid_command, grid_env
 from tiny_configs import TINY_FGSM
 
 GRID = (TINY_FGSM.replace("train.epochs: 2", "train.epochs: 3").replace("defense: [none, fgsm_mix]", "defense: [none]")
@@ -27,16 +27,6 @@ GRID = (TINY_FGSM.replace("train.epochs: 2", "train.epochs: 3").replace("defense
 """One model (three epochs) and one attack: the smallest grid with a training and an attack phase."""
 WAIT_S = 900.0
 """Bound of every wait for a moment in a child's work (generous: the test machine is shared)."""
-
-
-def _command(grid_file: Path, outputs: Path) -> list[str]:
-    return [sys.executable, "-m", "defense.cli", "experiment", str(grid_file), "--outputs", str(outputs),
-            "--no-progress"]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**env, "ADVAUDIO_CACHE": str(tmp_path / "cache")}
 
 
 def _interrupt_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], sig: signal.Signals,
@@ -95,9 +85,9 @@ def test_interrupted_training_is_killed_and_resumes(tmp_path: Path) -> None:
     """Ctrl-C after the first epoch, SIGTERM after the resumed run's next epoch, then the rerun finishes."""
     grid_file = tmp_path / "tiny.yaml"
     grid_file.write_text(GRID)
-    outputs, env = tmp_path / "out", _env(tmp_path)
+    outputs, env = tmp_path / "out", grid_env(tmp_path)
     ckpts = outputs / "checkpoints"
-    cmd = _command(grid_file, outputs)
+    cmd = grid_command(grid_file, outputs)
 
     def epoch_after(previous: float) -> Callable[[], bool]:
         """A training checkpoint newer than ``previous`` (an epoch done), the model not yet finished."""
@@ -128,8 +118,8 @@ def test_sigterm_after_training_leaves_nothing_running_and_resumes(tmp_path: Pat
     the rerun reuses the trained model and finishes."""
     grid_file = tmp_path / "tiny.yaml"
     grid_file.write_text(GRID)
-    outputs, env = tmp_path / "out", _env(tmp_path)
-    cmd = _command(grid_file, outputs)
+    outputs, env = tmp_path / "out", grid_env(tmp_path)
+    cmd = grid_command(grid_file, outputs)
     _assert_one_line(_interrupt_when(cmd, env, lambda: _train_finished(outputs), signal.SIGTERM, group=False)[0],
                      signal.SIGTERM)
     assert set(_statuses(outputs)) <= {"FINISHED", "KILLED"}, _statuses(outputs)
@@ -150,8 +140,8 @@ def test_sigterm_with_the_ray_executor_kills_its_task_runs_and_stops_ray(tmp_pat
     grid_file = tmp_path / "tiny.yaml"
     assert "train.epochs: 3" in GRID
     grid_file.write_text(GRID.replace("train.epochs: 3", "train.epochs: 200"))  # still training when cancelled
-    outputs, env = tmp_path / "out", {**_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [*_command(grid_file, outputs), "--executor", "ray"]
+    outputs, env = tmp_path / "out", grid_env(tmp_path)
+    cmd = grid_command(grid_file, outputs, "--executor", "ray")
     done, pgid = _interrupt_when(cmd, env, lambda: any((outputs / "checkpoints").glob("*.train.pt")),
                                  signal.SIGTERM, group=False)
     _assert_one_line(done, signal.SIGTERM)
