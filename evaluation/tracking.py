@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import mlflow
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Metric, Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
@@ -312,7 +313,7 @@ def log_once(run_id: str, metrics: Mapping[str, float]) -> None:
         held = MlflowClient().get_run(run_id).data.metrics
         new = {k: float(v) for k, v in metrics.items() if not _same(held.get(k), float(v))}
         if new:
-            mlflow.log_metrics(new, run_id=run_id)
+            log_metrics(run_id, new)
 
 
 def log_next(run_id: str, metrics: Mapping[str, float], counter: str) -> int:
@@ -325,8 +326,15 @@ def log_next(run_id: str, metrics: Mapping[str, float], counter: str) -> int:
     with owned(f"run-{run_id}", f"logging to run {run_id}", quiet=True):
         steps = logged_steps(run_id, counter)
         step = max(steps) + 1 if steps else 0
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=run_id)
+        log_metrics(run_id, metrics, step)
     return step
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log ``metrics`` on ``run_id`` at ``step`` in one batch: MLflow's ``mlflow.log_metrics`` first reads the
+    whole run back (params, tags, metrics) to link the metrics to logged models, which this package never logs."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
 def _same(old: float | None, new: float) -> bool:
@@ -413,7 +421,7 @@ class EpochLogger:
 
     def __call__(self, metrics: dict[str, float], epoch: int) -> None:
         if epoch not in self.logged:
-            mlflow.log_metrics(metrics, step=epoch)
+            log_metrics(mlflow.active_run().info.run_id, metrics, epoch)
         if self.then is not None:
             self.then(metrics, epoch)
 
