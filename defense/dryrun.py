@@ -112,6 +112,7 @@ def dry_run(experiment: str, overrides: dict[str, Any], folder: Path, *, executo
         splits = _step(f"data set {dataset['name']} (loading it at its real clip settings)", dry.splits)
         checks.append(_step(f"the full-size check of {label}",
                             lambda: check_model(label, frontend, victim, splits, frontends)))
+    target.sized(checks)
     largest = max(checks, key=lambda c: c.input_shape[0] * c.input_shape[1])
     yield (f"models at full size: {len(checks)} (data set, front-end, backbone) forward and backward; largest input "
            f"{largest.describe()}")

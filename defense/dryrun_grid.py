@@ -13,7 +13,9 @@ With ``cover`` the groups are single model columns, as few as cover every data s
 The first column runs every defense with every attack; each later one covers every pair (pairwise testing, the
 classic cut of a combinatorial test): every defense with the first table attack, and the original model with every
 attack, two passes into one store (the second reuses the original model and its first attack). So each backbone
-and front-end meets every defense and every attack, and each defense meets each attack in the first column.
+and front-end meets every defense and every attack, and each defense meets each attack in the first column. The
+first column gets the smallest backbone (fewest parameters in the full-size check, :meth:`GridDry.sized`), so the
+full product runs on the cheapest model.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ import itertools
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from mlflow.tracking import MlflowClient
 
 from defense.dryrun_data import DryData, key_of
+from defense.dryrun_models import ModelCheck
 from defense.dryrun_shrink import (ATTACK_CAPS, EPOCHS, FRONTEND_CAPS, SEEDS, capped, dry_evaluation,
                                    lowered, widest_window)
 from defense.grid import Grid, load_grid
@@ -60,6 +63,7 @@ class GridDry:
         self.ray_address = ray_address
         self.cover = cover
         self.seeds = grid.seeds[:SEEDS]
+        self.victims = list(grid.axes["victim"])
         self.done: list[tuple[Path, dict[str, list[Any]]]] = []
 
     @property
@@ -71,8 +75,20 @@ class GridDry:
         for dataset, frontend, victim in itertools.product(*(self.grid.axes[a] for a in ("dataset", "frontend",
                                                                                            "victim"))):
             cfg = self.grid.cell_config(dataset, frontend, victim, ORIGINAL)
-            out.append((f"{dataset} / {frontend} / {victim}", cfg["dataset"], cfg["frontend"], cfg["victim"]))
+            out.append((_label(dataset, frontend, victim), cfg["dataset"], cfg["frontend"], cfg["victim"]))
         return out
+
+    def sized(self, checks: Sequence[ModelCheck]) -> None:
+        """Order the backbones by their largest parameter count in the full-size ``checks`` (of :meth:`models`),
+        smallest first: with ``cover`` the first model column runs every defense with every attack, so that product
+        runs on the cheapest model. Parameters only approximate the cost: ``defenses_full``'s dry run took 18 % less
+        CPU with AveragePoolCNN's column first than with ResNet-18's (108.7 against 132.7 CPU-s), ``paper_004``'s the
+        same with ResNet-56's first as with GoogLeNet's (94.9 against 94.8 CPU-s; 2026-12-04, 2-core CPU)."""
+        size = {check.label: check.parameters for check in checks}
+        axes = self.grid.axes
+        largest = {v: max(size[_label(d, f, v)] for d in axes["dataset"] for f in axes["frontend"])
+                   for v in axes["victim"]}
+        self.victims = sorted(axes["victim"], key=largest.__getitem__)
 
     def datasets(self) -> list[dict[str, Any]]:
         return [self._cell(d, self.grid.axes["frontend"][0])["dataset"] for d in self.grid.axes["dataset"]]
@@ -89,7 +105,7 @@ class GridDry:
         if not self.cover:
             return [{"dataset": [d], "frontend": [f], "victim": axes["victim"], "seeds": self.seeds}
                     for d, f in itertools.product(axes["dataset"], axes["frontend"])]
-        lists = [axes["dataset"], axes["frontend"], axes["victim"], self.seeds]
+        lists = [axes["dataset"], axes["frontend"], self.victims, self.seeds]
         count = max(len(values) for values in lists)
         return [{"dataset": [lists[0][i % len(lists[0])]], "frontend": [lists[1][i % len(lists[1])]],
                  "victim": [lists[2][i % len(lists[2])]], "seeds": [lists[3][i % len(lists[3])]]}
@@ -219,6 +235,10 @@ class GridDry:
 
     def _cell(self, dataset: str, frontend: str) -> dict[str, Any]:
         return self.grid.cell_config(dataset, frontend, self.grid.axes["victim"][0], ORIGINAL)
+
+
+def _label(dataset: str, frontend: str, victim: str) -> str:
+    return f"{dataset} / {frontend} / {victim}"
 
 
 def store_uri(outputs: Path) -> str:

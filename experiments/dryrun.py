@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from mlflow.tracking import MlflowClient
 
 from defense.dryrun_data import DryData, key_of
 from defense.dryrun_grid import MissingCells, Model, store_uri
+from defense.dryrun_models import ModelCheck
 from defense.dryrun_shrink import ATTACK_CAPS, FRONTEND_CAPS, EPOCHS, capped, dry_evaluation, lowered, widest_window
 from evaluation.tracking import iter_runs
 from evaluation.ui_view import save_runs_view
@@ -52,6 +53,9 @@ class StudyDry:
 
     def datasets(self) -> list[dict[str, Any]]:
         return [self.models()[0][1]]
+
+    def sized(self, checks: Sequence[ModelCheck]) -> None:
+        """A study runs its steps in its own order, whatever the full-size checks of its models found."""
 
     def attacks(self) -> dict[str, dict[str, Any]]:
         """Attack row → its keyword config (the keys a ``attacks.<row>.<key>`` override reaches)."""

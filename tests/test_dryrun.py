@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from defense.cli import main
 from defense.config import CONFIG_ROOT, load_option, options
-from defense.dryrun_grid import store_uri
-from defense.dryrun_models import ShapeError, check_model
+from defense.dryrun_grid import GridDry, store_uri
+from defense.dryrun_models import ModelCheck, ShapeError, check_model
 from defense.dryrun_shrink import (CLIP_SAMPLES, SEEDS, capped, clip_seconds, dry_evaluation, lowered, widest_window)
 from defense.grid import load_grid
 from defense.grid_transfer import run_coords
@@ -264,6 +264,18 @@ def test_full_size_check_runs_each_front_end_once_for_every_backbone(tmp_path: P
              for name in ("resnet18", "averagepool_cnn")]
     assert len(calls) == 3  # without the shared record, once per call
     assert [(c.input_shape, c.parameters) for c in found] == [(c.input_shape, c.parameters) for c in alone + alone[:1]]
+
+
+def test_cover_runs_every_defense_with_every_attack_on_the_smallest_backbone() -> None:
+    grid = load_grid("paper_004")
+    dry = GridDry(grid, cover=True)
+    millions = {"googlenet": 6.0, "alexnet": 57.0, "resnet18": 11.2, "resnet34": 21.3, "resnet56": 0.9, "vgg16": 134.0}
+    dry.sized([ModelCheck(label, (64, 64), int(millions[label.split(" / ")[2]] * 1e6)) for label, *_ in dry.models()])
+    columns = dry.groups()
+    assert [c["victim"] for c in columns] == [[v] for v in sorted(millions, key=millions.__getitem__)]
+    assert dry.cells(0) == [(d, a) for d in grid.axes["defense"] for a in grid.axes["attack"]]  # the full product
+    for axis in ("dataset", "frontend"):  # each value still in some column
+        assert {c[axis][0] for c in columns} == set(grid.axes[axis])
 
 
 def test_every_shipped_config_is_covered() -> None:
