@@ -37,6 +37,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.uri import is_local_uri
 
 from evaluation.locks import exclusive
+from evaluation.new_store import start_store
 from victims.registry import ConfigError
 
 ORIGINAL = "none"
@@ -96,7 +97,8 @@ def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTP
 
     Run keys are locked from here on in :func:`lock_folder` (:func:`resumable_run`). A SQLite store and its
     experiment are opened under a lock there, so commands started together on a fresh ``--outputs`` do not
-    create the schema twice; an experiment another process created first (e.g. through a server) is used.
+    create the schema twice (a new SQLite store starts as a copy of an empty one: :mod:`evaluation.new_store`); an
+    experiment another process created first (e.g. through a server) is used.
 
     Returns:
         The experiment id.
@@ -114,6 +116,8 @@ def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTP
         for name in STORE_CREATION_LOGGERS:  # "Creating initial MLflow database tables..." before every first line
             logging.getLogger(name).setLevel(logging.WARNING)
         with exclusive(_lock_folder[0], "store", f"the MLflow store {uri}"):
+            if uri.startswith("sqlite:///") and "?" not in uri:
+                start_store(Path(uri.removeprefix("sqlite:///")))
             exp_id = _experiment_id(experiment, location)
     else:  # a server creates its store when it starts; a file store needs no schema
         exp_id = _experiment_id(experiment, location)
