@@ -6,8 +6,10 @@ matrix), narrowed to that group, with the dry settings of :mod:`defense.dryrun_s
 file of the dry run's folder, into a store of its own: every victim, seed, defense and attack of the group, its
 Tables I-III, plots, transfer matrix and UI view. (A grid's cell overrides apply to every cell, and a stand-in's root
 and a front-end's shrunk keys belong to one data set and one front-end; one store per group keeps each group's
-report to its own runs.) Example plots and WAVs, confusion matrices, seed 004's Fig. 1 and the monotonicity sweep
-run in the first group only: they draw the same figures in every group.
+report to its own runs.) Example plots and WAVs, confusion matrices, quality scores, seed 004's Fig. 1 and the
+monotonicity sweep run in the first group only: they draw the same figures in every group. The first group runs
+the original model with every attack first, then the defended models without confusion matrices and quality scores
+(:data:`ORIGINAL_ONLY`), which follow from an attack's examples alike on every model.
 
 With ``cover`` the groups are single model columns, as few as cover every data set, front-end, backbone and seed.
 The first column runs every defense with every attack; each later one covers every pair (pairwise testing, the
@@ -23,7 +25,7 @@ import itertools
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import yaml
 from mlflow.tracking import MlflowClient
@@ -45,8 +47,24 @@ from evaluation.ui_view import VIEW_TAG
 
 Model = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]
 """``(label, dataset config, frontend config, victim config)`` of a model to check at its real size."""
-FIRST_GROUP_ONLY = {"wavs": 0, "monotone_sample": 0, "confusion": False, "fig1": False}
-"""Evaluation settings that only draw or re-check what the first group already did (0 or False turns them off)."""
+FIRST_GROUP_ONLY = {"wavs": 0, "monotone_sample": 0, "confusion": False, "fig1": False, "quality": False}
+"""Evaluation settings that only draw, score or re-check what the first group already did (0 or False turns them
+off)."""
+ORIGINAL_ONLY = {"confusion": False, "quality": False}
+"""Evaluation settings that the first group applies to the original model's attack runs only: confusion matrices
+and quality scores (with their figure) follow from an attack's examples alike on every model. Both stay out of an
+attack run's key (:data:`defense.attack_cell.NOT_IN_KEY`), so the defended models' pass reuses the original's runs.
+(``defenses_full``'s dry run took 58.4 instead of 86.7 CPU-s with both off for every model; 2026-12-04, 2-core
+CPU.)"""
+
+
+class Pass(NamedTuple):
+    """One run of :func:`defense.runner.run_grid` into a group's store: its defenses and attacks, and the evaluation
+    settings it turns off (0 or False)."""
+
+    defenses: list[str]
+    attacks: list[str]
+    off: dict[str, Any]
 
 
 class MissingCells(Exception):
@@ -111,19 +129,25 @@ class GridDry:
                  "victim": [lists[2][i % len(lists[2])]], "seeds": [lists[3][i % len(lists[3])]]}
                 for i in range(count)]
 
-    def passes(self, index: int) -> list[tuple[list[str], list[str]]]:
-        """The ``(defenses, attacks)`` of each run of group ``index`` into its store: one full product, or (a later
-        ``cover`` column) every defense with the first table attack, then the original model with every attack."""
+    def passes(self, index: int) -> list[Pass]:
+        """The runs of group ``index`` into its store. The first group: the original model with every attack, then
+        every defense with every attack without :data:`ORIGINAL_ONLY`. A later group (without
+        :data:`FIRST_GROUP_ONLY`): every defense with every attack, or (a later ``cover`` column) every defense with
+        the first table attack, then the original model with every attack. A grid without the original model, or
+        with it alone, runs its product in one pass."""
         defenses, attacks = list(self.grid.axes["defense"]), list(self.grid.axes["attack"])
-        if not self.cover or index == 0 or not attacks or ORIGINAL not in defenses or defenses == [ORIGINAL]:
-            return [(defenses, attacks)]
+        split = bool(attacks) and ORIGINAL in defenses and defenses != [ORIGINAL]
+        if index == 0:
+            return [Pass([ORIGINAL], attacks, {}), Pass(defenses, attacks, ORIGINAL_ONLY)] if split else \
+                [Pass(defenses, attacks, {})]
+        if not self.cover or not split:
+            return [Pass(defenses, attacks, FIRST_GROUP_ONLY)]
         first = next((a for a in attacks if self.grid.attack_info[a].in_tables), attacks[0])
-        return [(defenses, [first]), ([ORIGINAL], attacks)]
+        return [Pass(defenses, [first], FIRST_GROUP_ONLY), Pass([ORIGINAL], attacks, FIRST_GROUP_ONLY)]
 
     def cells(self, index: int) -> list[tuple[str, str]]:
         """The ``(defense, attack)`` pairs group ``index`` evaluates on each of its models (:meth:`passes`)."""
-        return list(dict.fromkeys((d, a) for defenses, attacks in self.passes(index)
-                                  for d in defenses for a in attacks))
+        return list(dict.fromkeys((d, a) for part in self.passes(index) for d in part.defenses for a in part.attacks))
 
     def steps(self) -> int:
         """Progress steps of the end-to-end part (:func:`defense.runner.count_steps` of each pass's narrowed grid:
@@ -131,8 +155,8 @@ class GridDry:
         total = 0
         for index, group in enumerate(self.groups()):
             columns = len(group["dataset"]) * len(group["frontend"]) * len(group["victim"]) * len(group["seeds"])
-            for defenses, attacks in self.passes(index):
-                total += columns * sum(1 + sum(len(self._modes(d, a)) for a in attacks) for d in defenses)
+            for part in self.passes(index):
+                total += columns * sum(1 + sum(len(self._modes(d, a)) for a in part.attacks) for d in part.defenses)
         return total
 
     def run(self, data: dict[str, DryData], folder: Path, progress: Progress) -> None:
@@ -141,10 +165,9 @@ class GridDry:
         for index, group in enumerate(self.groups()):
             dataset, frontend = group["dataset"][0], group["frontend"][0]
             outputs = folder / "outputs" / f"{index:02d}-{dataset}-{frontend}"
-            for part, (defenses, attacks) in enumerate(self.passes(index)):
-                spec = self.spec(group, data[key_of(self._cell(dataset, frontend)["dataset"])], first=index == 0,
-                                 defenses=defenses, attacks=attacks)
-                path = folder / "experiments" / f"{outputs.name}{f'-{part}' if part else ''}.yaml"
+            for number, part in enumerate(self.passes(index)):
+                spec = self.spec(group, data[key_of(self._cell(dataset, frontend)["dataset"])], part)
+                path = folder / "experiments" / f"{outputs.name}{f'-{number}' if number else ''}.yaml"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(yaml.safe_dump(spec, sort_keys=False))
                 grid = load_grid(path)
@@ -157,9 +180,8 @@ class GridDry:
                 weights.unlink()
             self.done.append((outputs, group))
 
-    def spec(self, group: dict[str, list[Any]], data: DryData, first: bool, defenses: list[str],
-             attacks: list[str]) -> dict[str, Any]:
-        """The dry experiment file of one group's pass (its ``defenses`` and ``attacks``)."""
+    def spec(self, group: dict[str, list[Any]], data: DryData, part: Pass) -> dict[str, Any]:
+        """The dry experiment file of one group's pass."""
         grid = self.grid
         cell = self._cell(group["dataset"][0], group["frontend"][0])
         seconds = float(data.short["clip_seconds"])
@@ -167,13 +189,13 @@ class GridDry:
                      **capped(cell["frontend"], FRONTEND_CAPS, "frontend."),
                      "train.epochs": min(EPOCHS, int(cell["train"]["epochs"]))}
         evaluation = dry_evaluation(asdict(grid.evaluation), round(seconds * int(cell["dataset"]["sample_rate"])))
-        if not first:
-            evaluation.update({k: min(evaluation[k], v) for k, v in FIRST_GROUP_ONLY.items()})
+        evaluation.update({k: min(evaluation[k], v) for k, v in part.off.items()})
         return {"name": grid.name, "train": grid.train, "seeds": group["seeds"],
-                "grid": {**grid.axes, **{k: v for k, v in group.items() if k != "seeds"}, "defense": defenses,
-                         "attack": attacks},
-                "table_attacks": [a for a, info in grid.attack_info.items() if info.in_tables and a in attacks],
-                "attack_overrides": {a: lowered(c, ATTACK_CAPS) for a, c in grid.attacks.items() if a in attacks},
+                "grid": {**grid.axes, **{k: v for k, v in group.items() if k != "seeds"}, "defense": part.defenses,
+                         "attack": part.attacks},
+                "table_attacks": [a for a, info in grid.attack_info.items() if info.in_tables and a in part.attacks],
+                "attack_overrides": {a: lowered(c, ATTACK_CAPS) for a, c in grid.attacks.items()
+                                     if a in part.attacks},
                 "evaluation": evaluation, "adaptive": lowered(asdict(grid.adaptive), ATTACK_CAPS),
                 "overrides": overrides}
 
