@@ -7,9 +7,10 @@ file of the dry run's folder, into a store of its own: every victim, seed, defen
 Tables I-III, plots, transfer matrix and UI view. (A grid's cell overrides apply to every cell, and a stand-in's root
 and a front-end's shrunk keys belong to one data set and one front-end; one store per group keeps each group's
 report to its own runs.) Example plots and WAVs, confusion matrices, quality scores, seed 004's Fig. 1 and the
-monotonicity sweep run in the first group only: they draw the same figures in every group. The first group runs
-the original model with every attack first, then the defended models without confusion matrices and quality scores
-(:data:`ORIGINAL_ONLY`), which follow from an attack's examples alike on every model.
+monotonicity sweep run in the first group only: they draw the same figures in every group. With two or more
+defended models the first group runs the original model with every attack first, then the defended models without
+confusion matrices and quality scores (:data:`ORIGINAL_ONLY`), which follow from an attack's examples alike on every
+model.
 
 With ``cover`` the groups are single model columns, as few as cover every data set, front-end, backbone and seed.
 The first column runs every defense with every attack; each later one covers every pair (pairwise testing, the
@@ -51,11 +52,13 @@ FIRST_GROUP_ONLY = {"wavs": 0, "monotone_sample": 0, "confusion": False, "fig1":
 """Evaluation settings that only draw, score or re-check what the first group already did (0 or False turns them
 off)."""
 ORIGINAL_ONLY = {"confusion": False, "quality": False}
-"""Evaluation settings that the first group applies to the original model's attack runs only: confusion matrices
-and quality scores (with their figure) follow from an attack's examples alike on every model. Both stay out of an
-attack run's key (:data:`defense.attack_cell.NOT_IN_KEY`), so the defended models' pass reuses the original's runs.
-(``defenses_full``'s dry run took 58.4 instead of 86.7 CPU-s with both off for every model; 2026-12-04, 2-core
-CPU.)"""
+"""Evaluation settings that the first group of a grid with two or more defended models applies to the original
+model's attack runs only: confusion matrices and quality scores (with their figure) follow from an attack's examples
+alike on every model. Both stay out of an attack run's key (:data:`defense.attack_cell.NOT_IN_KEY`), so the defended
+models' pass reuses the original's runs. Measured (2026-12-04, 2-core CPU): ``defenses_full``'s dry run took 58.4
+instead of 86.7 CPU-s with both off for every model, and its test 65 instead of 90 s with the split
+(``audio_threats_full`` 60 instead of 71 s, ``defenses`` 28 instead of 39 s); with one defended model the extra pass
+costs what it spares (``paper_004`` 116 instead of 109 s, ``fsdd`` and ``demo`` unchanged), so there is none."""
 
 
 class Pass(NamedTuple):
@@ -131,15 +134,16 @@ class GridDry:
 
     def passes(self, index: int) -> list[Pass]:
         """The runs of group ``index`` into its store. The first group: the original model with every attack, then
-        every defense with every attack without :data:`ORIGINAL_ONLY`. A later group (without
+        every defense with every attack without :data:`ORIGINAL_ONLY` (with one defended model, every defense with
+        every attack at once). A later group (without
         :data:`FIRST_GROUP_ONLY`): every defense with every attack, or (a later ``cover`` column) every defense with
         the first table attack, then the original model with every attack. A grid without the original model, or
         with it alone, runs its product in one pass."""
         defenses, attacks = list(self.grid.axes["defense"]), list(self.grid.axes["attack"])
         split = bool(attacks) and ORIGINAL in defenses and defenses != [ORIGINAL]
         if index == 0:
-            return [Pass([ORIGINAL], attacks, {}), Pass(defenses, attacks, ORIGINAL_ONLY)] if split else \
-                [Pass(defenses, attacks, {})]
+            return [Pass([ORIGINAL], attacks, {}), Pass(defenses, attacks, ORIGINAL_ONLY)] if split and \
+                len(defenses) > 2 else [Pass(defenses, attacks, {})]
         if not self.cover or not split:
             return [Pass(defenses, attacks, FIRST_GROUP_ONLY)]
         first = next((a for a in attacks if self.grid.attack_info[a].in_tables), attacks[0])

@@ -280,17 +280,19 @@ def test_cover_runs_every_defense_with_every_attack_on_the_smallest_backbone() -
 
 @pytest.mark.timeout(600)
 def test_the_first_group_draws_confusion_matrices_for_the_original_model_only(tmp_path: Path) -> None:
-    """The defended models' pass reuses the original model's attack runs (the settings it turns off are not in a run's
-    key) and draws no confusion matrix."""
-    assert _dry([_tiny(tmp_path)], tmp_path / "out") == 0
+    """With two defended models, their pass reuses the original model's attack runs (the settings it turns off are not
+    in a run's key) and draws no confusion matrix."""
+    two = TINY.replace("defense: [none, fgsm_mix]", "defense: [none, fgsm_mix, noise_rep]")
+    assert _dry([_tiny(tmp_path, two)], tmp_path / "out") == 0
     folder = next((tmp_path / "out").glob("advaudio-dry-run-*"))
     db = next(folder.glob("outputs/**/mlflow.db"))
     client = MlflowClient(store_uri(db.parent))
     attacks = _kinds(_store(tmp_path / "out", "tiny_dry"))["attack"]
     drawn = {(r.data.tags["advaudio.defense"], r.data.tags["advaudio.attack"]):
              "plots/confusion.png" in {a.path for a in client.list_artifacts(r.info.run_id, "plots")} for r in attacks}
-    assert drawn == {("none", "deepfool_l2"): True, ("none", "fgsm"): True,
-                     ("fgsm_mix", "deepfool_l2"): False, ("fgsm_mix", "fgsm"): False}  # each cell once
+    assert drawn == {("none", "deepfool_l2"): True, ("none", "fgsm"): True, ("fgsm_mix", "deepfool_l2"): False,
+                     ("fgsm_mix", "fgsm"): False, ("noise_rep", "deepfool_l2"): False,
+                     ("noise_rep", "fgsm"): False}
 
 
 def test_every_shipped_config_is_covered() -> None:
