@@ -52,6 +52,7 @@ def template() -> Path | None:
             _initialize_tables(engine)
         finally:
             engine.dispose()
+        os.chmod(tmp, 0o644)  # as the data cache's other files (mkstemp makes it 0600)
         os.replace(tmp, path)
     except Exception as err:  # a read-only cache, or an MLflow that builds stores otherwise: MLflow makes each store
         log.debug("no MLflow store template in %s: %s", path.parent, err)
