@@ -11,9 +11,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from defense.attack_cell import NOT_IN_KEY
 from defense.cli import main
 from defense.config import CONFIG_ROOT, load_option, options
-from defense.dryrun_grid import GridDry, store_uri
+from defense.dryrun_grid import ORIGINAL_ONLY, GridDry, store_uri
 from defense.dryrun_models import ModelCheck, ShapeError, check_model
 from defense.dryrun_shrink import (CLIP_SAMPLES, SEEDS, capped, clip_seconds, dry_evaluation, lowered, widest_window)
 from defense.grid import load_grid
@@ -278,10 +279,12 @@ def test_cover_runs_every_defense_with_every_attack_on_the_smallest_backbone() -
         assert {c[axis][0] for c in columns} == set(grid.axes[axis])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_first_group_draws_confusion_matrices_for_the_original_model_only(tmp_path: Path) -> None:
     """With two defended models, their pass reuses the original model's attack runs (the settings it turns off are not
     in a run's key) and draws no confusion matrix."""
+    assert set(ORIGINAL_ONLY) <= set(NOT_IN_KEY)  # else the second pass would attack the original model again
     two = TINY.replace("defense: [none, fgsm_mix]", "defense: [none, fgsm_mix, noise_rep]")
     assert _dry([_tiny(tmp_path, two)], tmp_path / "out") == 0
     folder = next((tmp_path / "out").glob("advaudio-dry-run-*"))
