@@ -135,15 +135,15 @@ class GridDry:
     def passes(self, index: int) -> list[Pass]:
         """The runs of group ``index`` into its store. The first group: the original model with every attack, then
         every defense with every attack without :data:`ORIGINAL_ONLY` (with one defended model, every defense with
-        every attack at once). A later group (without
-        :data:`FIRST_GROUP_ONLY`): every defense with every attack, or (a later ``cover`` column) every defense with
-        the first table attack, then the original model with every attack. A grid without the original model, or
-        with it alone, runs its product in one pass."""
+        every attack at once). A later group, without :data:`FIRST_GROUP_ONLY`: every defense with every attack, or
+        (a later ``cover`` column) every defense with the first table attack, then the original model with every
+        attack. A grid without the original model, or with it alone, runs its product in one pass."""
         defenses, attacks = list(self.grid.axes["defense"]), list(self.grid.axes["attack"])
         split = bool(attacks) and ORIGINAL in defenses and defenses != [ORIGINAL]
         if index == 0:
-            return [Pass([ORIGINAL], attacks, {}), Pass(defenses, attacks, ORIGINAL_ONLY)] if split and \
-                len(defenses) > 2 else [Pass(defenses, attacks, {})]
+            if split and len(defenses) > 2:  # two or more defended models
+                return [Pass([ORIGINAL], attacks, {}), Pass(defenses, attacks, ORIGINAL_ONLY)]
+            return [Pass(defenses, attacks, {})]
         if not self.cover or not split:
             return [Pass(defenses, attacks, FIRST_GROUP_ONLY)]
         first = next((a for a in attacks if self.grid.attack_info[a].in_tables), attacks[0])
