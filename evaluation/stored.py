@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import urlparse
 
 import mlflow
 from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
-from evaluation.tracking import USER_TRACKING_URI, check_server, tag
+from evaluation.tracking import USER_TRACKING_URI, check_server, local_store_path, tag
 from victims.registry import ConfigError
 
 LISTED = 8
@@ -25,18 +24,6 @@ def store_uri(tracking_uri: str | None, outputs: Path) -> str:
     """The store a report reads: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite database under
     ``outputs`` (:func:`evaluation.tracking.default_tracking_uri` without creating ``outputs``)."""
     return tracking_uri or USER_TRACKING_URI or f"sqlite:///{(Path(outputs) / 'mlflow.db').resolve()}"
-
-
-def local_store_path(uri: str) -> Path | None:
-    """The file (SQLite) or folder (file store) a local tracking URI names; ``None`` for a server, a remote
-    database or an in-memory SQLite store."""
-    if uri.startswith("sqlite:"):
-        rest = uri[len("sqlite://"):].split("?", 1)[0]
-        return Path(rest[1:]) if len(rest) > 1 else None  # sqlite:///rel.db, sqlite:////abs.db; sqlite:// = memory
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    return Path(uri) if parsed.scheme == "" else None
 
 
 def open_experiment(experiment: str, tracking_uri: str | None, outputs: Path,

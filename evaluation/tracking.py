@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow.entities import Metric, Run, RunStatus
@@ -116,13 +117,26 @@ def setup_tracking(experiment: str, uri: str | None = None, outputs: Path = OUTP
         for name in STORE_CREATION_LOGGERS:  # "Creating initial MLflow database tables..." before every first line
             logging.getLogger(name).setLevel(logging.WARNING)
         with exclusive(_lock_folder[0], "store", f"the MLflow store {uri}"):
-            if uri.startswith("sqlite:///") and "?" not in uri:
-                start_store(Path(uri.removeprefix("sqlite:///")))
+            db = local_store_path(uri)
+            if db is not None:  # not an in-memory store
+                start_store(db)
             exp_id = _experiment_id(experiment, location)
     else:  # a server creates its store when it starts; a file store needs no schema
         exp_id = _experiment_id(experiment, location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file (SQLite) or folder (file store) a local tracking URI names; ``None`` for a server, a remote
+    database or an in-memory SQLite store."""
+    if uri.startswith("sqlite:"):
+        rest = uri[len("sqlite://"):].split("?", 1)[0]
+        return Path(rest[1:]) if len(rest) > 1 else None  # sqlite:///rel.db, sqlite:////abs.db; sqlite:// = memory
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    return Path(uri) if parsed.scheme == "" else None
 
 
 def lock_folder(uri: str, outputs: Path = OUTPUTS) -> Path:
