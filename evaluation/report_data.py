@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import mlflow
 import pandas as pd
@@ -29,6 +29,7 @@ from evaluation.transfer import TransferRecord
 from victims.registry import ConfigError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COORDS = ("kind", "dataset", "frontend", "victim", "defense", "attack", "seed", "mode")
 SIBLINGS = [c for c in COORDS if c != "mode"]
@@ -58,6 +59,9 @@ class ReportData:
     An inference-time defense (input transform, smoothing) is attacked twice, tag ``advaudio.mode`` =
     ``naive`` and ``adaptive``; ``runs`` keeps the stronger of the two (larger fooling AUC: the honest number
     for Tables I-III), ``all_runs`` keeps both (:meth:`view` picks one mode).
+
+    The data is read once and not changed afterwards: what the tables derive from it (views, per-seed cells) is
+    computed once per instance (:meth:`memo`) and shared by every table that needs it.
     """
 
     experiment: str
@@ -68,6 +72,7 @@ class ReportData:
     transfers: list[tuple[dict[str, str], TransferRecord]] = field(default_factory=list)
 
     all_runs: pd.DataFrame | None = None
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in (*COORDS, *ATTACK_TAGS, "attacks"):
@@ -78,9 +83,20 @@ class ReportData:
             self.all_runs = self.runs
             self.runs = _strongest(self.runs)
 
+    def memo(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, run once per ``key`` for this data: Tables II and III and the defense comparison ask for
+        the same per-seed cells, and a report is written and printed from one read. The result is shared: callers
+        must not modify it."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def view(self, mode: str) -> ReportData:
         """The same data with the attack runs of inference-time defenses of one ``mode`` (``naive`` or
         ``adaptive``; a defense without an adaptive variant keeps its naive runs in both views)."""
+        return self.memo(("view", mode), lambda: self._view(mode))
+
+    def _view(self, mode: str) -> ReportData:
         runs = self.all_runs if self.all_runs is not None else self.runs
         if mode == "naive":
             kept = runs[runs["mode"] != "adaptive"]
@@ -126,6 +142,9 @@ class ReportData:
     def table_runs(self, attacks: Sequence[str] | None = None) -> pd.DataFrame:
         """The attack runs of the tables: each run under its group's label, and each table attack once more under
         its own row label ``<group>: <attack>`` (when its group holds more than one attack)."""
+        return self.memo(("table_runs", attack_names(attacks)), lambda: self._table_runs(attacks))
+
+    def _table_runs(self, attacks: Sequence[str] | None) -> pd.DataFrame:
         runs = self.attack_runs(attacks)
         members = runs[(runs["in_tables"] == "true") & ~runs["attack"].map(is_ensemble)]
         several = members.groupby("attacks")["attack"].transform("nunique") > 1
@@ -146,6 +165,11 @@ class ReportData:
             known = ", ".join(self.defenses) or "none"
             raise ConfigError(f"defense '{defense}' has no runs in '{self.experiment}'; defended models: {known}")
         return defense
+
+
+def attack_names(attacks: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``attacks`` as a key of :meth:`ReportData.memo` (``None``: every attack)."""
+    return None if attacks is None else tuple(attacks)
 
 
 def collect(experiment: str, tracking_uri: str | None = None, *, n_boot: int = 1000,

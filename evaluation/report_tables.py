@@ -15,7 +15,7 @@ from evaluation import stats
 from evaluation.ensemble import WEAK_SHARE, is_ensemble
 from evaluation.intervals import clip_array, mean_ratio_interval
 from evaluation.metrics import ratio_from_summaries
-from evaluation.report_data import ROWS, ReportData, broke_share_of
+from evaluation.report_data import ROWS, ReportData, attack_names, broke_share_of
 from evaluation.tracking import ORIGINAL
 
 CELL = ["dataset", "frontend", "victim"]
@@ -76,7 +76,12 @@ def table_1_values(data: ReportData, defense: str | None) -> pd.DataFrame:
 
 def cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] | None) -> pd.DataFrame:
     """Long table of per-seed cells: ``dataset, representation, attacks, victim, seed, value, low, high,
-    partial`` for ``metric`` = ``"fooling_auc"`` (runs of ``defense``) or ``"eps_r"`` (``defense`` vs original)."""
+    partial`` for ``metric`` = ``"fooling_auc"`` (runs of ``defense``) or ``"eps_r"`` (``defense`` vs original);
+    computed once per ``data`` (:meth:`~evaluation.report_data.ReportData.memo`: a shared frame, not to be modified)."""
+    return data.memo(("cells", defense, metric, attack_names(attacks)), lambda: _cells(data, defense, metric, attacks))
+
+
+def _cells(data: ReportData, defense: str, metric: str, attacks: Sequence[str] | None) -> pd.DataFrame:
     runs = data.table_runs(attacks)
     keys = ["dataset", "frontend", "attacks", "victim", "seed"]
     orig = runs[runs["defense"] == ORIGINAL].set_index([*keys, "attack"])

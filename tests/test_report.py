@@ -294,6 +294,30 @@ def test_rows_per_norm_baselines_apart_and_means_across_seeds(tagged: D.ReportDa
     assert "ε_max: l0 100; l2 3; noise (l2) 3" in R.format_tables(tagged)
 
 
+def test_a_report_computes_each_defenses_cells_once(tagged: D.ReportData, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables II, III and the defense comparison (each attack group of it) share one computation of a defense's
+    per-seed cells, and writing then printing a report computes nothing twice; the shared cells come out
+    unchanged (the same text as from a fresh read)."""
+    def fresh() -> D.ReportData:
+        return D.ReportData(tagged.experiment, tagged.all_runs.copy(), tagged.records, tagged.n_boot, tagged.level,
+                            tagged.transfers)
+
+    expected = R.format_tables(fresh())
+    computed: list[tuple[int, str, str, object]] = []
+    cells = T._cells
+
+    def counted(data: D.ReportData, defense: str, metric: str, attacks: object) -> pd.DataFrame:
+        computed.append((id(data), defense, metric, attacks))
+        return cells(data, defense, metric, attacks)
+
+    monkeypatch.setattr(T, "_cells", counted)
+    data = fresh()
+    R.write_tables(data, tmp_path)
+    assert R.format_tables(data) == expected
+    assert len(set(computed)) == len(computed) == 3  # fgsm_mix's AUC and ε_r, the original's AUC
+
+
 @pytest.mark.timeout(180)
 def test_report_draws_fig1_from_the_examples_attack_runs_keep(store: str, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
