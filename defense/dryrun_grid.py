@@ -9,8 +9,7 @@ and a front-end's shrunk keys belong to one data set and one front-end; one stor
 report to its own runs.) Example plots and WAVs, confusion matrices, quality scores, seed 004's Fig. 1 and the
 monotonicity sweep run in the first group only: they draw the same figures in every group. With two or more
 defended models the first group runs the original model with every attack first, then the defended models without
-confusion matrices and quality scores (:data:`ORIGINAL_ONLY`), which follow from an attack's examples alike on every
-model.
+confusion matrices, quality scores and Fig. 1 (:data:`ORIGINAL_ONLY`), which draw and score alike on every model.
 
 With ``cover`` the groups are single model columns, as few as cover every data set, front-end, backbone and seed.
 The first column runs every defense with every attack; each later one covers every pair (pairwise testing, the
@@ -51,14 +50,17 @@ Model = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]
 FIRST_GROUP_ONLY = {"wavs": 0, "monotone_sample": 0, "confusion": False, "fig1": False, "quality": False}
 """Evaluation settings that only draw, score or re-check what the first group already did (0 or False turns them
 off)."""
-ORIGINAL_ONLY = {"confusion": False, "quality": False}
+ORIGINAL_ONLY = {"confusion": False, "quality": False, "fig1": False}
 """Evaluation settings that the first group of a grid with two or more defended models applies to the original
-model's attack runs only: confusion matrices and quality scores (with their figure) follow from an attack's examples
-alike on every model. Both stay out of an attack run's key (:data:`defense.attack_cell.NOT_IN_KEY`), so the defended
-models' pass reuses the original's runs. Measured (2026-12-04, 2-core CPU): ``defenses_full``'s dry run took 58.4
+model only: confusion matrices and quality scores (with their figure) follow from an attack's examples alike on every
+model, and seed 004's Fig. 1 draws each model's figure with the same code (the first pass's report draws the
+original model's; the second pass's report none). All three stay out of an attack run's key
+(:data:`defense.attack_cell.NOT_IN_KEY`), so the defended models' pass reuses the original's runs. Measured (2026-12-04, 2-core CPU): ``defenses_full``'s dry run took 58.4
 instead of 86.7 CPU-s with both off for every model, and its test 65 instead of 90 s with the split
 (``audio_threats_full`` 60 instead of 71 s, ``defenses`` 28 instead of 39 s); with one defended model the extra pass
-costs what it spares (``paper_004`` 116 instead of 109 s, ``fsdd`` and ``demo`` unchanged), so there is none."""
+costs what it spares (``paper_004`` 116 instead of 109 s, ``fsdd`` and ``demo`` unchanged), so there is none. Fig. 1
+drawn for the original model only, with the report's shared cells (:meth:`evaluation.report_data.ReportData.memo`):
+``defenses_full`` 53.7 instead of 70.5 s, ``audio_threats_full`` 41.7 instead of 52.4 s (2026-12-05)."""
 
 
 class Pass(NamedTuple):

@@ -283,7 +283,7 @@ def test_cover_runs_every_defense_with_every_attack_on_the_smallest_backbone() -
 @pytest.mark.timeout(600)
 def test_the_first_group_draws_confusion_matrices_for_the_original_model_only(tmp_path: Path) -> None:
     """With two defended models, their pass reuses the original model's attack runs (the settings it turns off are not
-    in a run's key) and draws no confusion matrix."""
+    in a run's key) and draws no confusion matrix, and Fig. 1 is drawn for the original model only."""
     assert set(ORIGINAL_ONLY) <= set(NOT_IN_KEY)  # else the second pass would attack the original model again
     two = TINY.replace("defense: [none, fgsm_mix]", "defense: [none, fgsm_mix, noise_rep]")
     assert _dry([_tiny(tmp_path, two)], tmp_path / "out") == 0
@@ -296,6 +296,8 @@ def test_the_first_group_draws_confusion_matrices_for_the_original_model_only(tm
     assert drawn == {("none", "deepfool_l2"): True, ("none", "fgsm"): True, ("fgsm_mix", "deepfool_l2"): False,
                      ("fgsm_mix", "fgsm"): False, ("noise_rep", "deepfool_l2"): False,
                      ("noise_rep", "fgsm"): False}
+    assert [p.name for p in db.parent.glob("mlartifacts/**/plots/fig1_*.png")] == [
+        "fig1_gm_instruments_averagepool_cnn_none.png"]
 
 
 def test_every_shipped_config_is_covered() -> None:
