@@ -20,7 +20,7 @@ from defense.defended_victim import check_trainable
 from evaluation.stats import wilson_interval
 from evaluation.tracking import (OUTPUTS, EpochLogger, flatten, log_once, logged_steps, resumable_run, setup_tracking,
                                  stable_key, tags)
-from training.checkpoints import save_atomic, victim_state
+from training.checkpoints import publish_victim
 from training.data import load_splits
 from training.data.base import Splits
 from training.devices import resolve_device
@@ -113,7 +113,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
             result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
                            checkpoint_path=train_ckpt, on_epoch=on_epoch)
             if not final_path.is_file():
-                save_atomic(victim_state(result.victim), final_path)
+                publish_victim(train_ckpt, final_path, result.victim)
             return TrainedVictim(result, run.run_id, final_path, key, reused=True)
         if not run.resumed:
             mlflow.log_params(flatten(cfg))
@@ -124,7 +124,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
         logged = logged_steps(run.run_id, "val_loss") if run.resumed else frozenset()
         result = train(victim, splits.train, splits.val, splits.test, tcfg, objective=objective,
                        checkpoint_path=train_ckpt, on_epoch=EpochLogger(on_epoch, logged))
-        save_atomic(victim_state(result.victim), final_path)
+        publish_victim(train_ckpt, final_path, result.victim)
         low, high = wilson_interval(result.test_accuracy, len(splits.test))
         log_once(run.run_id, {"test_accuracy": result.test_accuracy, "test_accuracy_ci_low": low,
                               "test_accuracy_ci_high": high, "test_loss": result.test_loss,

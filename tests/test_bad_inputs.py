@@ -294,7 +294,7 @@ def test_a_training_checkpoint_where_a_victim_is_expected(tmp_path: Path, capsys
     done = train(registry_victim(), *data, train_cfg(), checkpoint_path=ckpt)
     with caplog.at_level(logging.INFO, logger="training.checkpoints"):
         victim = load_victim(ckpt)
-    assert f"{ckpt} is the training checkpoint of a finished run: using its selected weights (epoch " in caplog.text
+    assert f"{ckpt}: the selected weights of a finished training (epoch {done.best_epoch} of " in caplog.text
     for (name, want), got in zip(done.victim.state_dict().items(), victim.state_dict().values()):
         assert torch.equal(want, got), name
 

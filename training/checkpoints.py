@@ -7,13 +7,15 @@ training checkpoints, the optimiser, scheduler, RNG states and history.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.files import atomic_write
+from training.files import OutputError, atomic_write, os_reason
 from victims.backbone_base import state_mismatch
 from victims.victim import Victim, victim_from_spec
 
@@ -81,6 +83,30 @@ def victim_state(victim: Victim) -> dict[str, Any]:
     return {"spec": victim.spec, "model": victim.state_dict()}
 
 
+def publish_victim(finished: str | Path, path: str | Path, victim: Victim) -> Path:
+    """Give a finished training its victim file ``path``: a hard link to its finished checkpoint ``finished`` (which
+    holds the selected weights :func:`load_victim` reads, so they are written and kept on disk once: a VGG-16's
+    537 MB), put in place atomically; where the file system has no hard links, ``victim``'s weights are saved anew.
+    Every checkpoint write replaces its file (:func:`save_atomic`), so the two names never see each other's later
+    versions.
+
+    Raises:
+        OutputError: one line naming ``path`` and the reason.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.link")
+    try:
+        os.link(finished, tmp)
+    except OSError:
+        return save_atomic(victim_state(victim), path)
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write checkpoint {path}: {os_reason(err)}") from None
+    return path
+
+
 def load_state_into(victim: Victim, state: dict[str, Any], source: str | Path) -> None:
     """``load_state_dict`` with a one-line error naming the mismatch (another architecture or class count)."""
     mismatch = state_mismatch(victim.state_dict(), state)
@@ -93,8 +119,9 @@ def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> V
     """Rebuild a trained victim from a checkpoint file (eval mode).
 
     Takes a victim checkpoint (``<key>.victim.pt``) or the training checkpoint of a finished run (which
-    holds the same selected weights; logged). An unfinished run's training checkpoint holds the last
-    epoch's weights, not the selected ones, and is refused.
+    holds the same selected weights, logged with their epoch: a grid's victim file is a link to it,
+    :func:`publish_victim`). An unfinished run's training checkpoint holds the last epoch's weights, not the
+    selected ones, and is refused.
 
     Raises:
         CheckpointError: if the file cannot be read, is an unfinished training checkpoint, or its
@@ -107,8 +134,8 @@ def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> V
             raise CheckpointError(
                 f"{path} is the training checkpoint of an unfinished run (epoch {ckpt['epoch']}), not a trained "
                 f"victim: rerun the training command to finish it, then pass {victim_file}")
-        log.info("%s is the training checkpoint of a finished run: using its selected weights (epoch %d)",
-                 path, ckpt.get("best_epoch", ckpt["epoch"]))
+        log.info("%s: the selected weights of a finished training (epoch %d of %d)", path,
+                 ckpt.get("best_epoch", ckpt["epoch"]), ckpt["epoch"])
     try:
         victim = victim_from_spec(ckpt["spec"])
     except (KeyError, TypeError) as err:
