@@ -56,3 +56,52 @@ def test_the_victim_file_is_the_finished_checkpoint_written_once(tmp_path: Path,
     copy = publish_victim(finished, tmp_path / "copy.victim.pt", done.result.victim)
     assert not os.path.samefile(copy, finished)
     assert _same_weights(load_victim(copy), done.result.victim)
+
+
+class _ReadsAValue(torch.nn.Module):
+    """A backbone that reads a tensor's value while it is built (impossible on the meta device)."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int]) -> None:
+        super().__init__()
+        width = int(torch.tensor(input_shape).prod().item())
+        self.fc = torch.nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+class _KeepsAWindow(_ReadsAValue):
+    """A backbone with state a checkpoint does not hold (a non-persistent buffer)."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int]) -> None:
+        torch.nn.Module.__init__(self)
+        self.fc = torch.nn.Linear(input_shape[0] * input_shape[1], num_classes)
+        self.register_buffer("window", torch.hann_window(input_shape[1]), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc((x * self.window).flatten(1))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backbone", ["koerich_cnn2d", "resnet18", "reads_a_value", "keeps_a_window"])
+def test_a_loaded_victim_takes_the_checkpoints_weights_without_drawing_random_ones(
+        backbone: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_victim`` builds the backbone without storage and takes the checkpoint's tensors: the global random
+    state is untouched (no initialisation drawn and thrown away), the model is the saved one, in the layout a
+    fresh build has; a backbone that cannot be built so, or holds state the checkpoint does not, is built as usual."""
+    from victims.backbones import BACKBONES
+    from victims.victim import build_victim
+
+    monkeypatch.setitem(BACKBONES._entries, "reads_a_value", _ReadsAValue)
+    monkeypatch.setitem(BACKBONES._entries, "keeps_a_window", _KeepsAWindow)
+    frontend = {"name": "stft_db", "n_fft": 64, "hop": 32}
+    victim = build_victim(frontend, {"backbone": backbone}, ["a", "b", "c"], 8000, 2048).eval()
+    path = checkpoints.save_atomic(checkpoints.victim_state(victim), tmp_path / "v.victim.pt")
+    waves = torch.randn(2, 1, 2048, generator=torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    loaded = load_victim(path)
+    assert torch.equal(torch.get_rng_state(), state) == (backbone not in ("reads_a_value", "keeps_a_window"))
+    assert _same_weights(loaded, victim)
+    assert torch.equal(loaded(waves), victim(waves))
+    for mine, theirs in zip(loaded.backbone.parameters(), victim.backbone.parameters()):
+        assert mine.stride() == theirs.stride()

@@ -17,7 +17,7 @@ import torch
 
 from training.files import OutputError, atomic_write, os_reason
 from victims.backbone_base import state_mismatch
-from victims.victim import Victim, victim_from_spec
+from victims.victim import Victim, in_preferred_layout, victim_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,13 @@ def publish_victim(finished: str | Path, path: str | Path, victim: Victim) -> Pa
     return path
 
 
-def load_state_into(victim: Victim, state: dict[str, Any], source: str | Path) -> None:
-    """``load_state_dict`` with a one-line error naming the mismatch (another architecture or class count)."""
+def load_state_into(victim: Victim, state: dict[str, Any], source: str | Path, *, assign: bool = False) -> None:
+    """``load_state_dict`` with a one-line error naming the mismatch (another architecture or class count);
+    ``assign`` makes ``state``'s tensors the module's own (for a module built on the ``meta`` device)."""
     mismatch = state_mismatch(victim.state_dict(), state)
     if mismatch:
         raise CheckpointError(f"checkpoint {source} {mismatch}")
-    victim.load_state_dict(state)
+    victim.load_state_dict(state, assign=assign)
 
 
 def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> Victim:
@@ -137,8 +138,22 @@ def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> V
         log.info("%s: the selected weights of a finished training (epoch %d of %d)", path,
                  ckpt.get("best_epoch", ckpt["epoch"]), ckpt["epoch"])
     try:
-        victim = victim_from_spec(ckpt["spec"])
+        victim = _weightless(ckpt["spec"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: its spec does not describe a victim (missing or bad entry {err})") from None
-    load_state_into(victim, ckpt["model"], path)
+    load_state_into(victim, ckpt["model"], path, assign=True)
+    if any(t.is_meta for t in (*victim.parameters(), *victim.buffers())):  # state the checkpoint does not hold
+        victim = victim_from_spec(ckpt["spec"])
+        load_state_into(victim, ckpt["model"], path)
+    in_preferred_layout(victim.backbone)  # the layout build_victim gives, whatever the checkpoint's
     return victim.to(map_location).eval()
+
+
+def _weightless(spec: dict[str, Any]) -> Victim:
+    """The victim of ``spec`` with its backbone on the ``meta`` device, to take a checkpoint's weights without
+    first drawing random ones (a VGG-16's 134 M); a backbone that cannot be built without storage is built as
+    usual."""
+    try:
+        return victim_from_spec(spec, meta_backbone=True)
+    except (RuntimeError, NotImplementedError):  # e.g. a registered backbone that reads a value while it is built
+        return victim_from_spec(spec)

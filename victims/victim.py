@@ -5,6 +5,7 @@ seed 004 the representation), so the victim exposes both halves and the bounds o
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Callable, Literal, Sequence
 
@@ -95,7 +96,7 @@ class Victim(nn.Module):
 
 
 def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names: Sequence[str],
-                 sample_rate: int, num_samples: int) -> Victim:
+                 sample_rate: int, num_samples: int, *, meta_backbone: bool = False) -> Victim:
     """Build a victim from the ``frontend`` and ``victim`` config groups.
 
     Args:
@@ -104,12 +105,15 @@ def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names
         class_names: label names.
         sample_rate: waveform rate in Hz.
         num_samples: clip length in samples.
+        meta_backbone: build the backbone on PyTorch's ``meta`` device (shapes, no storage, no random
+            initialisation), for a caller that assigns its weights next (:func:`training.checkpoints.load_victim`).
 
     Raises:
         ConfigError: for an unknown name or keyword.
     """
     fe = build_frontend(frontend, sample_rate)
-    net = build_backbone(backbone, len(class_names), fe.output_shape(num_samples), sample_rate)
+    with torch.device("meta") if meta_backbone else contextlib.nullcontext():
+        net = build_backbone(backbone, len(class_names), fe.output_shape(num_samples), sample_rate)
     spec = {"frontend": dict(frontend), "victim": dict(backbone), "class_names": list(class_names),
             "sample_rate": int(sample_rate), "num_samples": int(num_samples)}
     return Victim(fe, net, class_names, num_samples, spec)
@@ -140,7 +144,12 @@ def build_backbone(backbone: dict[str, Any], num_classes: int, input_shape: tupl
     kwargs = {k: v for k, v in backbone.items() if k != "backbone"}
     if "sample_rate" in inspect.signature(BACKBONES.get(backbone["backbone"])).parameters:
         kwargs["sample_rate"] = sample_rate
-    net = BACKBONES.create(backbone["backbone"], num_classes=num_classes, input_shape=input_shape, **kwargs)
+    return in_preferred_layout(BACKBONES.create(backbone["backbone"], num_classes=num_classes, input_shape=input_shape,
+                                                **kwargs))
+
+
+def in_preferred_layout(net: nn.Module) -> nn.Module:
+    """``net`` with channels-last weights where it :func:`uses_2d_convolutions`, else as it is."""
     return net.to(memory_format=torch.channels_last) if uses_2d_convolutions(net) else net
 
 
@@ -153,11 +162,13 @@ def uses_2d_convolutions(net: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in net.modules())
 
 
-def victim_from_spec(spec: dict[str, Any]) -> Victim:
-    """Rebuild an (untrained) victim from the ``spec`` stored in a checkpoint.
+def victim_from_spec(spec: dict[str, Any], *, meta_backbone: bool = False) -> Victim:
+    """Rebuild an (untrained) victim from the ``spec`` stored in a checkpoint (``meta_backbone``: see
+    :func:`build_victim`).
 
     The backbone's ``checkpoint`` key (initial weights it was trained from) is dropped: the weights
     come from the checkpoint holding the spec, and the file need not exist on this machine.
     """
     backbone = {k: v for k, v in spec["victim"].items() if k != "checkpoint"}
-    return build_victim(spec["frontend"], backbone, spec["class_names"], spec["sample_rate"], spec["num_samples"])
+    return build_victim(spec["frontend"], backbone, spec["class_names"], spec["sample_rate"], spec["num_samples"],
+                        meta_backbone=meta_backbone)
