@@ -55,8 +55,10 @@ ORIGINAL_ONLY = {"confusion": False, "quality": False, "fig1": False}
 model only: confusion matrices and quality scores (with their figure) follow from an attack's examples alike on every
 model, and seed 004's Fig. 1 draws each model's figure with the same code (the first pass's report draws the
 original model's; the second pass's report none). All three stay out of an attack run's key
-(:data:`defense.attack_cell.NOT_IN_KEY`), so the defended models' pass reuses the original's runs. Measured (2026-12-04, 2-core CPU): ``defenses_full``'s dry run took 58.4
-instead of 86.7 CPU-s with both off for every model, and its test 65 instead of 90 s with the split
+(:data:`defense.attack_cell.NOT_IN_KEY`), so the defended models' pass reuses the original's runs.
+
+Measured (2026-12-04, 2-core CPU): ``defenses_full``'s dry run took 58.4 instead of 86.7 CPU-s with confusion
+matrices and quality scores off for every model, and its test 65 instead of 90 s with the split
 (``audio_threats_full`` 60 instead of 71 s, ``defenses`` 28 instead of 39 s); with one defended model the extra pass
 costs what it spares (``paper_004`` 116 instead of 109 s, ``fsdd`` and ``demo`` unchanged), so there is none. Fig. 1
 drawn for the original model only, with the report's shared cells (:meth:`evaluation.report_data.ReportData.memo`):
