@@ -57,8 +57,7 @@ def check_model(label: str, frontend: Mapping[str, Any], victim: Mapping[str, An
         if checked is not None:
             checked[key] = shape
     batch, expected, classes = shape[0], shape[2:], len(splits.class_names)
-    with torch.device("meta"):
-        net = build_backbone(dict(victim), classes, expected, splits.train.sample_rate)
+    net = build_backbone(dict(victim), classes, expected, splits.train.sample_rate, meta=True)
     x = torch.empty(shape, device="meta", requires_grad=True)
     net.train()
     out = net(x)

@@ -112,8 +112,7 @@ def build_victim(frontend: dict[str, Any], backbone: dict[str, Any], class_names
         ConfigError: for an unknown name or keyword.
     """
     fe = build_frontend(frontend, sample_rate)
-    with torch.device("meta") if meta_backbone else contextlib.nullcontext():
-        net = build_backbone(backbone, len(class_names), fe.output_shape(num_samples), sample_rate)
+    net = build_backbone(backbone, len(class_names), fe.output_shape(num_samples), sample_rate, meta=meta_backbone)
     spec = {"frontend": dict(frontend), "victim": dict(backbone), "class_names": list(class_names),
             "sample_rate": int(sample_rate), "num_samples": int(num_samples)}
     return Victim(fe, net, class_names, num_samples, spec)
@@ -130,9 +129,10 @@ def build_frontend(frontend: dict[str, Any], sample_rate: int) -> FrontEnd:
 
 
 def build_backbone(backbone: dict[str, Any], num_classes: int, input_shape: tuple[int, int],
-                   sample_rate: int) -> nn.Module:
+                   sample_rate: int, *, meta: bool = False) -> nn.Module:
     """The backbone of a ``victim`` config group for ``(F, frames)`` inputs; a waveform model (seed 003's gammatone
-    CNN) is given the data's ``sample_rate``.
+    CNN) is given the data's ``sample_rate``. ``meta`` builds it on PyTorch's ``meta`` device: shapes without storage
+    or random initialisation (the dry run's full-size check, a checkpoint's weights to be assigned).
 
     Raises:
         ConfigError: for an unknown name or keyword.
@@ -144,8 +144,9 @@ def build_backbone(backbone: dict[str, Any], num_classes: int, input_shape: tupl
     kwargs = {k: v for k, v in backbone.items() if k != "backbone"}
     if "sample_rate" in inspect.signature(BACKBONES.get(backbone["backbone"])).parameters:
         kwargs["sample_rate"] = sample_rate
-    return in_preferred_layout(BACKBONES.create(backbone["backbone"], num_classes=num_classes, input_shape=input_shape,
-                                                **kwargs))
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        net = BACKBONES.create(backbone["backbone"], num_classes=num_classes, input_shape=input_shape, **kwargs)
+    return in_preferred_layout(net)
 
 
 def in_preferred_layout(net: nn.Module) -> nn.Module:
