@@ -157,7 +157,11 @@ def test_every_victim_config_names_a_backbone_and_valid_kwargs() -> None:
 
 
 def test_timm_resnet56_is_the_cifar_resnet56() -> None:
-    """He et al. 2016 Sec. 4.2: 6n + 2 = 56 weighted layers, 0.85 M parameters (853,018, option A)."""
+    """He et al. 2016 Sec. 4.2: 6n + 2 = 56 weighted layers, 0.85 M parameters (853,018, option A); timm's factory
+    (after ``victims.timm_models`` registered it) and the backbone registry (without timm) build the same network
+    from the same seed."""
+    import victims.timm_models  # noqa: F401  (registers "resnet56" in timm)
+
     model = timm.create_model("resnet56", pretrained=False, in_chans=3, num_classes=10)
     assert sum(p.numel() for p in model.parameters()) == 853_018
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -168,6 +172,12 @@ def test_timm_resnet56_is_the_cifar_resnet56() -> None:
     assert one(torch.randn(2, 1, 32, 32)).shape == (2, 7)
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("resnet56", pretrained=True)
+    torch.manual_seed(5)
+    through_timm = timm.create_model("resnet56", in_chans=1, num_classes=7, drop_rate=0.1)
+    torch.manual_seed(5)
+    ours = BACKBONES.create("resnet56", num_classes=7, input_shape=(32, 32), drop_rate=0.1).net
+    assert through_timm.state_dict().keys() == ours.state_dict().keys() and ours.drop_rate == 0.1
+    assert all(torch.equal(a, b) for a, b in zip(through_timm.state_dict().values(), ours.state_dict().values()))
 
 
 def test_averagepool_cnn_matches_seed_000() -> None:

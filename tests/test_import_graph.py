@@ -1,9 +1,11 @@
 """The package's import graph, read from the source (every import statement, in functions too, but not those under
 ``if TYPE_CHECKING:``): no module imports one that imports it back, and packages import only the layers below them
-(README, Layout), the CLI being the one entry point above them all."""
+(README, Layout), the CLI being the one entry point above them all; and what a command imports as it starts."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,29 @@ def test_artifacts_are_read_back_only_through_the_tracking_module() -> None:
                if name != ARTIFACT_READER for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, ast.Attribute) and node.attr == "download_artifacts"]
     assert callers == []
+
+
+LAZY = ("timm", "torchvision", "torch._dynamo")
+"""Imported only when one of their models is built: 1.7 s of a command's start on a CPU (victims/backbones.py)."""
+START = """
+import sys
+import defense.cli, defense.runner, defense.pipeline, defense.attack_cell, training.trainer, evaluation.harness
+from victims.victim import build_victim
+for backbone in ("resnet56", "averagepool_cnn"):
+    build_victim({"name": "stft_db", "n_fft": 128, "hop": 64}, {"backbone": backbone}, ["a", "b"], 8000, 2000)
+print(" ".join(m for m in LAZY if m in sys.modules))
+build_victim({"name": "stft_db", "n_fft": 128, "hop": 64}, {"backbone": "resnet18"}, ["a", "b"], 8000, 2000)
+print(" ".join(m for m in LAZY if m in sys.modules))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_command_imports_timm_and_torchvision_only_for_their_models() -> None:
+    """A fresh interpreter imports the grid, training and attack code and builds the CIFAR ResNet-56 and a seed
+    model without timm, torchvision or the ``torch._dynamo`` torchvision loads; a timm model brings them."""
+    done = subprocess.run([sys.executable, "-c", f"LAZY = {LAZY!r}\n{START}"], capture_output=True, text=True,
+                          timeout=110, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = done.stdout.splitlines()
+    assert before == ""
+    assert set(after.split()) == set(LAZY)

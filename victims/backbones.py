@@ -3,8 +3,10 @@
 Every entry of :data:`BACKBONES` is called as ``ctor(num_classes=..., input_shape=(F, frames),
 **kwargs)`` and accepts an optional ``checkpoint`` (a local weights file; nothing is downloaded).
 The image backbones of seed 004 (GoogLeNet, AlexNet, VGG-16 from torchvision; ResNet-18/34 from
-timm; the CIFAR ResNet-56 registered into timm) take one input channel and inputs of any size:
+timm; the CIFAR ResNet-56 of :mod:`victims.cifar_resnet`) take one input channel and inputs of any size:
 an axis shorter than the architecture's minimum is bilinearly upsampled to it (:class:`MinSize`).
+torchvision and timm are imported when one of their models is built: importing them (and the ``torch._dynamo`` that
+torchvision loads) takes 1.7 s on a CPU, a third of a command's start, which a model of its own does not need.
 The seed papers' own models live in :mod:`victims.seed_models`, the registry and the helpers every model file
 shares in :mod:`victims.backbone_base`.
 """
@@ -12,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import timm
-import torchvision
 from torch import Tensor, nn
 
 from victims.backbone_base import BACKBONES, MinSize, check_representation, load_weights, state_mismatch, upsample_to
+from victims.cifar_resnet import resnet56
 
 
 def _one_channel_conv(old: nn.Conv2d, init: Callable[[Tensor], Any]) -> nn.Conv2d:
@@ -35,6 +36,8 @@ def googlenet(num_classes: int, input_shape: tuple[int, int], dropout: float = 0
 
     Inputs below 15 × 15 are upsampled. ``dropout`` is torchvision's classifier dropout.
     """
+    import torchvision
+
     net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True,
                                        num_classes=num_classes, dropout=dropout)
     net.conv1.conv = _one_channel_conv(net.conv1.conv, lambda w: nn.init.trunc_normal_(w, std=0.01, a=-2, b=2))
@@ -45,6 +48,8 @@ def googlenet(num_classes: int, input_shape: tuple[int, int], dropout: float = 0
 def alexnet(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.5,
             checkpoint: str | None = None) -> nn.Module:
     """AlexNet (Krizhevsky et al. 2012) from torchvision (seed 004); inputs below 63 × 63 are upsampled."""
+    import torchvision
+
     net = torchvision.models.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
     net.features[0] = _one_channel_conv(net.features[0], lambda w: nn.init.kaiming_uniform_(w, a=5 ** 0.5))
     return load_weights(MinSize(net, (63, 63)), checkpoint, "alexnet")
@@ -54,6 +59,8 @@ def alexnet(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.5
 def vgg16(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.5,
           checkpoint: str | None = None) -> nn.Module:
     """VGG-16 (Simonyan & Zisserman 2015) from torchvision (seed 004); inputs below 32 × 32 are upsampled."""
+    import torchvision
+
     net = torchvision.models.vgg16(weights=None, num_classes=num_classes, dropout=dropout)
     net.features[0] = _one_channel_conv(
         net.features[0], lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
@@ -61,6 +68,8 @@ def vgg16(num_classes: int, input_shape: tuple[int, int], dropout: float = 0.5,
 
 
 def _timm_backbone(arch: str, num_classes: int, drop_rate: float, checkpoint: str | None) -> nn.Module:
+    import timm
+
     net = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=num_classes, drop_rate=drop_rate)
     return load_weights(MinSize(net, (1, 1)), checkpoint, arch)
 
@@ -82,11 +91,12 @@ def resnet34(num_classes: int, input_shape: tuple[int, int], drop_rate: float = 
 @BACKBONES.register("resnet56")
 def resnet56_backbone(num_classes: int, input_shape: tuple[int, int], drop_rate: float = 0.0,
                       checkpoint: str | None = None) -> nn.Module:
-    """CIFAR ResNet-56 (He et al. 2016, Sec. 4.2) built through timm's registry (seed 004)."""
-    return _timm_backbone("resnet56", num_classes, drop_rate, checkpoint)
+    """CIFAR ResNet-56 (He et al. 2016, Sec. 4.2; seed 004), the network ``timm.create_model("resnet56")`` builds
+    (:mod:`victims.timm_models`), without importing timm."""
+    net = resnet56(in_chans=1, num_classes=num_classes, drop_rate=drop_rate)
+    return load_weights(MinSize(net, (1, 1)), checkpoint, "resnet56")
 
 
 from victims import seed_models, wave_models  # noqa: E402,F401  (registration of the seed papers' and waveform models)
-from victims.cifar_resnet import resnet56  # noqa: E402,F401  (registers "resnet56" in timm)
 
 __all__ = ["BACKBONES", "MinSize", "check_representation", "load_weights", "state_mismatch", "upsample_to"]
