@@ -18,8 +18,8 @@ from defense.channel import channel_identity
 from defense.objectives import OBJECTIVES
 from defense.defended_victim import check_trainable
 from evaluation.stats import wilson_interval
-from evaluation.tracking import (OUTPUTS, EpochLogger, flatten, log_file, log_once, logged_steps, resumable_run,
-                                 setup_tracking, stable_key, tags)
+from evaluation.tracking import (OUTPUTS, EpochLogger, flatten, log_once, logged_steps, resumable_run, setup_tracking,
+                                 stable_key, tags)
 from training.checkpoints import publish_victim
 from training.data import load_splits
 from training.data.base import Splits
@@ -130,7 +130,7 @@ def train_from_config(cfg: dict[str, Any], *, experiment: str = "advaudio", trac
                               "test_accuracy_ci_high": high, "test_loss": result.test_loss,
                               "best_epoch": float(result.best_epoch),
                               "checkpoint_mb": final_path.stat().st_size / 2**20})
-        log_file(final_path, "model")
+        mlflow.log_artifact(str(final_path), "model")
         norm = result.victim.normalizer
         mlflow.log_dict({"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()},
                         "model/normalizer.json")

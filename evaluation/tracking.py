@@ -39,7 +39,6 @@ from mlflow.utils.uri import is_local_uri
 
 from evaluation.locks import exclusive
 from evaluation.new_store import start_store
-from training.files import link_atomic
 from victims.registry import ConfigError
 
 ORIGINAL = "none"
@@ -366,24 +365,6 @@ sanity checks and reports are rebuilt from it."""
 TRANSFER_ARTIFACT = "transfer.json"
 """Artifact of a transfer run (``advaudio.kind = transfer``): a grid group's transfer matrix
 (:mod:`defense.grid_transfer`), or Subramanian et al.'s transfer record (:mod:`experiments.subramanian.run`)."""
-
-
-def log_file(path: str | Path, folder: str) -> None:
-    """Log file ``path`` as artifact ``folder/<its name>`` of the active run.
-
-    Where the run's artifacts are local files (the default SQLite store's ``mlartifacts``), the artifact is a hard
-    link to ``path`` (:func:`training.files.link_atomic`): a trained model's weights (a VGG-16's 537 MB) are kept on
-    disk once instead of twice. So a checkpoint must be replaced, never written into, or its artifact changes with
-    it; this package only replaces files. Elsewhere (a tracking server, another file system) MLflow uploads a copy.
-    """
-    path = Path(path)
-    root = mlflow.get_artifact_uri(folder)
-    if is_local_uri(root):
-        target = Path(local_file_uri_to_path(root))
-        target.mkdir(parents=True, exist_ok=True)
-        if link_atomic(path, target / path.name, "artifact"):
-            return
-    mlflow.log_artifact(str(path), folder)
 
 
 @contextmanager

@@ -1,23 +1,18 @@
-"""A trained model's victim file (``<key>.victim.pt``) and its MLflow artifact (``model/<key>.victim.pt``): its
-finished training checkpoint under more names, its weights written and kept once (hard links), read back as the
-trained model; without hard links, copies."""
+"""A trained model's victim file (``<key>.victim.pt``): its finished training checkpoint under a second name, its
+weights written and kept once (a hard link), read back as the trained model; without hard links, a copy."""
 from __future__ import annotations
 
 import errno
 import os
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
-from mlflow.utils.file_utils import local_file_uri_to_path
 
 from defense.pipeline import train_from_config
-from evaluation.tracking import log_file
 from tiny import tones
-from training import files
-from training.checkpoints import load_victim, publish_victim, save_atomic, victim_state
+from training import checkpoints
+from training.checkpoints import load_victim, publish_victim
 from training.data.base import ClipSet, Splits
 
 CFG = {"dataset": {"name": "tones"}, "frontend": {"name": "stft_db", "n_fft": 32, "hop": 16},
@@ -47,9 +42,6 @@ def test_the_victim_file_is_the_finished_checkpoint_written_once(tmp_path: Path,
     assert done.checkpoint.name == f"{done.key}.victim.pt"
     assert os.path.samefile(done.checkpoint, finished)
     assert not list(done.checkpoint.parent.glob(".*"))  # no temporary name left
-    artifacts = Path(local_file_uri_to_path(MlflowClient().get_run(done.run_id).info.artifact_uri)) / "model"
-    assert os.path.samefile(artifacts / done.checkpoint.name, finished)
-    assert sorted(p.name for p in artifacts.iterdir()) == [done.checkpoint.name, "normalizer.json"]
     assert _same_weights(load_victim(done.checkpoint), done.result.victim)
 
     done.checkpoint.unlink()  # a finished run whose victim file is gone gets it back, nothing trained again
@@ -60,14 +52,10 @@ def test_the_victim_file_is_the_finished_checkpoint_written_once(tmp_path: Path,
     def no_links(*args: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(files.os, "link", no_links)  # a file system without hard links (FAT, some shares)
+    monkeypatch.setattr(checkpoints.os, "link", no_links)  # a file system without hard links (FAT, some shares)
     copy = publish_victim(finished, tmp_path / "copy.victim.pt", done.result.victim)
     assert not os.path.samefile(copy, finished)
     assert _same_weights(load_victim(copy), done.result.victim)
-    with mlflow.start_run(run_id=done.run_id):
-        log_file(copy, "copied")
-    assert not os.path.samefile(artifacts.parent / "copied" / copy.name, copy)
-    assert (artifacts.parent / "copied" / copy.name).read_bytes() == copy.read_bytes()
 
 
 class _ReadsAValue(torch.nn.Module):
@@ -108,7 +96,7 @@ def test_a_loaded_victim_takes_the_checkpoints_weights_without_drawing_random_on
     monkeypatch.setitem(BACKBONES._entries, "keeps_a_window", _KeepsAWindow)
     frontend = {"name": "stft_db", "n_fft": 64, "hop": 32}
     victim = build_victim(frontend, {"backbone": backbone}, ["a", "b", "c"], 8000, 2048).eval()
-    path = save_atomic(victim_state(victim), tmp_path / "v.victim.pt")
+    path = checkpoints.save_atomic(checkpoints.victim_state(victim), tmp_path / "v.victim.pt")
     waves = torch.randn(2, 1, 2048, generator=torch.Generator().manual_seed(0))
     state = torch.get_rng_state()
     loaded = load_victim(path)

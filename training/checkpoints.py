@@ -7,13 +7,15 @@ training checkpoints, the optimiser, scheduler, RNG states and history.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.files import atomic_write, link_atomic
+from training.files import OutputError, atomic_write, os_reason
 from victims.backbone_base import state_mismatch
 from victims.victim import Victim, in_preferred_layout, victim_from_spec
 
@@ -84,15 +86,25 @@ def victim_state(victim: Victim) -> dict[str, Any]:
 def publish_victim(finished: str | Path, path: str | Path, victim: Victim) -> Path:
     """Give a finished training its victim file ``path``: a hard link to its finished checkpoint ``finished`` (which
     holds the selected weights :func:`load_victim` reads, so they are written and kept on disk once: a VGG-16's
-    537 MB), put in place atomically (:func:`training.files.link_atomic`); where the file system has no hard links,
-    ``victim``'s weights are saved anew.
+    537 MB), put in place atomically; where the file system has no hard links, ``victim``'s weights are saved anew.
+    Every checkpoint write replaces its file (:func:`save_atomic`), so the two names never see each other's later
+    versions.
 
     Raises:
         OutputError: one line naming ``path`` and the reason.
     """
-    if link_atomic(finished, path, "checkpoint"):
-        return Path(path)
-    return save_atomic(victim_state(victim), path)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.link")
+    try:
+        os.link(finished, tmp)
+    except OSError:
+        return save_atomic(victim_state(victim), path)
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write checkpoint {path}: {os_reason(err)}") from None
+    return path
 
 
 def load_state_into(victim: Victim, state: dict[str, Any], source: str | Path, *, assign: bool = False) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from types import MappingProxyType
@@ -105,32 +104,6 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str 
             raise
         raise OutputError(f"cannot write {what} {path}: {reason}") from err
     return path
-
-
-def link_atomic(source: str | Path, path: str | Path, what: str = "file") -> bool:
-    """Make ``path`` a hard link to ``source`` (one copy on disk for two names), put in place atomically: ``path`` is
-    the old file or the link, never missing or torn. Every writer of this package replaces its file
-    (:func:`atomic_write`) instead of writing into it, so neither name sees the other's later versions.
-
-    Returns:
-        ``False`` where the file system makes no hard links (FAT, some network shares, another device), ``path``
-        untouched: the caller writes a copy instead.
-
-    Raises:
-        OutputError: if the link cannot be put in place (one line naming ``path`` and the reason).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.link")
-    try:
-        os.link(source, tmp)
-    except OSError:
-        return False
-    try:
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {what} {path}: {os_reason(err)}") from None
-    return True
 
 
 def check_output_file(path: str | Path, what: str, reads: Mapping[str, str | Path] = MappingProxyType({})) -> Path:
