@@ -9,15 +9,18 @@ same command resumes them (runs are found by their keys, whatever their status).
 """
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 from types import FrameType
-from typing import Iterator
+from typing import Any, Iterator
 
 KILLED = "KILLED"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REDELIVER_S = 0.01
+"""Delay before an interruption that a finalizer dropped is delivered again (:func:`interruptible`)."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -93,18 +96,41 @@ def interruptible(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[Non
         yield
         return
     fired: list[Interrupted] = []
+    again: list[threading.Timer] = []
 
     def handle(signum: int, frame: FrameType | None) -> None:
         for sig in signals:  # one interruption: the cleanup it starts runs to its end
             signal.signal(sig, signal.SIG_IGN)
-        fired.append(Interrupted(signum, active_run_ids()))
+        if not fired:
+            fired.append(Interrupted(signum, active_run_ids()))
         raise fired[0]
 
+    def swallowed(unraisable: Any) -> None:
+        """Python runs a signal's handler between any two bytecodes, also inside a ``__del__`` or a weakref
+        callback, and drops what those raise: the interruption would be lost and its runs left RUNNING (seen:
+        SQLAlchemy's class registry cleaning up while a Ray task was cancelled). It is delivered again from a timer
+        thread (a signal marked pending here would be handled before this hook returns, still in the finalizer)."""
+        if not fired or unraisable.exc_value is not fired[0]:
+            hook(unraisable)
+            return
+        signal.signal(fired[0].signum, handle)
+        timer = threading.Timer(REDELIVER_S, _redeliver, (fired[0].signum,))
+        timer.daemon = True
+        again.append(timer)
+        timer.start()
+
+    def _redeliver(signum: int) -> None:
+        if signal.getsignal(signum) is handle:
+            _thread.interrupt_main(signum)
+
     previous = {sig: signal.getsignal(sig) for sig in signals}
+    hook, sys.unraisablehook = sys.unraisablehook, swallowed
     for sig in signals:
         signal.signal(sig, handle)
     try:
         yield
+        if fired:  # dropped by a finalizer at the block's very end, before it came again
+            raise fired[0]
     except BaseException as err:
         # Once a signal came, whatever leaves the block is its doing: Ray's blocking calls answer the handler's
         # exception with a KeyboardInterrupt of their own, and a C++ callback turns it into another error (torch's
@@ -112,6 +138,8 @@ def interruptible(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[Non
         # KeyboardInterrupt is an interruption (taken for Ctrl-C); any other error is the block's own.
         if not fired and not isinstance(err, KeyboardInterrupt):
             raise
+        for sig in signals:  # no second delivery during the cleanup
+            signal.signal(sig, signal.SIG_IGN)
         interrupted = fired[0] if fired else Interrupted(signal.SIGINT, [])
         if interrupted.run_ids:
             from evaluation.tracking import release_interrupted_writes
@@ -122,8 +150,11 @@ def interruptible(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[Non
             raise
         raise interrupted from None
     finally:
+        for timer in again:
+            timer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = hook
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -149,6 +150,36 @@ def test_sigterm_with_the_ray_executor_kills_its_task_runs_and_stops_ray(tmp_pat
     assert set(_statuses(outputs)) <= {"FINISHED", "KILLED"}, _statuses(outputs)
     with pytest.raises(ProcessLookupError):  # Ray's processes were started in the driver's group
         os.killpg(pgid, 0)
+
+
+class _SignalledFinalizer:
+    """An object whose ``__del__`` runs when a signal's handler does: the handler's exception is raised inside the
+    finalizer, where Python prints it and drops it."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        self.sig = sig
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.sig)
+        for _ in range(1000):  # the handler runs at the loop's first check, still inside this finalizer
+            pass
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_handled_inside_a_finalizer_still_interrupts(sig: signal.Signals) -> None:
+    """A signal whose handler runs inside a ``__del__`` or weakref callback (SQLAlchemy's class registry, under a
+    Ray task's cancellation) is delivered again after it, not lost: on the old code the block ran to its end and
+    the training went on, its run RUNNING. Python's hook for dropped exceptions is restored after the block."""
+    from defense.interrupt import Interrupted, interruptible
+
+    hook = sys.unraisablehook
+    with pytest.raises(Interrupted) as err:
+        with interruptible():
+            _SignalledFinalizer(sig)  # dropped at once
+            time.sleep(2.0)
+    assert err.value.signum == sig
+    assert sys.unraisablehook is hook
 
 
 @pytest.mark.timeout(120)
