@@ -5,6 +5,7 @@ CI (:func:`needs`), the FSDD root, and a CLI command's temporary folder (``env``
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -37,6 +38,17 @@ def _heap_only_malloc() -> None:
 
 
 _heap_only_malloc()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what collection left alive (torch, MLflow, every test module: about a million objects) out of the
+    garbage collector's way: each full collection walked them all again, 0.2-0.5 s apiece, and a worker of the fast
+    subset ran 51 of them (23 s of its 87 s; an interruption's cleanup collects once,
+    :func:`evaluation.tracking.release_interrupted_writes`). Frozen objects are never freed, so this runs once, after
+    a collection, when nothing but module state is alive. The fast subset: 73.0 instead of 87.5 s with ``-n 2``
+    (2026-12-05, 2-core CPU)."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
