@@ -6,7 +6,8 @@ The image backbones of seed 004 (GoogLeNet, AlexNet, VGG-16 from torchvision; Re
 timm; the CIFAR ResNet-56 of :mod:`victims.cifar_resnet`) take one input channel and inputs of any size:
 an axis shorter than the architecture's minimum is bilinearly upsampled to it (:class:`MinSize`).
 torchvision and timm are imported when one of their models is built: importing them (and the ``torch._dynamo`` that
-torchvision loads) takes 1.7 s on a CPU, a third of a command's start, which a model of its own does not need.
+torchvision loads) takes 1.7 s on a CPU, a quarter of a command's imports (0.5 s where a training loads
+``torch._dynamo`` anyway: ``torch.optim`` does), which a model of its own does not need.
 The seed papers' own models live in :mod:`victims.seed_models`, the registry and the helpers every model file
 shares in :mod:`victims.backbone_base`.
 """
