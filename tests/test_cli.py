@@ -1,6 +1,7 @@
 """The advaudio command line: --help everywhere, one-line errors, train → checkpoint → attack one file."""
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,30 @@ def test_a_one_line_error_before_any_work_loads_neither_torch_nor_mlflow() -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
     assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
     assert done.stderr == "advaudio ui: error: --port 0 is not a TCP port (1-65535)\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_command_in_its_own_process_freezes_its_imports_and_one_in_a_callers_process_does_not(
+        tmp_path: Path) -> None:
+    """``python -m defense.cli`` and the console script (``main()``, the process's command line) import a command's
+    modules with the garbage collector off and freeze what they left alive (``defense.cli._import_frozen``); a command
+    run in an existing process (``main(argv)``: a test, a notebook) freezes nothing of its caller's."""
+    args = ["report", "nothing", "--outputs", str(tmp_path / "missing")]  # a one-line error after the imports
+    script = ("import gc, sys; from defense.cli import main; before = gc.get_freeze_count(); "
+              f"first = main({args!r}); called = gc.get_freeze_count() - before; sys.argv = ['advaudio', *{args!r}]; "
+              "second = main(); print(first, called, second, gc.get_freeze_count() - before > 100_000, "
+              "gc.isenabled(), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    assert done.stdout.split("\n")[0] == "2 0 2 True True True", done.stdout + done.stderr
+
+
+def test_a_command_module_that_fails_to_import_leaves_the_collector_on() -> None:
+    from defense.cli import _import_frozen
+
+    frozen = gc.get_freeze_count()
+    with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+        _import_frozen(["no_such_module"])
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
 
 
 def test_one_schema_a_single_model_experiment_is_a_one_cell_grid() -> None:
