@@ -1,7 +1,8 @@
 """Test-wide settings and fixtures: one torch thread in every test process, temporary files in RAM where there is
-room (:func:`_temporary_files_in_ram`), seeded RNGs, an MLflow state isolated per test (no developer store), CUDA-only tests skipped without a GPU, declared dependencies that must be present in
-CI (:func:`needs`), the FSDD root, and a CLI command's temporary folder (``env``). Tiny victims and short audio live in
-``tests/tiny.py``, the tiny grids in ``tests/tiny_configs.py``."""
+room (:func:`_temporary_files_in_ram`), seeded RNGs, an MLflow state isolated per test (no developer store),
+CUDA-only tests skipped without a GPU, declared dependencies that must be present in CI (:func:`needs`), the FSDD
+root, and a CLI command's temporary folder (``env``). Tiny victims and short audio live in ``tests/tiny.py``, the tiny
+grids in ``tests/tiny_configs.py``."""
 from __future__ import annotations
 
 import ctypes
@@ -45,22 +46,28 @@ RAM_FOLDER_MIN_FREE = 4 * 2**30
 """Free bytes ``/dev/shm`` needs for the session's temporary files: 3x the peak of a whole run (1.27 GB with both
 workers, measured 2026-12-05), as passed tests' ``tmp_path`` folders are removed at once (``tmp_path_retention_policy
 = "failed"`` in pyproject.toml)."""
+RAM_MIN_AVAILABLE = 12 * 2**30
+"""Memory the machine needs available (``MemAvailable``) for the RAM folder: the whole run used at most 9.4 GB with
+it (``free``, sampled every 5 s, 2026-12-05). ``/dev/shm``'s size is a limit, not memory set aside."""
 
 
 def _temporary_files_in_ram() -> Path | None:
     """Put the session's temporary files (every ``tmp_path``, and ``TMPDIR`` for every process a test starts: CLI
-    commands, Ray's session folder, servers) in a new folder on ``/dev/shm``, Linux's RAM file system, where it has
-    room and no ``TMPDIR`` is set. The suite writes and deletes GBs of checkpoints and stores: the whole run took
-    564.8 instead of 601-648 s with ``-n 2``, kernel time 120 instead of 150 CPU-s, I/O wait 0 instead of 17 s
-    (2026-12-05, 2-core CPU, ext4 mounted with ``discard``). Run by the main process only (xdist's workers inherit
-    ``TMPDIR``); the folder is removed at the end unless a test failed (:func:`pytest_terminal_summary`)."""
+    commands, Ray's session folder, servers) in a new folder on ``/dev/shm``, Linux's RAM file system, where it and
+    the machine have room and no ``TMPDIR`` is set. The suite writes and deletes GBs of checkpoints and stores: the
+    whole run took 564.8 instead of 601-648 s with ``-n 2``, kernel time 120 instead of 150 CPU-s, I/O wait 0
+    instead of 17 s (2026-12-05, 2-core CPU, ext4 mounted with ``discard``). Run by the main process only (xdist's
+    workers inherit ``TMPDIR``); the folder is removed at the end unless a test failed
+    (:func:`pytest_terminal_summary`)."""
     if "TMPDIR" in os.environ or not sys.platform.startswith("linux"):
         return None
     try:
         free = shutil.disk_usage("/dev/shm").free
-    except OSError:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
         return None
-    if free < RAM_FOLDER_MIN_FREE:
+    if free < RAM_FOLDER_MIN_FREE or available < RAM_MIN_AVAILABLE:
         return None
     folder = Path(tempfile.mkdtemp(prefix="advaudio-", dir="/dev/shm"))
     os.environ["TMPDIR"] = str(folder)
